@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what is missing and builds the release binary. Idempotent: a second run only checks.
+#   scripts/setup.sh            # deps + release build
+#   scripts/setup.sh --no-build # deps only
+#   SVIB_FULL_TORCH=1 scripts/setup.sh  # full torch install with every CUDA dependency (GPU hosts)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/versions.sh
+build=1
+[ "${1:-}" = "--no-build" ] && build=0
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+# 1. Fashion-MNIST from Debian (the real data set for demos and checks).
+if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
+  say "installing Debian package dataset-fashion-mnist"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+
+# 2. libtorch from the PyPI wheel, in a project-local venv.
+py=.venv/bin/python
+if [ ! -x "$py" ]; then
+  say "creating .venv"
+  python3 -m venv .venv
+fi
+site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+have=$(sed -n "s/^__version__ = '\([^']*\)'.*/\1/p" "$site/torch/version.py" 2>/dev/null | cut -d+ -f1 || true)
+if [ "$have" != "$TORCH_VERSION" ]; then
+  say "installing torch==$TORCH_VERSION into .venv (once; about 1.4 GB)"
+  "$py" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  if [ "${SVIB_FULL_TORCH:-0}" = 1 ]; then
+    "$py" -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
+  else
+    "$py" -m pip install -q --disable-pip-version-check --no-deps "torch==$TORCH_VERSION"
+  fi
+fi
+if ! ls "$site"/nvidia/cu13/lib/libcudart.so* >/dev/null 2>&1 || ! ls "$site"/nvidia/cu13/lib/libcupti.so* >/dev/null 2>&1; then
+  say "installing $CUDA_TOOLKIT_SPEC into .venv"
+  "$py" -m pip install -q --disable-pip-version-check "$CUDA_TOOLKIT_SPEC"
+fi
+# Stable paths for .cargo/config.toml and the rpath baked in by build.rs.
+ln -sfn "$site/torch" .libtorch
+ln -sfn "$site/nvidia/cu13/lib" .cudalibs
+
+# 3. The release binary.
+if [ "$build" = 1 ]; then
+  say "building target/release/svib"
+  cargo build --release --quiet
+  say "ready: target/release/svib"
+fi

@@ -1,0 +1,4 @@
+# The one place where the libtorch version is pinned (tch 0.24 expects exactly this).
+TORCH_VERSION=2.11.0
+# libtorch_cpu from the PyPI wheel needs libcudart/libcupti at load time even on CPU.
+CUDA_TOOLKIT_SPEC="cuda-toolkit[cudart,cupti]==13.0.2"

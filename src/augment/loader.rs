@@ -1,0 +1,107 @@
+//! A bounded prefetch queue: a background thread augments the next batches (in parallel on the
+//! rayon pool) while the training thread computes on the current one.
+use super::{augment_batch, MultiCropConfig};
+use crate::data::{Dataset, Norm};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use tch::Tensor;
+
+/// One training batch: a tensor per view (global views first) plus labels and dataset indices.
+pub struct CropBatch {
+    pub views: Vec<Tensor>,
+    pub labels: Tensor,
+    pub indices: Vec<usize>,
+}
+
+/// The shuffled order of one epoch (depends only on seed and epoch).
+pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0000_0000 ^ epoch.wrapping_mul(0x2545_F491_4F6C_DD1D));
+    order.shuffle(&mut rng);
+    order
+}
+
+/// Iterator over the batches of one epoch, produced ahead by a background thread.
+pub struct Loader {
+    rx: Receiver<CropBatch>,
+    handle: Option<JoinHandle<()>>,
+    pub batches: usize,
+}
+
+impl Loader {
+    /// Batches `skip..` of epoch `epoch` (drop-last, as DINO's loader), `prefetch` batches ahead.
+    pub fn new(ds: Arc<Dataset>, cfg: MultiCropConfig, norm: Norm, batch: usize, seed: u64, epoch: u64, skip: usize, prefetch: usize) -> Loader {
+        let order = epoch_order(ds.len(), seed, epoch);
+        let batches = ds.len() / batch;
+        let (tx, rx) = sync_channel(prefetch.max(1));
+        let handle = std::thread::spawn(move || {
+            for b in skip..batches {
+                let idx = &order[b * batch..(b + 1) * batch];
+                let bufs = augment_batch(&ds, idx, &cfg, &norm, seed, epoch);
+                let views = bufs
+                    .views
+                    .into_iter()
+                    .map(|(data, shape)| Tensor::from_slice(&data).reshape(shape.map(|s| s as i64)))
+                    .collect();
+                let labels = Tensor::from_slice(&idx.iter().map(|&i| ds.labels[i]).collect::<Vec<_>>());
+                if tx.send(CropBatch { views, labels, indices: idx.to_vec() }).is_err() {
+                    return; // consumer dropped the loader
+                }
+            }
+        });
+        Loader { rx, handle: Some(handle), batches }
+    }
+}
+
+impl Iterator for Loader {
+    type Item = CropBatch;
+    fn next(&mut self) -> Option<CropBatch> {
+        self.rx.recv().ok()
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Unblock the producer: replace the receiver so its next send fails, then join it.
+        let (_, dead) = sync_channel(0);
+        drop(std::mem::replace(&mut self.rx, dead));
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::ImageU8;
+
+    #[test]
+    fn yields_all_full_batches_in_seeded_order() {
+        let ds = Arc::new(Dataset {
+            images: (0..10).map(|i| ImageU8::new(8, 8, 1, vec![i as u8 * 20; 64])).collect(),
+            labels: (0..10).collect(),
+            num_classes: 10,
+            class_names: vec![],
+        });
+        let cfg = MultiCropConfig { global_size: 8, local_size: 4, local_crops: 1, ..MultiCropConfig::default() };
+        let norm = Norm { mean: vec![0.5], std: vec![0.5] };
+        let batches: Vec<CropBatch> = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 0, 2).collect();
+        assert_eq!(batches.len(), 3);
+        assert_eq!(batches[0].views.len(), 3);
+        assert_eq!(batches[0].views[2].size(), vec![3, 3, 4, 4]);
+        let order = epoch_order(10, 9, 0);
+        assert_eq!(batches[1].indices, order[3..6].to_vec());
+        assert_eq!(Vec::<i64>::try_from(&batches[1].labels).unwrap(), order[3..6].iter().map(|&i| i as i64).collect::<Vec<_>>());
+        // skipping resumes mid-epoch with the same batches
+        let rest: Vec<CropBatch> = Loader::new(ds, cfg, norm, 3, 9, 0, 2, 2).collect();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].indices, batches[2].indices);
+        assert!(rest[0].views[0].equal(&batches[2].views[0]));
+        // dropping a loader early does not hang
+        assert_ne!(epoch_order(10, 9, 1), order);
+    }
+}

@@ -1,0 +1,259 @@
+//! Multi-crop augmentation (SPEC §4): 2 global + L local views per image, each with DINO's
+//! per-view recipe. Deterministic per (seed, epoch, image index), so results do not depend on the
+//! number of threads.
+pub mod loader;
+pub mod ops;
+pub mod preview;
+
+use crate::data::{Dataset, ImageU8, Norm};
+use fast_image_resize as fir;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The multi-crop recipe. Defaults are DINO's ViT recipe (SPEC §4) for 224 px images.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MultiCropConfig {
+    pub global_size: u32,
+    pub local_size: u32,
+    pub global_scale: [f32; 2],
+    pub local_scale: [f32; 2],
+    pub local_crops: usize,
+    pub ratio: [f32; 2],
+    /// Output channels: 3 (grey sources replicated) or 1 (RGB sources converted to grey).
+    pub channels: u8,
+    pub flip_p: f32,
+    pub jitter_p: f32,
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    pub hue: f32,
+    pub grayscale_p: f32,
+    /// Blur probability for global view 1, global view 2, local views.
+    pub blur_p: [f32; 3],
+    pub blur_radius: [f32; 2],
+    /// Solarisation probability for global view 1, global view 2, local views.
+    pub solarize_p: [f32; 3],
+}
+
+impl Default for MultiCropConfig {
+    fn default() -> Self {
+        MultiCropConfig {
+            global_size: 224,
+            local_size: 96,
+            global_scale: [0.4, 1.0],
+            local_scale: [0.05, 0.4],
+            local_crops: 10,
+            ratio: [3.0 / 4.0, 4.0 / 3.0],
+            channels: 3,
+            flip_p: 0.5,
+            jitter_p: 0.8,
+            brightness: 0.4,
+            contrast: 0.4,
+            saturation: 0.2,
+            hue: 0.1,
+            grayscale_p: 0.2,
+            blur_p: [1.0, 0.1, 0.5],
+            blur_radius: [0.1, 2.0],
+            solarize_p: [0.0, 0.2, 0.0],
+        }
+    }
+}
+
+/// The recipe of one view.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ViewSpec {
+    pub size: u32,
+    pub scale: [f32; 2],
+    pub blur_p: f32,
+    pub solarize_p: f32,
+}
+
+impl MultiCropConfig {
+    /// DINO's recipe scaled to images of side `side` (global crops at the native size for small
+    /// images, local crops at 96/224 of that).
+    pub fn for_image_side(side: u32) -> Self {
+        let mut c = MultiCropConfig::default();
+        if side < 224 {
+            c.global_size = side;
+            c.local_size = ((side as f32 * 96.0 / 224.0).round() as u32).max(8);
+        }
+        c
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::ensure;
+        let unit = |p: f32| (0.0..=1.0).contains(&p);
+        ensure!(self.global_size >= 4 && self.local_size >= 4, "augment.global_size/local_size: expected at least 4 pixels");
+        for (k, s) in [("global_scale", self.global_scale), ("local_scale", self.local_scale)] {
+            ensure!(s[0] > 0.0 && s[0] <= s[1] && s[1] <= 1.0, "augment.{k}: expected 0 < min <= max <= 1, got {s:?}");
+        }
+        ensure!(self.ratio[0] > 0.0 && self.ratio[0] <= self.ratio[1], "augment.ratio: expected 0 < min <= max, got {:?}", self.ratio);
+        ensure!(self.channels == 1 || self.channels == 3, "augment.channels: expected 1 or 3, got {}", self.channels);
+        for (k, p) in [("flip_p", self.flip_p), ("jitter_p", self.jitter_p), ("grayscale_p", self.grayscale_p)] {
+            ensure!(unit(p), "augment.{k}: expected a probability in [0, 1], got {p}");
+        }
+        for (k, ps) in [("blur_p", self.blur_p), ("solarize_p", self.solarize_p)] {
+            ensure!(ps.iter().all(|&p| unit(p)), "augment.{k}: expected probabilities in [0, 1], got {ps:?}");
+        }
+        ensure!(self.brightness >= 0.0 && self.contrast >= 0.0 && self.saturation >= 0.0, "augment.brightness/contrast/saturation: expected >= 0");
+        ensure!((0.0..=0.5).contains(&self.hue), "augment.hue: expected a value in [0, 0.5], got {}", self.hue);
+        ensure!(self.blur_radius[0] > 0.0 && self.blur_radius[0] <= self.blur_radius[1], "augment.blur_radius: expected 0 < min <= max, got {:?}", self.blur_radius);
+        Ok(())
+    }
+
+    /// The 2 + L views in order: global 1, global 2, locals.
+    pub fn views(&self) -> Vec<ViewSpec> {
+        let g = |i: usize| ViewSpec { size: self.global_size, scale: self.global_scale, blur_p: self.blur_p[i], solarize_p: self.solarize_p[i] };
+        let local = ViewSpec { size: self.local_size, scale: self.local_scale, blur_p: self.blur_p[2], solarize_p: self.solarize_p[2] };
+        let mut v = vec![g(0), g(1)];
+        v.extend(std::iter::repeat_n(local, self.local_crops));
+        v
+    }
+}
+
+/// A per-image random stream that depends only on (seed, epoch, index).
+pub fn image_rng(seed: u64, epoch: u64, index: u64) -> ChaCha8Rng {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    r.set_stream(epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index);
+    r
+}
+
+/// Which random operations fired for one view (for tests and the preview).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Trace {
+    pub crop: (u32, u32, u32, u32),
+    pub flip: bool,
+    pub jitter: bool,
+    pub grayscale: bool,
+    pub blur: bool,
+    pub solarize: bool,
+}
+
+/// Applies a view's random crop and photometric ops to one image; returns an 8-bit image of
+/// `view.size` squared with `channels` channels.
+pub fn augment_view<R: Rng>(img: &ImageU8, cfg: &MultiCropConfig, view: &ViewSpec, rng: &mut R, resizer: &mut fir::Resizer) -> ImageU8 {
+    augment_view_traced(img, cfg, view, rng, resizer).0
+}
+
+/// [`augment_view`], also saying which operations fired.
+pub fn augment_view_traced<R: Rng>(img: &ImageU8, cfg: &MultiCropConfig, view: &ViewSpec, rng: &mut R, resizer: &mut fir::Resizer) -> (ImageU8, Trace) {
+    let mut t = Trace::default();
+    // Grey sources are processed in one channel and replicated at the end: every op gives the
+    // same result on a replicated grey image (PIL's L of (g,g,g) is g), at a third of the work.
+    let work_c = if img.c == 1 || cfg.channels == 1 { 1 } else { 3 };
+    let src = if img.c != work_c { ops::to_channels(img, work_c) } else { img.clone() };
+    t.crop = ops::rrc_params(src.h, src.w, view.scale, cfg.ratio, rng);
+    let mut out = ops::crop_resize(&src, t.crop, view.size, view.size, resizer);
+    t.flip = rng.random_bool(cfg.flip_p as f64);
+    if t.flip {
+        ops::hflip(&mut out);
+    }
+    t.jitter = rng.random_bool(cfg.jitter_p as f64);
+    if t.jitter {
+        let b = rng.random_range((1.0 - cfg.brightness).max(0.0)..=1.0 + cfg.brightness);
+        let c = rng.random_range((1.0 - cfg.contrast).max(0.0)..=1.0 + cfg.contrast);
+        let s = rng.random_range((1.0 - cfg.saturation).max(0.0)..=1.0 + cfg.saturation);
+        let h = rng.random_range(-cfg.hue..=cfg.hue);
+        let mut order = [0u8, 1, 2, 3];
+        order.shuffle(rng);
+        for op in order {
+            match op {
+                0 => ops::adjust_brightness(&mut out, b),
+                1 => ops::adjust_contrast(&mut out, c),
+                2 => ops::adjust_saturation(&mut out, s),
+                _ => ops::adjust_hue(&mut out, h),
+            }
+        }
+    }
+    t.grayscale = rng.random_bool(cfg.grayscale_p as f64);
+    if t.grayscale {
+        ops::grayscale(&mut out);
+    }
+    t.blur = rng.random_bool(view.blur_p as f64);
+    if t.blur {
+        let sigma = rng.random_range(cfg.blur_radius[0]..=cfg.blur_radius[1]);
+        ops::gaussian_blur(&mut out, sigma);
+    }
+    t.solarize = rng.random_bool(view.solarize_p as f64);
+    if t.solarize {
+        ops::solarize(&mut out);
+    }
+    if out.c != cfg.channels {
+        out = ops::to_channels(&out, cfg.channels);
+    }
+    (out, t)
+}
+
+/// All views of one image, in the order of [`MultiCropConfig::views`].
+pub fn augment_all(img: &ImageU8, cfg: &MultiCropConfig, rng: &mut ChaCha8Rng, resizer: &mut fir::Resizer) -> Vec<ImageU8> {
+    cfg.views().iter().map(|v| augment_view(img, cfg, v, rng, resizer)).collect()
+}
+
+/// Normalised float crops of a batch: one buffer per view, each `[batch, channels, size, size]`.
+pub struct CropBuffers {
+    pub views: Vec<(Vec<f32>, [usize; 4])>,
+}
+
+/// Augments `indices` of `ds` in parallel into per-view normalised buffers.
+pub fn augment_batch(ds: &Dataset, indices: &[usize], cfg: &MultiCropConfig, norm: &Norm, seed: u64, epoch: u64) -> CropBuffers {
+    let views = cfg.views();
+    let c = cfg.channels as usize;
+    let norm = norm.with_channels(c);
+    let per_image: Vec<Vec<ImageU8>> = indices
+        .par_iter()
+        .map_init(fir::Resizer::new, |resizer, &i| {
+            let mut rng = image_rng(seed, epoch, i as u64);
+            augment_all(&ds.images[i], cfg, &mut rng, resizer)
+        })
+        .collect();
+    let b = indices.len();
+    let views = views
+        .iter()
+        .enumerate()
+        .map(|(v, spec)| {
+            let n = c * (spec.size * spec.size) as usize;
+            let mut buf = vec![0f32; b * n];
+            buf.par_chunks_mut(n).zip(per_image.par_iter()).for_each(|(out, imgs)| ops::normalize_into(&imgs[v], &norm.mean, &norm.std, out));
+            (buf, [b, c, spec.size as usize, spec.size as usize])
+        })
+        .collect();
+    CropBuffers { views }
+}
+
+/// Deterministic evaluation preprocessing: images already `size` square pass unchanged; others
+/// are resized (shorter side to size/0.875, bicubic) and centre-cropped, as DINO's eval does.
+pub fn eval_image(img: &ImageU8, size: u32, channels: u8, resizer: &mut fir::Resizer) -> ImageU8 {
+    let img = if img.c != channels { ops::to_channels(img, channels) } else { img.clone() };
+    if img.w == size && img.h == size {
+        return img;
+    }
+    let short = (size as f32 / 0.875).round() as u32;
+    let (rw, rh) = if img.w <= img.h {
+        (short, ((img.h as f32 * short as f32 / img.w as f32).round() as u32).max(short))
+    } else {
+        (((img.w as f32 * short as f32 / img.h as f32).round() as u32).max(short), short)
+    };
+    let resized = ops::crop_resize(&img, (0, 0, img.h, img.w), rw, rh, resizer);
+    let (top, left) = ((rh - size) / 2, (rw - size) / 2);
+    ops::crop_resize(&resized, (top, left, size, size), size, size, resizer)
+}
+
+/// Evaluation tensors' data for `indices`: `[n, channels, size, size]`, normalised.
+pub fn eval_batch(ds: &Dataset, indices: &[usize], size: u32, channels: u8, norm: &Norm) -> (Vec<f32>, [usize; 4]) {
+    let c = channels as usize;
+    let norm = norm.with_channels(c);
+    let n = c * (size * size) as usize;
+    let mut buf = vec![0f32; indices.len() * n];
+    buf.par_chunks_mut(n).zip(indices.par_iter()).for_each_init(fir::Resizer::new, |resizer, (out, &i)| {
+        let img = eval_image(&ds.images[i], size, channels, resizer);
+        ops::normalize_into(&img, &norm.mean, &norm.std, out);
+    });
+    (buf, [indices.len(), c, size as usize, size as usize])
+}
+
+#[cfg(test)]
+mod tests;

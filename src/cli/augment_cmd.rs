@@ -1,0 +1,114 @@
+//! `svib augment preview` and `svib augment bench`.
+use crate::augment::{augment_batch, preview, MultiCropConfig};
+use crate::data::{self, DataSpec, LoadOptions, Norm, Split};
+use anyhow::{ensure, Result};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Args, Debug, Clone)]
+pub struct RecipeArgs {
+    /// Side of the 2 global crops (default: the image side up to 224).
+    #[arg(long)]
+    global_size: Option<u32>,
+    /// Side of the local crops (default: 96/224 of the global side).
+    #[arg(long)]
+    local_size: Option<u32>,
+    /// Number of local crops.
+    #[arg(long, default_value_t = 10)]
+    local_crops: usize,
+    /// Output channels: 3, or 1 for grey.
+    #[arg(long, default_value_t = 3)]
+    channels: u8,
+}
+
+impl RecipeArgs {
+    fn config(&self, side: u32) -> Result<MultiCropConfig> {
+        let mut c = MultiCropConfig::for_image_side(side);
+        if let Some(g) = self.global_size {
+            c.global_size = g;
+            if self.local_size.is_none() {
+                c.local_size = ((g as f32 * 96.0 / 224.0).round() as u32).max(8);
+            }
+        }
+        if let Some(l) = self.local_size {
+            c.local_size = l;
+        }
+        c.local_crops = self.local_crops;
+        c.channels = self.channels;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AugmentCommand {
+    /// Writes a PNG grid of one image's crops (rows: draws; columns: source, global 1, global 2, locals).
+    Preview {
+        #[arg(long, default_value = "fashion-mnist")]
+        data: DataSpec,
+        /// Output PNG.
+        #[arg(long)]
+        out: PathBuf,
+        /// Which training image.
+        #[arg(long, default_value_t = 0)]
+        index: usize,
+        /// How many draws (rows).
+        #[arg(long, default_value_t = 6)]
+        rows: usize,
+        /// Pixels per grid cell.
+        #[arg(long, default_value_t = 112)]
+        cell: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        recipe: RecipeArgs,
+    },
+    /// Measures augmentation throughput (crops/s) on the training split.
+    Bench {
+        #[arg(long, default_value = "fashion-mnist")]
+        data: DataSpec,
+        /// Images per batch.
+        #[arg(long, default_value_t = 256)]
+        batch_size: usize,
+        /// Batches to time (after one warm-up batch).
+        #[arg(long, default_value_t = 20)]
+        batches: usize,
+        #[command(flatten)]
+        recipe: RecipeArgs,
+    },
+}
+
+pub fn run(cmd: AugmentCommand) -> Result<()> {
+    match cmd {
+        AugmentCommand::Preview { data, out, index, rows, cell, seed, recipe } => {
+            let ds = data::load(&data, Split::Train, &LoadOptions::default())?;
+            ensure!(index < ds.len(), "--index {index}: the training split has {} images", ds.len());
+            ensure!(rows >= 1 && (16..=1024).contains(&cell), "--rows must be >= 1 and --cell in 16..=1024");
+            let img = &ds.images[index];
+            let cfg = recipe.config(img.w.min(img.h).min(224))?;
+            preview::write_grid(img, &cfg, rows, seed, cell, &out)?;
+            println!("wrote {} ({} rows x {} views + source)", out.display(), rows, cfg.views().len());
+            Ok(())
+        }
+        AugmentCommand::Bench { data, batch_size, batches, recipe } => {
+            let ds = data::load(&data, Split::Train, &LoadOptions::default())?;
+            let img = &ds.images[0];
+            let cfg = recipe.config(img.w.min(img.h).min(224))?;
+            let norm = Norm::for_dataset(&data, &ds);
+            ensure!(batch_size * (batches + 1) <= ds.len(), "--batch-size x (--batches + 1) exceeds the {} training images", ds.len());
+            let idx: Vec<usize> = (0..ds.len()).collect();
+            augment_batch(&ds, &idx[..batch_size], &cfg, &norm, 0, 0);
+            let t = std::time::Instant::now();
+            for b in 1..=batches {
+                std::hint::black_box(augment_batch(&ds, &idx[b * batch_size..(b + 1) * batch_size], &cfg, &norm, 0, 0));
+            }
+            let s = t.elapsed().as_secs_f64();
+            let crops = (batches * batch_size * cfg.views().len()) as f64;
+            println!(
+                "{:.0} crops/s, {:.0} images/s ({} views each: 2 x {} px + {} x {} px) on {} thread(s)",
+                crops / s, (batches * batch_size) as f64 / s, cfg.views().len(), cfg.global_size, cfg.local_crops, cfg.local_size, rayon::current_num_threads()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! `svib knn`: weighted kNN on frozen features of a checkpoint, a random-init backbone, or raw pixels.
+use crate::data::{self, DataSpec, LoadOptions, Norm, Split};
+use crate::eval::features::{backbone_features, labels, pixel_features, EvalPrep};
+use crate::eval::knn::{knn_classify, KnnResult};
+use crate::models::{weights, ArchConfig, Backbone};
+use anyhow::{ensure, Result};
+use clap::{ArgGroup, Args};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("features").required(true).args(["checkpoint", "random_init", "raw_pixels"])))]
+pub struct KnnArgs {
+    /// Data set: fashion-mnist | mnist:DIR | kmnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR
+    #[arg(long, default_value = "fashion-mnist")]
+    pub data: DataSpec,
+    /// Backbone weights (safetensors; torchvision/timm/DINO key layouts) for the architecture --arch.
+    #[arg(long, requires = "arch")]
+    pub checkpoint: Option<PathBuf>,
+    /// A randomly initialised backbone of --arch (a baseline).
+    #[arg(long, requires = "arch")]
+    pub random_init: bool,
+    /// The normalised pixels themselves as features (a baseline).
+    #[arg(long)]
+    pub raw_pixels: bool,
+    /// Architecture: NAME[:key=value,...], e.g. resnet18:small_stem=true (see `svib models`).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Neighbours that vote.
+    #[arg(long, default_value_t = 20)]
+    pub k: i64,
+    /// Vote weight exp(similarity / T).
+    #[arg(long, default_value_t = 0.07)]
+    pub temperature: f64,
+    /// Print one JSON line {"top1", "top5", "k", "n_train", "n_test"} instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Side of the evaluation image (default: the data set's image side, at most 224).
+    #[arg(long)]
+    pub image_size: Option<u32>,
+    /// Input channels: 1 or 3 (default: the data set's).
+    #[arg(long)]
+    pub channels: Option<u8>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// cpu | cuda | cuda:N | auto
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Seed of the random initialisation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: i64,
+    /// Use only the first N training images (quick checks).
+    #[arg(long)]
+    pub limit_train: Option<usize>,
+    /// Use only the first N test images (quick checks).
+    #[arg(long)]
+    pub limit_test: Option<usize>,
+}
+
+pub fn run(a: KnnArgs) -> Result<()> {
+    ensure!(a.k >= 1, "--k: expected at least 1, got {}", a.k);
+    ensure!(a.temperature > 0.0, "--temperature: expected > 0, got {}", a.temperature);
+    ensure!(a.batch_size >= 1, "--batch-size: expected at least 1");
+    let device = crate::device::parse(&a.device)?;
+    let mut train = data::load(&a.data, Split::Train, &LoadOptions::default())?;
+    let mut test = data::load(&a.data, Split::Test, &LoadOptions::default())?;
+    if let Some(n) = a.limit_train {
+        train.truncate(n);
+    }
+    if let Some(n) = a.limit_test {
+        test.truncate(n);
+    }
+    let norm = Norm::for_dataset(&a.data, &train);
+    let first = &train.images[0];
+    let size = a.image_size.unwrap_or(first.w.min(first.h).min(224));
+    let channels = a.channels.unwrap_or(train.channels());
+    ensure!(channels == 1 || channels == 3, "--channels: expected 1 or 3, got {channels}");
+    let prep = EvalPrep { size, channels, norm };
+    let (ftrain, ftest) = if a.raw_pixels {
+        (pixel_features(&train, &prep, a.batch_size, device), pixel_features(&test, &prep, a.batch_size, device))
+    } else {
+        let arch = ArchConfig::parse(a.arch.as_deref().unwrap_or_default())?;
+        tch::manual_seed(a.seed);
+        let vs = tch::nn::VarStore::new(device);
+        let model = Backbone::new(&vs.root(), &arch, channels as i64)?;
+        if let Some(ck) = &a.checkpoint {
+            weights::load_safetensors(&vs, ck)?;
+        }
+        (backbone_features(&model, &train, &prep, a.batch_size, device), backbone_features(&model, &test, &prep, a.batch_size, device))
+    };
+    let num_classes = train.num_classes.max(test.num_classes) as i64;
+    let r = knn_classify(&ftrain, &labels(&train, device), &ftest, &labels(&test, device), num_classes, a.k, a.temperature);
+    print_result(&r, a.json);
+    Ok(())
+}
+
+pub fn print_result(r: &KnnResult, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).expect("plain numbers serialise"));
+    } else {
+        println!("kNN-{} top-1 {:.2}  top-5 {:.2}  ({} train, {} test)", r.k, r.top1, r.top5, r.n_train, r.n_test);
+    }
+}

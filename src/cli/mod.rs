@@ -1,0 +1,74 @@
+//! The `svib` command line: one file per subcommand group.
+mod augment_cmd;
+mod data_cmd;
+mod knn_cmd;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "svib", version, about = "Self-supervised Variational Information Bottleneck: pre-train and evaluate visual representations", long_about = None)]
+pub struct Cli {
+    /// CPU threads for augmentation and libtorch (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Weighted kNN classification of frozen features (SPEC §5): top-1/top-5 on the test split.
+    Knn(knn_cmd::KnnArgs),
+    /// Multi-crop augmentation tools.
+    Augment {
+        #[command(subcommand)]
+        command: augment_cmd::AugmentCommand,
+    },
+    /// Data set tools.
+    Data {
+        #[command(subcommand)]
+        command: data_cmd::DataCommand,
+    },
+    /// List the backbone architectures with their parameter counts.
+    Models,
+}
+
+fn set_threads(n: Option<usize>) {
+    let n = n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    tch::set_num_threads(n as i32);
+}
+
+fn run(cli: Cli) -> Result<()> {
+    set_threads(cli.threads);
+    match cli.command {
+        Command::Knn(a) => knn_cmd::run(a),
+        Command::Augment { command } => augment_cmd::run(command),
+        Command::Data { command } => data_cmd::run(command),
+        Command::Models => data_cmd::list_models(),
+    }
+}
+
+/// Entry point: parses arguments, runs, and turns every error into one line and exit code 2.
+pub fn main() -> i32 {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info.payload().downcast_ref::<String>().map(String::as_str).or_else(|| info.payload().downcast_ref::<&str>().copied()).unwrap_or("unknown");
+        let first = msg.lines().next().unwrap_or(msg);
+        eprintln!("svib: internal error: {first} (at {})", info.location().map_or("?".into(), |l| l.to_string()));
+    }));
+    let cli = Cli::parse();
+    match std::panic::catch_unwind(|| run(cli)) {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            eprintln!("error: {}", one_line(&e));
+            2
+        }
+        Err(_) => 101,
+    }
+}
+
+/// The error chain as one line: "outer: inner: root cause".
+pub fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}

@@ -1,0 +1,151 @@
+//! ImageFolder trees: `root/train/<class>/*.{jpg,jpeg,png,bmp,webp}` and `root/val/<class>/…`
+//! (or `root/test/…`). Classes are the sorted sub-folder names, as torchvision does. Images are
+//! decoded in parallel; grey images stay one-channel.
+use super::{Dataset, ImageU8, LoadOptions, Split};
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "webp"];
+
+fn split_dir(root: &Path, split: Split) -> Result<PathBuf> {
+    let names: &[&str] = match split {
+        Split::Train => &["train"],
+        Split::Test => &["val", "test"],
+        Split::Unlabeled => &["unlabeled"],
+    };
+    names
+        .iter()
+        .map(|n| root.join(n))
+        .find(|p| p.is_dir())
+        .ok_or_else(|| anyhow::anyhow!("{}: no {} folder (expected root/{}/<class>/<images>)", root.display(), names.join(" or "), names[0]))
+}
+
+pub fn decode(path: &Path) -> Result<ImageU8> {
+    let img = image::ImageReader::open(path)
+        .with_context(|| format!("{}: cannot open", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("{}: cannot read", path.display()))?
+        .decode()
+        .map_err(|e| anyhow::anyhow!("{}: not a decodable image ({e})", path.display()))?;
+    Ok(match img.color().channel_count() {
+        1 | 2 => {
+            let g = img.into_luma8();
+            ImageU8::new(g.width(), g.height(), 1, g.into_raw())
+        }
+        _ => {
+            let c = img.into_rgb8();
+            ImageU8::new(c.width(), c.height(), 3, c.into_raw())
+        }
+    })
+}
+
+pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
+    let dir = split_dir(root, split)?;
+    let mut classes: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("{}: cannot list", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        bail!("{}: no class folders (expected {}/<class>/<images>)", dir.display(), dir.display());
+    }
+    let mut files: Vec<(PathBuf, i64)> = vec![];
+    let mut ignored = 0usize;
+    for (ci, c) in classes.iter().enumerate() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir.join(c))
+            .with_context(|| format!("{}: cannot list", dir.join(c).display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let ext = p.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+            if EXTENSIONS.contains(&ext.as_str()) {
+                files.push((p, ci as i64));
+            } else {
+                ignored += 1;
+            }
+        }
+    }
+    if ignored > 0 {
+        eprintln!("warning: {}: ignored {ignored} file(s) without an image extension ({})", dir.display(), EXTENSIONS.join(", "));
+    }
+    let decoded: Vec<Result<ImageU8>> = files.par_iter().map(|(p, _)| decode(p)).collect();
+    let (mut images, mut labels, mut skipped) = (vec![], vec![], 0usize);
+    for (r, (_, l)) in decoded.into_iter().zip(&files) {
+        match r {
+            Ok(img) => {
+                images.push(img);
+                labels.push(*l);
+            }
+            Err(e) if opts.skip_corrupt => {
+                skipped += 1;
+                if skipped <= 3 {
+                    eprintln!("warning: skipping {e:#}");
+                }
+            }
+            Err(e) => return Err(e.context("use --skip-corrupt to skip undecodable images")),
+        }
+    }
+    if skipped > 0 {
+        eprintln!("warning: {}: skipped {skipped} corrupt image(s)", dir.display());
+    }
+    Ok(Dataset { images, labels, num_classes: classes.len(), class_names: classes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(root: &Path) {
+        for (split, class, n) in [("train", "cat", 2), ("train", "dog", 3), ("val", "cat", 1), ("val", "dog", 1)] {
+            let d = root.join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..n {
+                let img = image::RgbImage::from_fn(6 + i, 4, |x, y| image::Rgb([x as u8 * 10, y as u8 * 20, i as u8]));
+                img.save(d.join(format!("{i}.png"))).unwrap();
+            }
+        }
+        image::GrayImage::from_pixel(3, 3, image::Luma([77])).save(root.join("train/dog/grey.jpg")).unwrap();
+    }
+
+    #[test]
+    fn reads_classes_sizes_and_pixels() {
+        let d = tempfile::tempdir().unwrap();
+        tree(d.path());
+        let ds = load(d.path(), Split::Train, &LoadOptions::default()).unwrap();
+        assert_eq!(ds.class_names, vec!["cat", "dog"]);
+        assert_eq!(ds.labels, vec![0, 0, 1, 1, 1, 1]);
+        assert_eq!((ds.images[1].w, ds.images[1].h, ds.images[1].c), (7, 4, 3));
+        // pixel (x=2, y=3) of train/cat/1.png is (20, 60, 1)
+        assert_eq!(&ds.images[1].data[(3 * 7 + 2) * 3..(3 * 7 + 2) * 3 + 3], &[20, 60, 1]);
+        let grey = &ds.images[5];
+        assert_eq!(grey.c, 1);
+        assert!(grey.data.iter().all(|&v| (v as i32 - 77).abs() <= 1));
+        assert_eq!(load(d.path(), Split::Test, &LoadOptions::default()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn corrupt_image_is_named_or_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        tree(d.path());
+        let bad = d.path().join("train/cat/broken.png");
+        let good = std::fs::read(d.path().join("train/cat/0.png")).unwrap();
+        std::fs::write(&bad, &good[..good.len() / 2]).unwrap();
+        let e = format!("{:#}", load(d.path(), Split::Train, &LoadOptions::default()).unwrap_err());
+        assert!(e.contains("broken.png") && e.contains("not a decodable image"), "{e}");
+        let ds = load(d.path(), Split::Train, &LoadOptions { skip_corrupt: true }).unwrap();
+        assert_eq!(ds.len(), 6);
+    }
+
+    #[test]
+    fn missing_split_folder() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("train/a")).unwrap();
+        let e = format!("{:#}", load(d.path(), Split::Test, &LoadOptions::default()).unwrap_err());
+        assert!(e.contains("no val or test folder"), "{e}");
+    }
+}

@@ -1,0 +1,121 @@
+//! Data sets: readers for the common on-disk layouts, all producing an in-memory [`Dataset`] of
+//! 8-bit images, and the dataset spec string used on the command line.
+mod cifar;
+mod folder;
+mod idx;
+mod norm;
+mod spec;
+mod stl10;
+
+pub use norm::Norm;
+pub use spec::{DataSpec, Format};
+
+use anyhow::{Context, Result};
+use std::io::Read;
+use std::path::Path;
+
+/// An 8-bit image, row-major HWC, with 1 (grey) or 3 (RGB) channels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageU8 {
+    pub w: u32,
+    pub h: u32,
+    pub c: u8,
+    pub data: Vec<u8>,
+}
+
+impl ImageU8 {
+    pub fn new(w: u32, h: u32, c: u8, data: Vec<u8>) -> Self {
+        debug_assert_eq!(data.len(), (w * h) as usize * c as usize);
+        ImageU8 { w, h, c, data }
+    }
+}
+
+/// Which part of a data set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Test,
+    /// STL-10's unlabelled images (labels are -1).
+    Unlabeled,
+}
+
+impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+            Split::Unlabeled => "unlabeled",
+        }
+    }
+}
+
+/// Images with integer labels (-1 where a split has none).
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub images: Vec<ImageU8>,
+    pub labels: Vec<i64>,
+    pub num_classes: usize,
+    pub class_names: Vec<String>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+    /// Channels of the source images (1 when every image is grey).
+    pub fn channels(&self) -> u8 {
+        self.images.iter().map(|i| i.c).max().unwrap_or(3)
+    }
+    /// The first `n` images (for quick runs and tests).
+    pub fn truncate(&mut self, n: usize) {
+        self.images.truncate(n);
+        self.labels.truncate(n);
+    }
+}
+
+/// Options that change how a data set is read.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// ImageFolder: skip images that fail to decode (with a warning count) instead of failing.
+    pub skip_corrupt: bool,
+}
+
+/// Loads one split of the data set a spec names.
+pub fn load(spec: &DataSpec, split: Split, opts: &LoadOptions) -> Result<Dataset> {
+    let ds = match spec.format {
+        Format::Idx => idx::load(&spec.dir, split),
+        Format::Cifar10 => cifar::load(&spec.dir, split, false),
+        Format::Cifar100 => cifar::load(&spec.dir, split, true),
+        Format::Stl10 => stl10::load(&spec.dir, split),
+        Format::Folder => folder::load(&spec.dir, split, opts),
+    }?;
+    if ds.is_empty() {
+        anyhow::bail!("{}: the {} split has no images", spec.dir.display(), split.name());
+    }
+    Ok(ds)
+}
+
+/// Reads a whole file, gunzipping it when its name ends in `.gz`.
+pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::with_capacity(raw.len() * 4);
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| anyhow::anyhow!("{}: corrupt or truncated gzip stream ({e})", path.display()))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Returns the first of `names` that exists in `dir` (each also tried with `.gz`).
+pub(crate) fn find_file(dir: &Path, names: &[&str]) -> Option<std::path::PathBuf> {
+    names.iter().flat_map(|n| [dir.join(n), dir.join(format!("{n}.gz"))]).find(|p| p.is_file())
+}
+
+#[cfg(test)]
+pub(crate) mod testutil;

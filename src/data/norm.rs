@@ -1,0 +1,118 @@
+//! Per-dataset normalisation: known mean/std presets, or computed from the training split and
+//! cached (in $SVIB_CACHE_DIR, $XDG_CACHE_HOME/svib or ~/.cache/svib).
+use super::{DataSpec, Dataset};
+use serde::{Deserialize, Serialize};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+
+/// Per-channel mean and standard deviation of pixel values scaled to [0, 1].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Norm {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Norm {
+    /// The usual published values (torchvision, solo-learn).
+    pub fn preset(name: &str) -> Option<Norm> {
+        let (m, s): (&[f32], &[f32]) = match name {
+            "fashion-mnist" => (&[0.2860], &[0.3530]),
+            "mnist" => (&[0.1307], &[0.3081]),
+            "kmnist" => (&[0.1918], &[0.3483]),
+            "cifar10" => (&[0.4914, 0.4822, 0.4465], &[0.2470, 0.2435, 0.2616]),
+            "cifar100" => (&[0.5071, 0.4865, 0.4409], &[0.2673, 0.2564, 0.2762]),
+            "stl10" => (&[0.4467, 0.4398, 0.4066], &[0.2603, 0.2566, 0.2713]),
+            "imagenet" => (&[0.485, 0.456, 0.406], &[0.229, 0.224, 0.225]),
+            _ => return None,
+        };
+        Some(Norm { mean: m.to_vec(), std: s.to_vec() })
+    }
+
+    /// Mean and std over (up to 20,000 evenly spaced) images; grey images count in every channel.
+    pub fn compute(ds: &Dataset) -> Norm {
+        let c = ds.channels() as usize;
+        let step = (ds.len() / 20_000).max(1);
+        let (mut sum, mut sq, mut n) = (vec![0f64; c], vec![0f64; c], vec![0f64; c]);
+        for img in ds.images.iter().step_by(step) {
+            for px in img.data.chunks_exact(img.c as usize) {
+                for ch in 0..c {
+                    let v = px[ch.min(px.len() - 1)] as f64 / 255.0;
+                    sum[ch] += v;
+                    sq[ch] += v * v;
+                    n[ch] += 1.0;
+                }
+            }
+        }
+        let mean: Vec<f32> = (0..c).map(|i| (sum[i] / n[i]) as f32).collect();
+        let std = (0..c).map(|i| ((sq[i] / n[i] - (sum[i] / n[i]).powi(2)).max(1e-12).sqrt()) as f32).collect();
+        Norm { mean, std }
+    }
+
+    /// The preset for the spec's name, else the cached or freshly computed statistics.
+    pub fn for_dataset(spec: &DataSpec, train: &Dataset) -> Norm {
+        if let Some(n) = Norm::preset(&spec.name) {
+            return n;
+        }
+        let path = cache_path(spec, train);
+        if let Some(n) = path.as_ref().and_then(|p| std::fs::read(p).ok()).and_then(|b| serde_json::from_slice::<Norm>(&b).ok()) {
+            if n.mean.len() == train.channels() as usize {
+                return n;
+            }
+        }
+        let n = Norm::compute(train);
+        if let Some(p) = path {
+            if let Ok(json) = serde_json::to_vec(&n) {
+                let _ = crate::util::write_atomic(&p, &json);
+            }
+        }
+        n
+    }
+
+    /// The same statistics for `c` output channels (a grey preset replicated for RGB output).
+    pub fn with_channels(&self, c: usize) -> Norm {
+        if self.mean.len() == c {
+            return self.clone();
+        }
+        let avg = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        if c == 1 {
+            Norm { mean: vec![avg(&self.mean)], std: vec![avg(&self.std)] }
+        } else {
+            Norm { mean: vec![self.mean[0]; c], std: vec![self.std[0]; c] }
+        }
+    }
+}
+
+fn cache_path(spec: &DataSpec, train: &Dataset) -> Option<PathBuf> {
+    let base = std::env::var_os("SVIB_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("svib")))
+        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/svib")))?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    spec.dir.canonicalize().unwrap_or(spec.dir.clone()).hash(&mut h);
+    spec.name.hash(&mut h);
+    train.len().hash(&mut h);
+    train.images.first().map(|i| &i.data).hash(&mut h);
+    Some(base.join("norm").join(format!("{:016x}.json", h.finish())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::ImageU8;
+
+    #[test]
+    fn computed_statistics_match_hand_values() {
+        // two 1x2 grey images: pixels 0, 255, 51, 204 -> values 0, 1, .2, .8: mean .5
+        let ds = Dataset {
+            images: vec![ImageU8::new(2, 1, 1, vec![0, 255]), ImageU8::new(2, 1, 1, vec![51, 204])],
+            labels: vec![0, 1],
+            num_classes: 2,
+            class_names: vec![],
+        };
+        let n = Norm::compute(&ds);
+        let var = (0.25 + 0.25 + 0.09 + 0.09) / 4.0f32;
+        assert!((n.mean[0] - 0.5).abs() < 1e-6);
+        assert!((n.std[0] - var.sqrt()).abs() < 1e-6);
+        assert_eq!(n.with_channels(3).mean, vec![0.5; 3]);
+    }
+}

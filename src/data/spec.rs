@@ -1,0 +1,69 @@
+//! The dataset spec string: `fashion-mnist`, `mnist:DIR`, `kmnist:DIR`, `idx:DIR`, `cifar10:DIR`,
+//! `cifar100:DIR`, `stl10:DIR`, `folder:DIR`.
+use anyhow::{bail, Result};
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Where Debian's `dataset-fashion-mnist` package puts the files.
+pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Idx,
+    Cifar10,
+    Cifar100,
+    Stl10,
+    Folder,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataSpec {
+    /// The name before the colon (`fashion-mnist`, `mnist`, `idx`, …): selects normalisation presets.
+    pub name: String,
+    pub format: Format,
+    pub dir: PathBuf,
+}
+
+pub const SPEC_HELP: &str = "fashion-mnist | mnist:DIR | kmnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR";
+
+impl FromStr for DataSpec {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (name, dir) = match s.split_once(':') {
+            Some((n, d)) => (n, Some(d)),
+            None => (s, None),
+        };
+        let format = match name {
+            "fashion-mnist" | "mnist" | "kmnist" | "idx" => Format::Idx,
+            "cifar10" => Format::Cifar10,
+            "cifar100" => Format::Cifar100,
+            "stl10" => Format::Stl10,
+            "folder" => Format::Folder,
+            _ => bail!("unknown dataset `{s}`: expected {SPEC_HELP}"),
+        };
+        let dir = match (name, dir) {
+            (_, Some("")) => bail!("dataset `{s}`: the directory after `{name}:` is empty"),
+            (_, Some(d)) => PathBuf::from(d),
+            ("fashion-mnist", None) => PathBuf::from(FASHION_MNIST_DIR),
+            (_, None) => bail!("dataset `{s}`: expected `{name}:DIR` (a directory is needed)"),
+        };
+        if !dir.is_dir() {
+            if name == "fashion-mnist" && dir == PathBuf::from(FASHION_MNIST_DIR) {
+                bail!("dataset `{s}`: {} does not exist; install it with `apt-get install dataset-fashion-mnist` (scripts/setup.sh does)", dir.display());
+            }
+            bail!("dataset `{s}`: directory {} does not exist", dir.display());
+        }
+        Ok(DataSpec { name: name.to_string(), format, dir })
+    }
+}
+
+impl fmt::Display for DataSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.name == "fashion-mnist" && self.dir == PathBuf::from(FASHION_MNIST_DIR) {
+            write!(f, "fashion-mnist")
+        } else {
+            write!(f, "{}:{}", self.name, self.dir.display())
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Evaluations of frozen features.
+pub mod features;
+pub mod knn;

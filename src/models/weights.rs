@@ -1,0 +1,97 @@
+//! Loading backbone weights by name from safetensors, with one clear error for a checkpoint of
+//! another architecture. Accepts the prefixes of common layouts (`module.`, `backbone.`,
+//! DINO's `teacher.backbone.` …) and ignores classifier heads and `num_batches_tracked`.
+use anyhow::{bail, Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use tch::{nn, Tensor};
+
+const PREFIXES: [&str; 8] = ["", "teacher.backbone.", "backbone.", "module.", "module.backbone.", "student.backbone.", "teacher.", "student."];
+
+fn ignored(key: &str) -> bool {
+    key.ends_with("num_batches_tracked") || key.starts_with("fc.") || key.starts_with("head.") || key.starts_with("head_dist.")
+}
+
+/// Copies `named` tensors into the variables of `vs`, choosing the prefix that matches best.
+pub fn load_named(vs: &nn::VarStore, named: Vec<(String, Tensor)>, source: &Path) -> Result<()> {
+    let mut vars = vs.variables();
+    let have: BTreeMap<String, Tensor> = named.into_iter().collect();
+    let prefix = PREFIXES
+        .iter()
+        .max_by_key(|p| vars.keys().filter(|k| have.contains_key(&format!("{p}{k}"))).count())
+        .copied()
+        .unwrap_or("");
+    let mut missing = vec![];
+    let _guard = tch::no_grad_guard();
+    for (name, var) in vars.iter_mut() {
+        match have.get(&format!("{prefix}{name}")) {
+            None => missing.push(name.clone()),
+            Some(t) if t.size() != var.size() => {
+                bail!("{}: `{prefix}{name}` has shape {:?}, the model expects {:?} (a checkpoint of another architecture or size?)", source.display(), t.size(), var.size())
+            }
+            Some(t) => var.copy_(&t.to_kind(var.kind())),
+        }
+    }
+    let expected: BTreeSet<String> = vars.keys().map(|k| format!("{prefix}{k}")).collect();
+    let unexpected: Vec<&String> = have.keys().filter(|k| k.starts_with(prefix) && !expected.contains(*k) && !ignored(&k[prefix.len()..])).collect();
+    if !missing.is_empty() || (!unexpected.is_empty() && prefix.is_empty()) {
+        let show = |v: Vec<String>| {
+            let n = v.len();
+            let mut s = v.into_iter().take(5).collect::<Vec<_>>().join(", ");
+            if n > 5 {
+                s += &format!(" and {} more", n - 5);
+            }
+            s
+        };
+        let mut msg = format!("{}: does not fit the model (a checkpoint of another architecture?)", source.display());
+        if !missing.is_empty() {
+            msg += &format!("; missing keys: {}", show(missing.iter().map(|k| format!("{prefix}{k}")).collect()));
+        }
+        if !unexpected.is_empty() {
+            msg += &format!("; unexpected keys: {}", show(unexpected.into_iter().cloned().collect()));
+        }
+        bail!(msg);
+    }
+    Ok(())
+}
+
+/// Reads a safetensors file and loads it with [`load_named`].
+pub fn load_safetensors(vs: &nn::VarStore, path: &Path) -> Result<()> {
+    let named = Tensor::read_safetensors(path).map_err(|e| anyhow::anyhow!("{}: not a readable safetensors file ({e})", path.display()))?;
+    load_named(vs, named, path).with_context(|| "loading backbone weights".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{ArchConfig, Backbone};
+    use tch::Device;
+
+    fn model(arch: &str) -> nn::VarStore {
+        let vs = nn::VarStore::new(Device::Cpu);
+        Backbone::new(&vs.root(), &ArchConfig::parse(arch).unwrap(), 3).unwrap();
+        vs
+    }
+
+    #[test]
+    fn roundtrip_with_prefix_and_ignored_head() {
+        let src = model("resnet18:width=8");
+        let mut named: Vec<(String, Tensor)> = src.variables().into_iter().map(|(k, v)| (format!("teacher.backbone.{k}"), v)).collect();
+        named.push(("teacher.backbone.fc.weight".into(), Tensor::zeros([10, 64], (tch::Kind::Float, Device::Cpu))));
+        let dst = model("resnet18:width=8");
+        load_named(&dst, named, Path::new("x.safetensors")).unwrap();
+        for (k, v) in src.variables() {
+            assert!(v.equal(&dst.variables()[&k]), "{k}");
+        }
+    }
+
+    #[test]
+    fn wrong_architecture_names_keys() {
+        let src = model("resnet18:width=8");
+        let named: Vec<(String, Tensor)> = src.variables().into_iter().collect();
+        let e = load_named(&model("resnet34:width=8"), named.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect(), Path::new("r18.safetensors")).unwrap_err().to_string();
+        assert!(e.contains("r18.safetensors") && e.contains("missing keys") && e.contains("layer"), "{e}");
+        let e = load_named(&model("resnet18:width=16"), named, Path::new("r18.safetensors")).unwrap_err().to_string();
+        assert!(e.contains("has shape"), "{e}");
+    }
+}

@@ -1,0 +1,18 @@
+//! Small helpers shared across the crate.
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::Path;
+
+/// Writes a file so that readers see either the old or the new content, never a torn one:
+/// temp file in the same folder, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    let tmp = dir.join(format!(".{}.{}.tmp", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    f.write_all(bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    f.sync_all().with_context(|| format!("{}: cannot sync", tmp.display()))?;
+    drop(f);
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename into place", path.display()))?;
+    Ok(())
+}
