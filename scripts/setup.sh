@@ -36,10 +36,14 @@ if [ "$have" != "$TORCH_VERSION" ]; then
     "$py" -m pip install -q --disable-pip-version-check --no-deps "torch==$TORCH_VERSION"
   fi
 fi
-if ! ls "$site"/nvidia/cu13/lib/libcudart.so* >/dev/null 2>&1 || ! ls "$site"/nvidia/cu13/lib/libcupti.so* >/dev/null 2>&1; then
+have_cuda_rt() { ls "$site"/nvidia/cu13/lib/libcudart.so* "$site"/nvidia/cu13/lib/libcupti.so* >/dev/null 2>&1; }
+if ! have_cuda_rt; then
   say "installing $CUDA_TOOLKIT_SPEC into .venv"
-  "$py" -m pip install -q --disable-pip-version-check "$CUDA_TOOLKIT_SPEC"
+  # pip's resolver complains that torch's other dependencies are absent: intended (lean CPU
+  # install), so its log is shown only when the install itself fails.
+  "$py" -m pip install --disable-pip-version-check "$CUDA_TOOLKIT_SPEC" >.venv/pip-cuda.log 2>&1 || { cat .venv/pip-cuda.log >&2; exit 1; }
 fi
+have_cuda_rt || { say "libcudart/libcupti still missing under $site/nvidia/cu13/lib"; exit 1; }
 # Stable paths for .cargo/config.toml and the rpath baked in by build.rs.
 ln -sfn "$site/torch" .libtorch
 ln -sfn "$site/nvidia/cu13/lib" .cudalibs

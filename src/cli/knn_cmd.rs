@@ -62,6 +62,7 @@ pub fn run(a: KnnArgs) -> Result<()> {
     ensure!(a.temperature > 0.0, "--temperature: expected > 0, got {}", a.temperature);
     ensure!(a.batch_size >= 1, "--batch-size: expected at least 1");
     let device = crate::device::parse(&a.device)?;
+    let arch = a.arch.as_deref().map(ArchConfig::parse).transpose()?;
     let mut train = data::load(&a.data, Split::Train, &LoadOptions::default())?;
     let mut test = data::load(&a.data, Split::Test, &LoadOptions::default())?;
     if let Some(n) = a.limit_train {
@@ -79,7 +80,7 @@ pub fn run(a: KnnArgs) -> Result<()> {
     let (ftrain, ftest) = if a.raw_pixels {
         (pixel_features(&train, &prep, a.batch_size, device), pixel_features(&test, &prep, a.batch_size, device))
     } else {
-        let arch = ArchConfig::parse(a.arch.as_deref().unwrap_or_default())?;
+        let arch = arch.expect("clap requires --arch with --checkpoint and --random-init");
         tch::manual_seed(a.seed);
         let vs = tch::nn::VarStore::new(device);
         let model = Backbone::new(&vs.root(), &arch, channels as i64)?;

@@ -57,7 +57,20 @@ pub fn main() -> i32 {
         let first = msg.lines().next().unwrap_or(msg);
         eprintln!("svib: internal error: {first} (at {})", info.location().map_or("?".into(), |l| l.to_string()));
     }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) => {
+            let _ = e.print();
+            return if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 };
+        }
+        Err(e) => {
+            // clap's message is several lines (tip, usage); keep the one that says what is wrong
+            let text = e.render().to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments").trim_start_matches("error: ");
+            eprintln!("error: {first} (see `svib --help`)");
+            return 2;
+        }
+    };
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {

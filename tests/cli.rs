@@ -1,0 +1,99 @@
+//! The binary end to end on small generated data: exit codes, one-line errors, outputs.
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn svib(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_svib")).args(args).env("SVIB_CACHE_DIR", std::env::temp_dir().join("svib-test-cache")).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Writes an IDX data set of two well-separated classes (dark vs bright images) with noise.
+fn write_two_class_idx(dir: &Path, n: usize) {
+    let mut seed = 7u32;
+    let mut rnd = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        (seed % 60) as u8
+    };
+    for (prefix, count) in [("train", n), ("t10k", n / 2)] {
+        let mut px = vec![];
+        let mut labels = vec![];
+        for i in 0..count {
+            let class = (i % 2) as u8;
+            labels.push(class);
+            for p in 0..64 {
+                // class 0: bright left half; class 1: bright right half
+                let bright = ((p % 8) < 4) == (class == 0);
+                px.push(if bright { 180 + rnd() } else { rnd() });
+            }
+        }
+        let mut f = std::fs::File::create(dir.join(format!("{prefix}-images-idx3-ubyte"))).unwrap();
+        f.write_all(&[0, 0, 8, 3]).unwrap();
+        for d in [count as u32, 8, 8] {
+            f.write_all(&d.to_be_bytes()).unwrap();
+        }
+        f.write_all(&px).unwrap();
+        let mut f = std::fs::File::create(dir.join(format!("{prefix}-labels-idx1-ubyte"))).unwrap();
+        f.write_all(&[0, 0, 8, 1]).unwrap();
+        f.write_all(&(count as u32).to_be_bytes()).unwrap();
+        f.write_all(&labels).unwrap();
+    }
+}
+
+#[test]
+fn knn_raw_pixels_json_on_separable_data() {
+    let d = tempfile::tempdir().unwrap();
+    write_two_class_idx(d.path(), 40);
+    let spec = format!("idx:{}", d.path().display());
+    let o = svib(&["knn", "--data", &spec, "--raw-pixels", "--json", "--k", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["top1"].as_f64().unwrap(), 100.0);
+    assert_eq!((v["k"].as_i64(), v["n_train"].as_i64(), v["n_test"].as_i64()), (Some(5), Some(40), Some(20)));
+    // a random-init small ResNet runs on the same data
+    let o = svib(&["knn", "--data", &spec, "--random-init", "--arch", "resnet18:small_stem=true,width=8", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_inputs_give_one_line_and_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    write_two_class_idx(d.path(), 10);
+    let spec = format!("idx:{}", d.path().display());
+    let p = d.path().join("train-images-idx3-ubyte");
+    let b = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &b[..b.len() - 3]).unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["knn", "--raw-pixels", "--bogus"], "--bogus"),
+        (vec!["knn", "--data", "imagenet:/x", "--raw-pixels"], "unknown dataset"),
+        (vec!["knn", "--data", "cifar10:/does/not/exist", "--raw-pixels"], "does not exist"),
+        (vec!["knn", "--data", &spec, "--raw-pixels"], "truncated"),
+        (vec!["knn", "--data", &spec, "--random-init", "--arch", "resnet99"], "unknown architecture"),
+        (vec!["knn", "--raw-pixels", "--k", "0"], "--k"),
+        (vec!["knn", "--data", &spec], "required"),
+    ];
+    for (args, needle) in cases {
+        let o = svib(&args);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert_eq!(e.trim_end().lines().count(), 1, "{args:?}: {e}");
+        assert!(e.contains(needle) && !e.contains("panicked"), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn augment_preview_writes_a_grid_png() {
+    let d = tempfile::tempdir().unwrap();
+    write_two_class_idx(d.path(), 4);
+    let out = d.path().join("grid.png");
+    let o = svib(&["augment", "preview", "--data", &format!("idx:{}", d.path().display()), "--out", out.to_str().unwrap(), "--rows", "3", "--cell", "32", "--local-crops", "4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = image::open(&out).unwrap();
+    // 1 source + 2 global + 4 local columns of 32 px with 4 px padding
+    assert_eq!((img.width(), img.height()), (7 * 36 + 4, 3 * 36 + 4));
+}
