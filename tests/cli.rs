@@ -97,3 +97,43 @@ fn augment_preview_writes_a_grid_png() {
     // 1 source + 2 global + 4 local columns of 32 px with 4 px padding
     assert_eq!((img.width(), img.height()), (7 * 36 + 4, 3 * 36 + 4));
 }
+
+#[test]
+fn train_then_knn_checkpoint_reproduces_result() {
+    let d = tempfile::tempdir().unwrap();
+    write_two_class_idx(d.path(), 32);
+    let out = d.path().join("run");
+    let spec = format!("idx:{}", d.path().display());
+    let sets = [
+        "model.name=\"resnet18\"", "model.small_stem=true", "model.width=4", "augment.global_size=8", "augment.local_size=4",
+        "augment.local_crops=1", "augment.channels=1", "head.hidden=16", "head.out=8", "gmm.k=4", "train.batch_size=8", "eval.k=3",
+    ];
+    let mut args = vec!["train", "--config", "fmnist-cpu", "--data", &spec, "--epochs", "2", "--out", out.to_str().unwrap(), "--quiet", "--json"];
+    for s in &sets {
+        args.push("--set");
+        args.push(s);
+    }
+    let o = svib(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["epochs"].as_u64(), Some(2));
+    assert_eq!(r["steps"].as_u64(), Some(8));
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("result.json")).unwrap()).unwrap();
+    assert_eq!(saved["knn_top1"], r["knn_top1"]);
+    let o = svib(&["knn", "--data", &spec, "--checkpoint", out.to_str().unwrap(), "--k", "3", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let k: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(k["top1"], r["knn_top1"]);
+    // an unknown key and an out-of-range value are one-line errors naming the key
+    for (set, needle) in [("gmm.kk=3", "gmm.kk"), ("ib.prior_momentum=1.5", "ib.prior_momentum"), ("augment.jitter_p=2", "augment.jitter_p")] {
+        let o = svib(&["train", "--data", &spec, "--out", d.path().join("x").to_str().unwrap(), "--set", set]);
+        assert_eq!(o.status.code(), Some(2), "{set}");
+        assert!(stderr(&o).contains(needle) && stderr(&o).trim_end().lines().count() == 1, "{set}: {}", stderr(&o));
+    }
+    // presets are listed one per line
+    let o = svib(&["presets"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    for p in ["paper-vit-s16", "paper-rn50", "paper-ablation", "fmnist-cpu"] {
+        assert!(text.lines().any(|l| l.starts_with(p)), "{p}");
+    }
+}

@@ -13,8 +13,9 @@ pub struct KnnArgs {
     /// Data set: fashion-mnist | mnist:DIR | kmnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR
     #[arg(long, default_value = "fashion-mnist")]
     pub data: DataSpec,
-    /// Backbone weights (safetensors; torchvision/timm/DINO key layouts) for the architecture --arch.
-    #[arg(long, requires = "arch")]
+    /// A run directory or one of its checkpoints (the teacher backbone is evaluated), or backbone
+    /// weights in safetensors (torchvision/timm/DINO key layouts) together with --arch.
+    #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// A randomly initialised backbone of --arch (a baseline).
     #[arg(long, requires = "arch")]
@@ -77,10 +78,25 @@ pub fn run(a: KnnArgs) -> Result<()> {
     let channels = a.channels.unwrap_or(train.channels());
     ensure!(channels == 1 || channels == 3, "--channels: expected 1 or 3, got {channels}");
     let prep = EvalPrep { size, channels, norm };
+    let run = a.checkpoint.as_ref().filter(|c| c.is_dir() || c.parent().is_some_and(|d| d.join("config.toml").is_file()));
+    if let Some(run) = run {
+        let (cfg, method) = crate::train::load_run(run, device)?;
+        let mut prep = crate::train::eval_prep(&cfg, prep.norm);
+        if let Some(s) = a.image_size {
+            prep.size = s;
+        }
+        let model = method.eval_backbone();
+        let (ftrain, ftest) = (backbone_features(model, &train, &prep, a.batch_size, device), backbone_features(model, &test, &prep, a.batch_size, device));
+        let num_classes = train.num_classes.max(test.num_classes) as i64;
+        let r = knn_classify(&ftrain, &labels(&train, device), &ftest, &labels(&test, device), num_classes, a.k, a.temperature);
+        print_result(&r, a.json);
+        return Ok(());
+    }
+    ensure!(a.checkpoint.is_none() || arch.is_some(), "--checkpoint {}: not a run directory (no config.toml beside it), so --arch is needed to read it as backbone weights", a.checkpoint.as_ref().unwrap().display());
     let (ftrain, ftest) = if a.raw_pixels {
         (pixel_features(&train, &prep, a.batch_size, device), pixel_features(&test, &prep, a.batch_size, device))
     } else {
-        let arch = arch.expect("clap requires --arch with --checkpoint and --random-init");
+        let arch = arch.expect("--arch is required with --random-init and checked with --checkpoint");
         tch::manual_seed(a.seed);
         let vs = tch::nn::VarStore::new(device);
         let model = Backbone::new(&vs.root(), &arch, channels as i64)?;

@@ -2,6 +2,7 @@
 mod augment_cmd;
 mod data_cmd;
 mod knn_cmd;
+mod train_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -18,6 +19,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Pre-train a backbone with SVIB (resumes when --out holds a run).
+    Train(train_cmd::TrainArgs),
+    /// List the built-in configs.
+    Presets,
     /// Weighted kNN classification of frozen features (SPEC §5): top-1/top-5 on the test split.
     Knn(knn_cmd::KnnArgs),
     /// Multi-crop augmentation tools.
@@ -43,6 +48,8 @@ fn set_threads(n: Option<usize>) {
 fn run(cli: Cli) -> Result<()> {
     set_threads(cli.threads);
     match cli.command {
+        Command::Train(a) => train_cmd::run_train(a),
+        Command::Presets => train_cmd::list_presets(),
         Command::Knn(a) => knn_cmd::run(a),
         Command::Augment { command } => augment_cmd::run(command),
         Command::Data { command } => data_cmd::run(command),

@@ -17,6 +17,8 @@ pub struct ArchConfig {
     pub name: String,
     /// ResNet: 3x3 stride-1 first conv and no max-pool, for 28-64 px images.
     pub small_stem: bool,
+    /// ResNet with small_stem: stride of that first conv (1, or 2 to halve every feature map).
+    pub stem_stride: i64,
     /// ResNet: channels of the first stage (torchvision: 64).
     pub width: i64,
     /// ViT: patch side in pixels.
@@ -33,7 +35,7 @@ pub struct ArchConfig {
 
 impl Default for ArchConfig {
     fn default() -> Self {
-        ArchConfig { name: "vit_small".into(), small_stem: false, width: 64, patch_size: 16, img_size: 224, dim: None, depth: None, heads: None, drop_path: 0.1 }
+        ArchConfig { name: "vit_small".into(), small_stem: false, stem_stride: 1, width: 64, patch_size: 16, img_size: 224, dim: None, depth: None, heads: None, drop_path: 0.1 }
     }
 }
 
@@ -72,7 +74,10 @@ impl ArchConfig {
 
     pub fn validate(&self) -> Result<()> {
         match self.name.as_str() {
-            "resnet18" | "resnet34" | "resnet50" => ensure!(self.width >= 1, "model.width: expected >= 1, got {}", self.width),
+            "resnet18" | "resnet34" | "resnet50" => {
+                ensure!(self.width >= 1, "model.width: expected >= 1, got {}", self.width);
+                ensure!(self.stem_stride == 1 || self.stem_stride == 2, "model.stem_stride: expected 1 or 2, got {}", self.stem_stride);
+            }
             "vit_tiny" | "vit_small" | "vit_base" => {
                 let (dim, depth, heads) = self.vit_dims();
                 ensure!(self.patch_size >= 1, "model.patch_size: expected >= 1, got {}", self.patch_size);
@@ -99,9 +104,9 @@ impl Backbone {
     pub fn new(p: &nn::Path, cfg: &ArchConfig, in_channels: i64) -> Result<Backbone> {
         cfg.validate()?;
         Ok(match cfg.name.as_str() {
-            "resnet18" => Backbone::ResNet(resnet::ResNet::new(p, 18, in_channels, cfg.width, cfg.small_stem)),
-            "resnet34" => Backbone::ResNet(resnet::ResNet::new(p, 34, in_channels, cfg.width, cfg.small_stem)),
-            "resnet50" => Backbone::ResNet(resnet::ResNet::new(p, 50, in_channels, cfg.width, cfg.small_stem)),
+            "resnet18" => Backbone::ResNet(resnet::ResNet::new(p, 18, in_channels, cfg.width, cfg.small_stem.then_some(cfg.stem_stride))),
+            "resnet34" => Backbone::ResNet(resnet::ResNet::new(p, 34, in_channels, cfg.width, cfg.small_stem.then_some(cfg.stem_stride))),
+            "resnet50" => Backbone::ResNet(resnet::ResNet::new(p, 50, in_channels, cfg.width, cfg.small_stem.then_some(cfg.stem_stride))),
             _ => {
                 let (dim, depth, heads) = cfg.vit_dims();
                 Backbone::Vit(vit::Vit::new(p, in_channels, cfg.img_size, cfg.patch_size, dim, depth, heads, cfg.drop_path))

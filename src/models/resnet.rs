@@ -67,15 +67,19 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    /// `depth` 18, 34 or 50.
-    pub fn new(p: &nn::Path, depth: u32, in_channels: i64, width: i64, small_stem: bool) -> ResNet {
+    /// `depth` 18, 34 or 50; `small_stem`: the stride of a 3x3 first conv without max-pool
+    /// (None: torchvision's 7x7 stride-2 conv and max-pool).
+    pub fn new(p: &nn::Path, depth: u32, in_channels: i64, width: i64, small_stem: Option<i64>) -> ResNet {
         let (counts, bottleneck) = match depth {
             18 => ([2, 2, 2, 2], false),
             34 => ([3, 4, 6, 3], false),
             50 => ([3, 4, 6, 3], true),
             _ => panic!("resnet depth {depth} is not one of 18, 34, 50"),
         };
-        let conv1 = if small_stem { conv(p / "conv1", in_channels, width, 3, 1, 1) } else { conv(p / "conv1", in_channels, width, 7, 2, 3) };
+        let conv1 = match small_stem {
+            Some(stride) => conv(p / "conv1", in_channels, width, 3, stride, 1),
+            None => conv(p / "conv1", in_channels, width, 7, 2, 3),
+        };
         let bn1 = bn(p / "bn1", width);
         let expansion = if bottleneck { 4 } else { 1 };
         let mut cin = width;
@@ -93,7 +97,7 @@ impl ResNet {
                 .collect();
             layers.push(blocks);
         }
-        ResNet { conv1, bn1, small_stem, layers, out_dim: cin }
+        ResNet { conv1, bn1, small_stem: small_stem.is_some(), layers, out_dim: cin }
     }
 }
 

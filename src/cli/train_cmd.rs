@@ -1,0 +1,81 @@
+//! `svib train` and `svib presets`.
+use crate::train::config::{load_table, set_key, Config, PRESETS};
+use crate::train::{run, RunOptions};
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// A preset name (see `svib presets`) or a TOML config file.
+    #[arg(long, default_value = "fmnist-cpu")]
+    pub config: String,
+    /// Data set, overriding the config's data.spec.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Epochs, overriding train.epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Any config key, e.g. --set gmm.k=4096 --set ib.prior=marginal (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Run directory: config.toml, metrics.jsonl, checkpoints, result.json. An existing run resumes.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Stop with a checkpoint after this many steps in total (run again to resume).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Print the final result as one JSON line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The resolved config of a `train`-like command line.
+pub fn resolve(config: &str, data: Option<&str>, epochs: Option<usize>, sets: &[String]) -> Result<Config> {
+    let mut table = load_table(config)?;
+    if let Some(d) = data {
+        set_key(&mut table, &format!("data.spec=\"{d}\""))?;
+    }
+    if let Some(e) = epochs {
+        set_key(&mut table, &format!("train.epochs={e}"))?;
+    }
+    for s in sets {
+        set_key(&mut table, s)?;
+    }
+    Config::from_table(table)
+}
+
+pub fn run_train(a: TrainArgs) -> Result<()> {
+    let cfg = resolve(&a.config, a.data.as_deref(), a.epochs, &a.set)?;
+    let opts = RunOptions { max_steps: a.max_steps, quiet: a.quiet };
+    if let Some(r) = run(&cfg, &a.out, &opts)? {
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "kNN-{} top-1 {:.2}  top-5 {:.2}  ({} epochs, {} steps, {:.0} s, {:.0} img/s, peak RSS {})",
+                cfg.eval.k,
+                r.knn_top1,
+                r.knn_top5,
+                r.epochs,
+                r.steps,
+                r.seconds,
+                r.images_per_second,
+                r.peak_rss_mib.map_or("?".into(), |m| format!("{m:.0} MiB"))
+            );
+            println!("run directory: {}", a.out.display());
+        }
+    }
+    Ok(())
+}
+
+pub fn list_presets() -> Result<()> {
+    for (name, about, _) in PRESETS {
+        println!("{name:<16} {about}");
+    }
+    println!("\nsvib train --config NAME --out DIR [--data SPEC] [--epochs N] [--set key=value ...]");
+    Ok(())
+}

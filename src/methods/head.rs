@@ -1,0 +1,85 @@
+//! Heads shared by methods: DINO's projection MLP (names `head.mlp.N` as DINO's `nn.Sequential`)
+//! and the GMM prototype layer whose means are normalised in the forward pass.
+use tch::nn::{self, Module, ModuleT};
+use tch::{Kind, Tensor};
+
+fn linear(p: nn::Path, i: i64, o: i64) -> nn::Linear {
+    nn::linear(p, i, o, nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, bs_init: Some(nn::Init::Const(0.0)), bias: true })
+}
+
+/// MLP: (Linear [BN] GELU) x (layers - 1), Linear; numbered as DINO's nn.Sequential.
+#[derive(Debug)]
+pub struct ProjectionHead {
+    linears: Vec<nn::Linear>,
+    bns: Vec<Option<nn::BatchNorm>>,
+}
+
+impl ProjectionHead {
+    pub fn new(p: &nn::Path, input: i64, hidden: i64, out: i64, layers: i64, bn: bool) -> Self {
+        let mp = p / "mlp";
+        let mut idx = 0;
+        let (mut linears, mut bns) = (vec![], vec![]);
+        for l in 0..layers {
+            let (i, o) = (if l == 0 { input } else { hidden }, if l == layers - 1 { out } else { hidden });
+            linears.push(linear(&mp / idx.to_string(), i, o));
+            idx += 1;
+            if l != layers - 1 {
+                bns.push(bn.then(|| {
+                    let b = nn::batch_norm1d(&mp / idx.to_string(), o, Default::default());
+                    idx += 1;
+                    b
+                }));
+                idx += 1; // GELU
+            }
+        }
+        ProjectionHead { linears, bns }
+    }
+}
+
+impl ModuleT for ProjectionHead {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut y = x.shallow_clone();
+        for (i, l) in self.linears.iter().enumerate() {
+            y = y.apply(l);
+            if let Some(bn) = self.bns.get(i) {
+                if let Some(bn) = bn {
+                    y = y.apply_t(bn, train);
+                }
+                y = y.gelu("none");
+            }
+        }
+        y
+    }
+}
+
+/// Rows scaled to unit L2 norm.
+pub fn l2n(x: &Tensor) -> Tensor {
+    x / x.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12)
+}
+
+/// The mixture means `[K, D]`, stored unnormalised (`gmm.means`).
+#[derive(Debug)]
+pub struct Gmm {
+    pub means: Tensor,
+}
+
+impl Gmm {
+    pub fn new(p: &nn::Path, k: i64, dim: i64) -> Self {
+        Gmm { means: (p / "gmm").var("means", &[k, dim], nn::Init::Randn { mean: 0.0, stdev: 0.02 }) }
+    }
+    /// Cosine similarities `z . mu_k / |mu_k|` for unit-norm `z`: `[N, K]`.
+    pub fn similarities(&self, z: &Tensor) -> Tensor {
+        z.matmul(&l2n(&self.means).transpose(0, 1))
+    }
+}
+
+impl Module for Gmm {
+    fn forward(&self, z: &Tensor) -> Tensor {
+        self.similarities(z)
+    }
+}
+
+/// Entropy of each row of probabilities (natural log), `[N]`.
+pub fn entropy(p: &Tensor) -> Tensor {
+    -(p * p.clamp_min(1e-12).log()).sum_dim_intlist(-1, false, Kind::Float)
+}

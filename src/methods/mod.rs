@@ -1,0 +1,52 @@
+//! Self-supervised methods behind one small trait: the trainer owns data, schedules, optimiser,
+//! checkpoints and logging; a method owns its networks, its loss and its per-step/per-epoch hooks.
+pub mod head;
+pub mod svib;
+
+use crate::data::Dataset;
+use crate::eval::features::EvalPrep;
+use crate::models::Backbone;
+use anyhow::Result;
+use tch::{nn, Tensor};
+
+/// Where training stands, with the scheduled values for this step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepCtx {
+    /// Global step (0-based) and total steps of the run.
+    pub step: usize,
+    pub total_steps: usize,
+    pub epoch: usize,
+    pub beta: f64,
+    pub teacher_momentum: f64,
+}
+
+/// A loss with its named terms (for logs) and named statistics (collapse indicators …).
+pub struct LossOutput {
+    pub loss: Tensor,
+    pub terms: Vec<(&'static str, Tensor)>,
+    pub stats: Vec<(&'static str, f64)>,
+}
+
+pub trait Method {
+    /// The variables the optimiser trains (student).
+    fn student(&self) -> &nn::VarStore;
+    /// Variables that follow the student without gradient (teacher / momentum encoder).
+    fn teacher(&self) -> Option<&nn::VarStore>;
+    /// The loss on one batch; `views[0..2]` are the global views.
+    fn loss(&mut self, views: &[Tensor], ctx: &StepCtx) -> LossOutput;
+    /// After the optimiser step: EMA of the teacher, running centres and priors.
+    fn after_step(&mut self, ctx: &StepCtx);
+    /// Names of student variables that get no gradient in `epoch` (e.g. the frozen GMM means).
+    fn frozen(&self, epoch: usize) -> Vec<String>;
+    /// At the end of an epoch; returns the student variables whose optimiser state must be reset.
+    fn end_epoch(&mut self, epoch: usize, train: &Dataset, prep: &EvalPrep, seed: u64) -> Result<Vec<String>>;
+    /// Before the first step of a new run (e.g. GMM means from data); nothing by default.
+    fn init_from_data(&mut self, _train: &Dataset, _prep: &EvalPrep, _seed: u64) -> Result<()> {
+        Ok(())
+    }
+    /// The backbone whose features are evaluated (the teacher's, when there is one).
+    fn eval_backbone(&self) -> &Backbone;
+    /// Extra state to checkpoint (centres, running priors), by name.
+    fn extra_state(&self) -> Vec<(String, Tensor)>;
+    fn load_extra_state(&mut self, state: &[(String, Tensor)]) -> Result<()>;
+}

@@ -1,0 +1,304 @@
+//! SVIB (SPEC §1-§3): DINO-style self-distillation through a GMM prototype layer, plus an
+//! information-bottleneck KL of the teacher's assignment against a prior q(c).
+//!
+//! Loss = CE(p_t(.|z2), p_s(.|z1)) + beta * KL(p_t(.|z2) || q), with
+//! p(c = k | z) = softmax_k(mu_k . z / sigma^2) for unit z and unit means.
+use super::head::{entropy, l2n, Gmm, ProjectionHead};
+use super::{LossOutput, Method, StepCtx};
+use crate::augment::eval_batch;
+use crate::data::Dataset;
+use crate::eval::features::EvalPrep;
+use crate::models::{ArchConfig, Backbone};
+use crate::train::config::{Config, GmmInit, Prior, Reinit};
+use anyhow::{bail, Context, Result};
+use rand::seq::index::sample;
+use rand::{Rng, SeedableRng};
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+
+/// Cross-entropy of the teacher's (detached) assignments against the student's, averaged over
+/// DINO's pairs: teacher global view i with every student view v != i.
+pub fn consistency_ce(teacher_probs: &[Tensor], student_logp: &[Tensor]) -> Tensor {
+    let mut total = Tensor::zeros([], (Kind::Float, student_logp[0].device()));
+    let mut n = 0;
+    for (i, q) in teacher_probs.iter().enumerate() {
+        for (v, lp) in student_logp.iter().enumerate() {
+            if v != i {
+                total += (-(q * lp).sum_dim_intlist(-1, false, Kind::Float)).mean(Kind::Float);
+                n += 1;
+            }
+        }
+    }
+    total / n as f64
+}
+
+/// Mean over rows of KL(softmax(logits) || q), `log_q` broadcast against `[N, K]`.
+pub fn kl_to_prior(logits: &Tensor, log_q: &Tensor) -> Tensor {
+    let logp = logits.log_softmax(-1, Kind::Float);
+    (logp.exp() * (&logp - log_q)).sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float)
+}
+
+struct Net {
+    backbone: Backbone,
+    head: ProjectionHead,
+}
+
+impl Net {
+    fn new(p: &nn::Path, arch: &ArchConfig, cfg: &Config) -> Result<Net> {
+        let backbone = Backbone::new(&(p / "backbone"), arch, cfg.augment.channels as i64)?;
+        let h = &cfg.head;
+        let head = ProjectionHead::new(&(p / "head"), backbone.out_dim(), h.hidden, h.out, h.layers, h.bn);
+        Ok(Net { backbone, head })
+    }
+    /// Unit-norm projections of groups of same-sized views, one backbone pass per group.
+    fn embed(&self, groups: &[Tensor], train: bool) -> Tensor {
+        let feats: Vec<Tensor> = groups.iter().map(|g| self.backbone.forward_t(g, train)).collect();
+        l2n(&Tensor::cat(&feats, 0).apply_t(&self.head, train))
+    }
+}
+
+/// Concatenates the views into groups of equal resolution (globals, locals), as DINO does.
+fn resolution_groups(views: &[Tensor]) -> Vec<Tensor> {
+    let mut groups: Vec<Vec<&Tensor>> = vec![];
+    let mut last = None;
+    for v in views {
+        let s = v.size()[2..].to_vec();
+        if last.as_ref() != Some(&s) {
+            groups.push(vec![]);
+            last = Some(s);
+        }
+        groups.last_mut().unwrap().push(v);
+    }
+    groups.into_iter().map(|g| Tensor::cat(&g, 0)).collect()
+}
+
+pub struct Svib {
+    cfg: Config,
+    student_vs: nn::VarStore,
+    teacher_vs: nn::VarStore,
+    student: Net,
+    teacher: Net,
+    gmm: Gmm,
+    /// The teacher's EMA copy of the means (only when `gmm.shared = false`).
+    teacher_gmm: Option<Gmm>,
+    /// (student, teacher) variable pairs that the EMA updates.
+    ema_pairs: Vec<(Tensor, Tensor)>,
+    /// DINO's centre of the teacher's similarities, `[1, K]`.
+    center: Tensor,
+    /// Running marginal q(c), `[K]` (prior = marginal).
+    prior: Tensor,
+    /// Batch values kept from `loss` for `after_step`.
+    pending_center: Option<Tensor>,
+    pending_marginal: Option<Tensor>,
+}
+
+impl Svib {
+    pub fn new(cfg: &Config, device: Device) -> Result<Svib> {
+        let student_vs = nn::VarStore::new(device);
+        let mut teacher_vs = nn::VarStore::new(device);
+        let student = Net::new(&student_vs.root(), &cfg.model, cfg)?;
+        let gmm = Gmm::new(&student_vs.root(), cfg.gmm.k, cfg.head.out);
+        // DINO's teacher has no stochastic depth
+        let teacher_arch = ArchConfig { drop_path: 0.0, ..cfg.model.clone() };
+        let teacher = Net::new(&teacher_vs.root(), &teacher_arch, cfg)?;
+        let teacher_gmm = (!cfg.gmm.shared).then(|| Gmm::new(&teacher_vs.root(), cfg.gmm.k, cfg.head.out));
+        let mut tv = teacher_vs.variables();
+        let sv = student_vs.variables();
+        tch::no_grad(|| {
+            for (name, t) in tv.iter_mut() {
+                t.copy_(&sv[name]);
+            }
+        });
+        let trainable: Vec<String> = {
+            let mut n: Vec<String> = student_vs.trainable_variables_with_names().into_iter().map(|(n, _)| n).collect();
+            n.sort();
+            n
+        };
+        let ema_pairs = trainable.iter().filter_map(|n| tv.get(n).map(|t| (sv[n].shallow_clone(), t.shallow_clone()))).collect();
+        teacher_vs.freeze();
+        let k = cfg.gmm.k;
+        Ok(Svib {
+            cfg: cfg.clone(),
+            student_vs,
+            teacher_vs,
+            student,
+            teacher,
+            gmm,
+            teacher_gmm,
+            ema_pairs,
+            center: Tensor::zeros([1, k], (Kind::Float, device)),
+            prior: Tensor::full([k], 1.0 / k as f64, (Kind::Float, device)),
+            pending_center: None,
+            pending_marginal: None,
+        })
+    }
+}
+
+trait NamedVars {
+    fn trainable_variables_with_names(&self) -> Vec<(String, Tensor)>;
+}
+
+impl NamedVars for nn::VarStore {
+    fn trainable_variables_with_names(&self) -> Vec<(String, Tensor)> {
+        self.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect()
+    }
+}
+
+impl Method for Svib {
+    fn student(&self) -> &nn::VarStore {
+        &self.student_vs
+    }
+    fn teacher(&self) -> Option<&nn::VarStore> {
+        Some(&self.teacher_vs)
+    }
+
+    fn loss(&mut self, views: &[Tensor], ctx: &StepCtx) -> LossOutput {
+        let g = &self.cfg.gmm;
+        let n_views = views.len() as i64;
+        let z_s = self.student.embed(&resolution_groups(views), true);
+        let logp_s = (self.gmm.similarities(&z_s) / (g.sigma_student * g.sigma_student)).log_softmax(-1, Kind::Float).chunk(n_views, 0);
+        let z_t = tch::no_grad(|| self.teacher.embed(&resolution_groups(&views[..2]), true));
+        // Teacher similarities: through the shared means (gradient into them for the KL term)
+        // or through the teacher's EMA means (no gradient at all).
+        let sim_t = match &self.teacher_gmm {
+            None => self.gmm.similarities(&z_t),
+            Some(tg) => tch::no_grad(|| tg.similarities(&z_t)),
+        };
+        let centred = if self.cfg.teacher.center { &sim_t - &self.center } else { sim_t.shallow_clone() };
+        let logits_t = centred / (g.sigma_teacher * g.sigma_teacher);
+        let p_t = logits_t.detach().softmax(-1, Kind::Float);
+        let ce = consistency_ce(&p_t.chunk(2, 0), &logp_s);
+        let log_q = match self.cfg.ib.prior {
+            Prior::Uniform => Tensor::full([1], -(g.k as f64).ln(), (Kind::Float, p_t.device())),
+            Prior::Marginal => self.prior.clamp_min(1e-12).log().unsqueeze(0),
+        };
+        let kl = kl_to_prior(&logits_t, &log_q);
+        let loss = &ce + &kl * ctx.beta;
+        let marginal = p_t.mean_dim([0i64].as_slice(), false, Kind::Float);
+        let log_k = (g.k as f64).ln();
+        let h_marginal = entropy(&marginal.unsqueeze(0)).double_value(&[0]);
+        let h_sample = entropy(&p_t).mean(Kind::Float).double_value(&[]);
+        self.pending_center = self.cfg.teacher.center.then(|| sim_t.detach().mean_dim([0i64].as_slice(), true, Kind::Float));
+        self.pending_marginal = Some(marginal);
+        LossOutput {
+            loss,
+            terms: vec![("ce", ce), ("kl", kl)],
+            stats: vec![("h_marginal", h_marginal), ("h_marginal_rel", h_marginal / log_k), ("h_sample", h_sample), ("h_sample_rel", h_sample / log_k)],
+        }
+    }
+
+    fn after_step(&mut self, ctx: &StepCtx) {
+        let m = ctx.teacher_momentum;
+        tch::no_grad(|| {
+            for (s, t) in &self.ema_pairs {
+                let _ = t.shallow_clone().lerp_(s, 1.0 - m);
+            }
+            if let Some(tg) = &self.teacher_gmm {
+                let _ = tg.means.shallow_clone().lerp_(&self.gmm.means, 1.0 - m);
+            }
+            if let Some(c) = self.pending_center.take() {
+                let cm = self.cfg.teacher.center_momentum;
+                self.center = &self.center * cm + c * (1.0 - cm);
+            }
+            if let Some(q) = self.pending_marginal.take() {
+                let pm = self.cfg.ib.prior_momentum;
+                self.prior = &self.prior * pm + q * (1.0 - pm);
+            }
+        });
+    }
+
+    fn frozen(&self, epoch: usize) -> Vec<String> {
+        if epoch < self.cfg.gmm.freeze_epochs {
+            vec!["gmm.means".into()]
+        } else {
+            vec![]
+        }
+    }
+
+    fn end_epoch(&mut self, epoch: usize, train: &Dataset, prep: &EvalPrep, seed: u64) -> Result<Vec<String>> {
+        if self.cfg.gmm.reinit == Reinit::Never {
+            return Ok(vec![]);
+        }
+        self.reinit_means(epoch as u64, train, prep, seed).with_context(|| format!("GMM re-initialisation at the end of epoch {}", epoch + 1))?;
+        Ok(vec!["gmm.means".into()])
+    }
+
+    fn init_from_data(&mut self, train: &Dataset, prep: &EvalPrep, seed: u64) -> Result<()> {
+        if self.cfg.gmm.init == GmmInit::Features {
+            self.reinit_means(u64::MAX, train, prep, seed).context("GMM initialisation from features")?;
+        }
+        Ok(())
+    }
+
+    fn eval_backbone(&self) -> &Backbone {
+        &self.teacher.backbone
+    }
+
+    fn extra_state(&self) -> Vec<(String, Tensor)> {
+        vec![("center".into(), self.center.shallow_clone()), ("prior".into(), self.prior.shallow_clone())]
+    }
+
+    fn load_extra_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        for (name, t) in state {
+            match name.as_str() {
+                "center" => self.center = t.to_device(self.center.device()),
+                "prior" => self.prior = t.to_device(self.prior.device()),
+                other => bail!("unknown method state `{other}` in checkpoint"),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Svib {
+    /// Sets the means to normalised teacher features of sampled training images (SPEC §3), and
+    /// the teacher's copy too; `epoch` seeds the draw.
+    fn reinit_means(&mut self, epoch: u64, train: &Dataset, prep: &EvalPrep, seed: u64) -> Result<()> {
+        let k = self.cfg.gmm.k as usize;
+        let wanted = if self.cfg.gmm.reinit_samples == 0 { k } else { self.cfg.gmm.reinit_samples };
+        let m = wanted.min(train.len());
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6D6D_0000 ^ epoch.wrapping_mul(0x9E37_79B9));
+        let idx: Vec<usize> = sample(&mut rng, train.len(), m).into_vec();
+        let device = self.gmm.means.device();
+        let feats = tch::no_grad(|| -> Result<Tensor> {
+            let mut parts = vec![];
+            for chunk in idx.chunks(256) {
+                let (buf, shape) = eval_batch(train, chunk, prep.size, prep.channels, &prep.norm);
+                let x = Tensor::from_slice(&buf).reshape(shape.map(|d| d as i64)).to_device(device);
+                parts.push(self.teacher.embed(&[x], false));
+            }
+            Ok(Tensor::cat(&parts, 0))
+        })?;
+        let new_means = if m >= k {
+            feats.narrow(0, 0, k as i64)
+        } else {
+            // fewer samples than components: draw with replacement and jitter, then renormalise
+            let pick: Vec<i64> = (0..k).map(|_| rng.random_range(0..m) as i64).collect();
+            let chosen = feats.index_select(0, &Tensor::from_slice(&pick).to_device(device));
+            tch::manual_seed((seed ^ epoch) as i64);
+            l2n(&(chosen + Tensor::randn([k as i64, feats.size()[1]], (Kind::Float, device)) * self.cfg.gmm.reinit_noise))
+        };
+        if new_means.isfinite().all().int64_value(&[]) == 0 {
+            bail!("the teacher's features are not finite");
+        }
+        tch::no_grad(|| {
+            self.gmm.means.copy_(&new_means);
+            if let Some(tg) = &self.teacher_gmm {
+                tg.means.shallow_clone().copy_(&new_means);
+            }
+        });
+        Ok(())
+    }
+
+    /// The student's GMM means (for tests and inspection).
+    pub fn means(&self) -> &Tensor {
+        &self.gmm.means
+    }
+    /// The teacher's unit-norm projections of `x` in eval mode.
+    pub fn teacher_embed(&self, x: &Tensor) -> Tensor {
+        tch::no_grad(|| self.teacher.embed(&[x.shallow_clone()], false))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,398 @@
+//! The training configuration: TOML with one table per part of the pipeline; every option of
+//! SPEC.md with its default. Presets live in `presets/*.toml`; `--set key=value` edits any key.
+use crate::augment::MultiCropConfig;
+use crate::models::ArchConfig;
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// svib (later: dino, byol, mocov2, swav)
+    pub method: String,
+    pub data: DataConfig,
+    pub model: ArchConfig,
+    pub augment: MultiCropConfig,
+    pub head: HeadConfig,
+    pub gmm: GmmConfig,
+    pub ib: IbConfig,
+    pub teacher: TeacherConfig,
+    pub optim: OptimConfig,
+    pub train: TrainConfig,
+    pub eval: EvalConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Dataset spec: fashion-mnist | mnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR
+    pub spec: String,
+    /// Use only the first N training images (0: all).
+    pub limit: usize,
+    /// STL-10: pre-train on train + unlabeled images.
+    pub use_unlabeled: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadConfig {
+    /// Hidden width of the projection MLP.
+    pub hidden: i64,
+    /// Output (bottleneck) dimension; z is L2-normalised.
+    pub out: i64,
+    /// Linear layers in the MLP (DINO: 3).
+    pub layers: i64,
+    /// BatchNorm after hidden layers (DINO: off for ViT).
+    pub bn: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reinit {
+    EveryEpoch,
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GmmInit {
+    Random,
+    Features,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GmmConfig {
+    /// Mixture components K.
+    pub k: i64,
+    /// Initial means: random (as DINO's last layer), or normalised teacher features of sampled
+    /// images, as at a re-initialisation.
+    pub init: GmmInit,
+    /// One set of means for both branches (true) or an EMA copy for the teacher (false).
+    pub shared: bool,
+    pub reinit: Reinit,
+    /// Images sampled for re-initialisation (0: K).
+    pub reinit_samples: usize,
+    /// Std of the noise added when fewer samples than K are drawn (with replacement).
+    pub reinit_noise: f64,
+    pub sigma_teacher: f64,
+    pub sigma_student: f64,
+    /// Epochs during which the means get no gradient (DINO's freeze_last_layer).
+    pub freeze_epochs: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prior {
+    Uniform,
+    Marginal,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BetaSchedule {
+    Exp,
+    Const,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IbConfig {
+    pub prior: Prior,
+    /// Momentum of the running marginal (prior = marginal).
+    pub prior_momentum: f64,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub schedule: BetaSchedule,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TeacherConfig {
+    pub momentum_start: f64,
+    pub momentum_end: f64,
+    /// DINO's teacher centring (off for SVIB).
+    pub center: bool,
+    pub center_momentum: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimName {
+    Adamw,
+    Lars,
+    Sgd,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    pub name: OptimName,
+    /// Peak learning rate per 256 images (scaled by batch_size / 256).
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_epochs: f64,
+    pub weight_decay: f64,
+    pub weight_decay_end: f64,
+    /// Per-parameter gradient-norm clipping (0: off), as DINO.
+    pub clip_grad: f64,
+    /// SGD / LARS momentum.
+    pub momentum: f64,
+    /// LARS trust coefficient.
+    pub lars_eta: f64,
+    pub betas: [f64; 2],
+    pub eps: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    /// cpu | cuda | cuda:N | auto
+    pub device: String,
+    /// Write a metrics line every N steps.
+    pub log_every: usize,
+    /// kNN on the test split every E epochs (0: only at the end).
+    pub knn_every: usize,
+    /// Also checkpoint every N steps within an epoch (0: at epoch ends only).
+    pub checkpoint_every_steps: usize,
+    pub keep_checkpoints: usize,
+    /// Batches augmented ahead of the training step.
+    pub prefetch: usize,
+    /// Collapse warning when the teacher's batch-marginal entropy / log K stays below this.
+    pub collapse_threshold: f64,
+    /// ... for this many consecutive steps.
+    pub collapse_patience: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    pub k: i64,
+    pub temperature: f64,
+    pub batch_size: usize,
+    /// Evaluation image side (0: the global crop size).
+    pub image_size: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            method: "svib".into(),
+            data: DataConfig::default(),
+            model: ArchConfig::default(),
+            augment: MultiCropConfig::default(),
+            head: HeadConfig::default(),
+            gmm: GmmConfig::default(),
+            ib: IbConfig::default(),
+            teacher: TeacherConfig::default(),
+            optim: OptimConfig::default(),
+            train: TrainConfig::default(),
+            eval: EvalConfig::default(),
+        }
+    }
+}
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig { spec: "fashion-mnist".into(), limit: 0, use_unlabeled: false }
+    }
+}
+impl Default for HeadConfig {
+    fn default() -> Self {
+        HeadConfig { hidden: 2048, out: 256, layers: 3, bn: false }
+    }
+}
+impl Default for GmmConfig {
+    fn default() -> Self {
+        GmmConfig { k: 65536, init: GmmInit::Random, shared: true, reinit: Reinit::EveryEpoch, reinit_samples: 0, reinit_noise: 0.01, sigma_teacher: 0.2, sigma_student: 0.32, freeze_epochs: 1 }
+    }
+}
+impl Default for IbConfig {
+    fn default() -> Self {
+        IbConfig { prior: Prior::Uniform, prior_momentum: 0.9, beta_start: 0.5, beta_end: 0.01, schedule: BetaSchedule::Exp }
+    }
+}
+impl Default for TeacherConfig {
+    fn default() -> Self {
+        TeacherConfig { momentum_start: 0.996, momentum_end: 1.0, center: false, center_momentum: 0.9 }
+    }
+}
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            name: OptimName::Adamw,
+            lr: 0.0005,
+            min_lr: 1e-6,
+            warmup_epochs: 10.0,
+            weight_decay: 0.04,
+            weight_decay_end: 0.4,
+            clip_grad: 3.0,
+            momentum: 0.9,
+            lars_eta: 0.001,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+        }
+    }
+}
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 300,
+            batch_size: 256,
+            seed: 0,
+            device: "cpu".into(),
+            log_every: 10,
+            knn_every: 0,
+            checkpoint_every_steps: 0,
+            keep_checkpoints: 2,
+            prefetch: 3,
+            collapse_threshold: 0.05,
+            collapse_patience: 50,
+        }
+    }
+}
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig { k: 20, temperature: 0.07, batch_size: 256, image_size: 0 }
+    }
+}
+
+/// Built-in presets: (name, one-line description, TOML).
+pub const PRESETS: [(&str, &str, &str); 4] = [
+    ("paper-vit-s16", "the paper's ViT-S/16 recipe on ImageNet-sized images (SPEC §4): 300 epochs, K 65536, 10 local crops, AdamW", include_str!("../../presets/paper-vit-s16.toml")),
+    ("paper-rn50", "the paper's ResNet-50 recipe (SPEC §4): LARS, 6 local crops of scale (0.05, 0.14), 300 epochs", include_str!("../../presets/paper-rn50.toml")),
+    ("paper-ablation", "the ablation setting (Table 4): ViT-S/16, K 8192, 2 local crops, 100 epochs, batch 512", include_str!("../../presets/paper-ablation.toml")),
+    ("fmnist-cpu", "Fashion-MNIST on 2 CPU cores in at most 30 minutes: a small ResNet-18, K 1024", include_str!("../../presets/fmnist-cpu.toml")),
+];
+
+/// Reads a preset name or a TOML file into a table (not yet validated).
+pub fn load_table(name_or_path: &str) -> Result<toml::Table> {
+    let (text, origin) = match PRESETS.iter().find(|p| p.0 == name_or_path) {
+        Some(p) => (p.2.to_string(), format!("preset {}", p.0)),
+        None => {
+            let path = Path::new(name_or_path);
+            if !path.is_file() {
+                bail!("--config `{name_or_path}`: neither a preset ({}) nor a file", PRESETS.map(|p| p.0).join(", "));
+            }
+            (std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?, path.display().to_string())
+        }
+    };
+    toml::from_str::<toml::Table>(&text).map_err(|e| anyhow::anyhow!("{origin}: not valid TOML: {}", one_line(&e.to_string())))
+}
+
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|')).collect::<Vec<_>>().join(" ")
+}
+
+/// Parses a `--set` value: TOML (number, bool, array, quoted string) or else a bare string.
+fn parse_value(v: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {v}")).ok().and_then(|mut t| t.remove("v")).unwrap_or_else(|| toml::Value::String(v.to_string()))
+}
+
+/// Applies `key.path=value` to the table.
+pub fn set_key(table: &mut toml::Table, assignment: &str) -> Result<()> {
+    let Some((key, value)) = assignment.split_once('=') else { bail!("--set `{assignment}`: expected key=value, e.g. gmm.k=4096") };
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    ensure!(parts.iter().all(|p| !p.is_empty()), "--set `{assignment}`: empty part in key `{key}`");
+    let mut t = table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = t.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+        t = entry.as_table_mut().ok_or_else(|| anyhow::anyhow!("--set `{assignment}`: `{p}` is not a table"))?;
+    }
+    t.insert(parts[parts.len() - 1].to_string(), parse_value(value.trim()));
+    Ok(())
+}
+
+impl Config {
+    /// Deserialises and validates; errors name the key (`gmm.k: …`).
+    pub fn from_table(table: toml::Table) -> Result<Config> {
+        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = one_line(&e.inner().to_string());
+            if path == "." { anyhow::anyhow!("config: {inner}") } else { anyhow::anyhow!("config key `{path}`: {inner}") }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("the config serialises")
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.method == "svib", "method: `{}` is not available (expected svib)", self.method);
+        self.model.validate()?;
+        self.augment.validate()?;
+        let h = &self.head;
+        ensure!(h.hidden >= 1 && h.out >= 1 && h.layers >= 1, "head.hidden/out/layers: expected >= 1");
+        let g = &self.gmm;
+        ensure!(g.k >= 2, "gmm.k: expected at least 2 components, got {}", g.k);
+        ensure!(g.sigma_teacher > 0.0 && g.sigma_student > 0.0, "gmm.sigma_teacher/sigma_student: expected > 0");
+        ensure!(g.reinit_noise >= 0.0, "gmm.reinit_noise: expected >= 0");
+        let ib = &self.ib;
+        ensure!(ib.beta_start >= 0.0 && ib.beta_end >= 0.0, "ib.beta_start/beta_end: expected >= 0");
+        ensure!(ib.schedule == BetaSchedule::Const || ib.beta_start == 0.0 || ib.beta_end > 0.0, "ib.beta_end: an exponential schedule needs beta_end > 0 (or ib.schedule = \"const\")");
+        ensure!((0.0..1.0).contains(&ib.prior_momentum), "ib.prior_momentum: expected a value in [0, 1)");
+        let t = &self.teacher;
+        ensure!((0.0..=1.0).contains(&t.momentum_start) && (0.0..=1.0).contains(&t.momentum_end), "teacher.momentum_start/momentum_end: expected values in [0, 1]");
+        ensure!((0.0..1.0).contains(&t.center_momentum), "teacher.center_momentum: expected a value in [0, 1)");
+        let o = &self.optim;
+        ensure!(o.lr > 0.0 && o.min_lr >= 0.0, "optim.lr: expected > 0 (and optim.min_lr >= 0)");
+        ensure!(o.warmup_epochs >= 0.0 && o.weight_decay >= 0.0 && o.weight_decay_end >= 0.0 && o.clip_grad >= 0.0, "optim.warmup_epochs/weight_decay/weight_decay_end/clip_grad: expected >= 0");
+        ensure!((0.0..1.0).contains(&o.momentum), "optim.momentum: expected a value in [0, 1)");
+        let tr = &self.train;
+        ensure!(tr.epochs >= 1, "train.epochs: expected at least 1");
+        ensure!(tr.batch_size >= 2, "train.batch_size: expected at least 2");
+        ensure!(tr.log_every >= 1, "train.log_every: expected at least 1");
+        ensure!(tr.keep_checkpoints >= 1, "train.keep_checkpoints: expected at least 1");
+        ensure!(self.eval.k >= 1 && self.eval.temperature > 0.0, "eval.k/temperature: expected k >= 1 and temperature > 0");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_and_validate_against_defaults() {
+        for (name, _, _) in PRESETS {
+            let c = Config::from_table(load_table(name).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(c.method, "svib");
+        }
+        let vit = Config::from_table(load_table("paper-vit-s16").unwrap()).unwrap();
+        assert_eq!((vit.gmm.k, vit.augment.local_crops, vit.train.epochs), (65536, 10, 300));
+        assert_eq!((vit.ib.beta_start, vit.ib.beta_end, vit.gmm.sigma_teacher, vit.gmm.sigma_student), (0.5, 0.01, 0.2, 0.32));
+    }
+
+    #[test]
+    fn set_overrides_and_key_errors() {
+        let mut t = load_table("fmnist-cpu").unwrap();
+        set_key(&mut t, "ib.beta_start=0").unwrap();
+        set_key(&mut t, "gmm.reinit=never").unwrap();
+        set_key(&mut t, "augment.global_scale=[0.3, 1.0]").unwrap();
+        let c = Config::from_table(t.clone()).unwrap();
+        assert_eq!((c.ib.beta_start, c.gmm.reinit, c.augment.global_scale), (0.0, Reinit::Never, [0.3, 1.0]));
+        let mut bad = t.clone();
+        set_key(&mut bad, "gmm.kk=3").unwrap();
+        let e = Config::from_table(bad).unwrap_err().to_string();
+        assert!(e.contains("gmm.kk") && e.contains("unknown field"), "{e}");
+        let mut bad = t.clone();
+        set_key(&mut bad, "gmm.k=lots").unwrap();
+        assert!(Config::from_table(bad).unwrap_err().to_string().contains("gmm.k"));
+        let mut bad = t;
+        set_key(&mut bad, "ib.prior=gaussian").unwrap();
+        assert!(Config::from_table(bad).unwrap_err().to_string().contains("ib.prior"));
+        assert!(set_key(&mut Default::default(), "novalue").is_err());
+    }
+
+    #[test]
+    fn resolved_config_roundtrips() {
+        let c = Config::from_table(load_table("paper-rn50").unwrap()).unwrap();
+        let back = Config::from_table(toml::from_str(&c.to_toml()).unwrap()).unwrap();
+        assert_eq!(c, back);
+    }
+}

@@ -1,0 +1,46 @@
+//! `metrics.jsonl`: one JSON object per line, appended and flushed as training goes.
+use anyhow::{Context, Result};
+use serde_json::{Map, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    /// Opens the log for appending, first dropping lines of steps after `from_step` (written after
+    /// the checkpoint being resumed, so they will be written again).
+    pub fn open(path: &Path, from_step: usize) -> Result<MetricsLog> {
+        if path.is_file() {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+            let kept: String = text
+                .lines()
+                .filter(|l| serde_json::from_str::<Value>(l).ok().and_then(|v| v.get("step").and_then(Value::as_u64)).is_some_and(|s| (s as usize) <= from_step))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            crate::util::write_atomic(path, kept.as_bytes())?;
+        }
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+        Ok(MetricsLog { path: path.to_path_buf(), file })
+    }
+
+    pub fn write(&mut self, fields: Map<String, Value>) -> Result<()> {
+        let line = serde_json::to_string(&Value::Object(fields))?;
+        writeln!(self.file, "{line}").and_then(|_| self.file.flush()).with_context(|| format!("{}: cannot write", self.path.display()))
+    }
+}
+
+/// Reads every line of a metrics file (for tests and the experiment runners).
+pub fn read(path: &Path) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    text.lines().map(|l| serde_json::from_str(l).with_context(|| format!("{}: bad line `{l}`", path.display()))).collect()
+}
+
+/// Peak resident memory of this process in MiB (VmHWM), where /proc exists.
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}

@@ -1,0 +1,365 @@
+//! The training loop: data, schedules, optimiser, checkpoints, logs; the method supplies the loss.
+pub mod checkpoint;
+pub mod config;
+pub mod metrics;
+pub mod optim;
+pub mod schedule;
+
+use crate::augment::loader::Loader;
+use crate::data::{self, DataSpec, Dataset, LoadOptions, Norm, Split};
+use crate::eval::features::{backbone_features, labels, EvalPrep};
+use crate::eval::knn::{knn_classify, KnnResult};
+use crate::methods::svib::Svib;
+use crate::methods::{Method, StepCtx};
+use anyhow::{bail, Context, Result};
+use config::Config;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{Device, Tensor};
+
+/// Run-control options that are not part of the recipe (changing them does not change the run).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Stop (with a checkpoint) once this many steps are done in total; re-running resumes.
+    pub max_steps: Option<usize>,
+    /// No progress bar or epoch lines.
+    pub quiet: bool,
+}
+
+/// What a finished run reports (also `DIR/result.json`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct RunResult {
+    pub knn_top1: f64,
+    pub knn_top5: f64,
+    pub epochs: usize,
+    pub seconds: f64,
+    pub steps: usize,
+    pub images_per_second: f64,
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Keys that may differ when a run directory is resumed.
+const RESUME_FREE_KEYS: [&str; 6] = ["train.device", "train.prefetch", "train.log_every", "train.knn_every", "train.keep_checkpoints", "eval"];
+
+fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        toml::Value::Table(t) => t.iter().for_each(|(k, v)| flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out)),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+/// Writes DIR/config.toml, or checks that a resumed run has the same recipe.
+fn check_or_write_config(cfg: &Config, dir: &Path) -> Result<()> {
+    let path = dir.join("config.toml");
+    let text = cfg.to_toml();
+    if path.is_file() {
+        let old = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let old: toml::Value = toml::from_str(&old).map_err(|e| anyhow::anyhow!("{}: not valid TOML ({})", path.display(), e.message()))?;
+        let (mut a, mut b) = (vec![], vec![]);
+        flatten("", &old, &mut a);
+        flatten("", &toml::from_str(&text)?, &mut b);
+        let free = |k: &str| RESUME_FREE_KEYS.iter().any(|f| k == *f || k.starts_with(&format!("{f}.")));
+        let a: std::collections::BTreeMap<_, _> = a.into_iter().filter(|(k, _)| !free(k)).collect();
+        let b: std::collections::BTreeMap<_, _> = b.into_iter().filter(|(k, _)| !free(k)).collect();
+        let diff: Vec<String> = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).map(|k| format!("{k} ({} -> {})", a.get(k).map_or("unset", |s| s), b.get(k).map_or("unset", |s| s))).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        if !diff.is_empty() {
+            bail!("{} holds a run with another recipe; differing keys: {}. Use another --out to start a new run", dir.display(), diff.join(", "));
+        }
+    }
+    crate::util::write_atomic(&path, text.as_bytes())
+}
+
+/// Loads the pre-training images (STL-10 may add its unlabeled split) and applies data.limit.
+pub fn load_train_data(cfg: &Config) -> Result<(DataSpec, Dataset)> {
+    let spec: DataSpec = cfg.data.spec.parse().map_err(|e| anyhow::anyhow!("data.spec: {e}"))?;
+    let mut ds = data::load(&spec, Split::Train, &LoadOptions::default())?;
+    if cfg.data.use_unlabeled {
+        let extra = data::load(&spec, Split::Unlabeled, &LoadOptions::default())?;
+        ds.images.extend(extra.images);
+        ds.labels.extend(extra.labels);
+    }
+    if cfg.data.limit > 0 {
+        ds.truncate(cfg.data.limit);
+    }
+    Ok((spec, ds))
+}
+
+/// Evaluation preprocessing of a run.
+pub fn eval_prep(cfg: &Config, norm: Norm) -> EvalPrep {
+    let size = if cfg.eval.image_size > 0 { cfg.eval.image_size } else { cfg.augment.global_size };
+    EvalPrep { size, channels: cfg.augment.channels, norm }
+}
+
+/// kNN of `method`'s evaluation backbone, train split against test split.
+pub fn knn_eval(method: &dyn Method, cfg: &Config, train: &Dataset, test: &Dataset, prep: &EvalPrep, device: Device) -> KnnResult {
+    let b = method.eval_backbone();
+    let ftr = backbone_features(b, train, prep, cfg.eval.batch_size, device);
+    let fte = backbone_features(b, test, prep, cfg.eval.batch_size, device);
+    let classes = train.num_classes.max(test.num_classes) as i64;
+    knn_classify(&ftr, &labels(train, device), &fte, &labels(test, device), classes, cfg.eval.k, cfg.eval.temperature)
+}
+
+fn build_method(cfg: &Config, device: Device) -> Result<Box<dyn Method>> {
+    match cfg.method.as_str() {
+        "svib" => Ok(Box::new(Svib::new(cfg, device)?)),
+        other => bail!("method: `{other}` is not available"),
+    }
+}
+
+/// All tensors of a checkpoint: student.*, teacher.*, optim.*, state.*.
+fn checkpoint_tensors(method: &dyn Method, opt: &optim::Optimizer) -> Vec<(String, Tensor)> {
+    let mut t: Vec<(String, Tensor)> = method.student().variables().into_iter().map(|(k, v)| (format!("student.{k}"), v)).collect();
+    if let Some(tv) = method.teacher() {
+        t.extend(tv.variables().into_iter().map(|(k, v)| (format!("teacher.{k}"), v)));
+    }
+    t.extend(opt.state().into_iter().map(|(k, v)| (format!("optim.{k}"), v)));
+    t.extend(method.extra_state().into_iter().map(|(k, v)| (format!("state.{k}"), v)));
+    t
+}
+
+fn load_vars(vs: &tch::nn::VarStore, tensors: &std::collections::BTreeMap<String, Tensor>, prefix: &str, source: &Path) -> Result<()> {
+    let mut vars = vs.variables();
+    tch::no_grad(|| -> Result<()> {
+        for (name, var) in vars.iter_mut() {
+            let key = format!("{prefix}.{name}");
+            let t = tensors.get(&key).ok_or_else(|| anyhow::anyhow!("{}: missing `{key}` (a checkpoint of another recipe?)", source.display()))?;
+            if t.size() != var.size() {
+                bail!("{}: `{key}` has shape {:?}, the model expects {:?}", source.display(), t.size(), var.size());
+            }
+            var.copy_(t);
+        }
+        Ok(())
+    })
+}
+
+/// Restores a method (and optionally an optimiser) from checkpoint tensors.
+pub fn restore(method: &mut dyn Method, opt: Option<&mut optim::Optimizer>, tensors: &std::collections::BTreeMap<String, Tensor>, source: &Path) -> Result<()> {
+    load_vars(method.student(), tensors, "student", source)?;
+    if let Some(tv) = method.teacher() {
+        load_vars(tv, tensors, "teacher", source)?;
+    }
+    if let Some(opt) = opt {
+        let st: std::collections::BTreeMap<String, Tensor> = checkpoint::with_prefix(tensors, "optim").into_iter().collect();
+        opt.load_state(&st).with_context(|| format!("{}", source.display()))?;
+    }
+    method.load_extra_state(&checkpoint::with_prefix(tensors, "state"))
+}
+
+/// Loads a finished or running run (directory or checkpoint file): its config and method.
+pub fn load_run(path: &Path, device: Device) -> Result<(Config, Box<dyn Method>)> {
+    let (dir, ckpt) = if path.is_dir() {
+        let Some((_, c)) = checkpoint::list(path).pop() else { bail!("{}: no checkpoint in this run directory", path.display()) };
+        (path.to_path_buf(), c)
+    } else {
+        (path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")), path.to_path_buf())
+    };
+    let cfg_path = dir.join("config.toml");
+    let table = config::load_table(cfg_path.to_str().unwrap_or_default()).with_context(|| format!("{}: the run's config.toml is needed", dir.display()))?;
+    let cfg = Config::from_table(table).with_context(|| cfg_path.display().to_string())?;
+    let mut method = build_method(&cfg, device)?;
+    let (_, tensors) = checkpoint::load(&ckpt)?;
+    restore(method.as_mut(), None, &tensors, &ckpt)?;
+    Ok((cfg, method))
+}
+
+/// Set by Ctrl-C: the loop checkpoints at the next step and stops.
+fn interrupt_flag() -> &'static AtomicBool {
+    static FLAG: AtomicBool = AtomicBool::new(false);
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if FLAG.swap(true, Ordering::SeqCst) {
+                std::process::exit(130); // a second Ctrl-C stops at once
+            }
+            eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit at once)");
+        });
+    });
+    &FLAG
+}
+
+/// Pre-trains as `cfg` says into `dir`, resuming from its newest checkpoint when there is one.
+pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResult>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    check_or_write_config(cfg, dir)?;
+    let device = crate::device::parse(&cfg.train.device).context("train.device")?;
+    let (spec, train) = load_train_data(cfg)?;
+    let test = data::load(&spec, Split::Test, &LoadOptions::default())?;
+    let bs = cfg.train.batch_size;
+    if train.len() < bs {
+        bail!("train.batch_size {bs} is larger than the {} training images", train.len());
+    }
+    let norm = Norm::for_dataset(&spec, &train);
+    let prep = eval_prep(cfg, norm.clone());
+    let steps_per_epoch = train.len() / bs;
+    let sched = schedule::Schedules::new(cfg, steps_per_epoch);
+    let total = sched.total_steps;
+
+    tch::manual_seed(cfg.train.seed as i64);
+    let mut method = build_method(cfg, device)?;
+    let named: Vec<(String, Tensor)> = method.student().variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    let mut opt = optim::Optimizer::new(&cfg.optim, named);
+    let (mut step, mut epoch, mut skip, mut seconds_before) = (0usize, 0usize, 0usize, 0f64);
+    if let Some((meta, tensors, path)) = checkpoint::load_latest(dir)? {
+        restore(method.as_mut(), Some(&mut opt), &tensors, &path)?;
+        (step, epoch, skip, seconds_before) = (meta.step, meta.epoch, meta.batch_in_epoch, meta.seconds);
+        if !opts.quiet {
+            eprintln!("resuming {} at step {step} (epoch {}, batch {skip})", dir.display(), epoch + 1);
+        }
+    } else {
+        method.init_from_data(&train, &prep, cfg.train.seed)?;
+    }
+    let mut log = metrics::MetricsLog::open(&dir.join("metrics.jsonl"), step)?;
+    let train = Arc::new(train);
+    if epoch >= cfg.train.epochs {
+        if let Some(r) = std::fs::read(dir.join("result.json")).ok().and_then(|b| serde_json::from_slice::<RunResult>(&b).ok()) {
+            return Ok(Some(r));
+        }
+    }
+    let interrupted = interrupt_flag();
+    let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
+    pb.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} {msg}").expect("valid template"));
+    pb.set_position(step as u64);
+    let started = Instant::now();
+    let seconds = |s: &Instant| seconds_before + s.elapsed().as_secs_f64();
+    let save = |method: &dyn Method, opt: &optim::Optimizer, step: usize, epoch: usize, batch: usize, secs: f64| -> Result<PathBuf> {
+        let meta = checkpoint::Meta { step, epoch, batch_in_epoch: batch, seconds: secs, svib_version: env!("CARGO_PKG_VERSION").into(), rng: "derived from (train.seed, epoch, step)".into() };
+        checkpoint::save(dir, &meta, &checkpoint_tensors(method, opt), cfg.train.keep_checkpoints)
+    };
+    let mut last_ckpt: Option<PathBuf> = checkpoint::list(dir).pop().map(|x| x.1);
+    let (mut window_images, mut window_start) = (0usize, Instant::now());
+    let mut low_entropy_steps = 0usize;
+    let mut collapse_reported = false;
+    let mut images_per_second = 0.0;
+    while epoch < cfg.train.epochs {
+        let loader = Loader::new(train.clone(), cfg.augment.clone(), norm.clone(), bs, cfg.train.seed, epoch as u64, skip, cfg.train.prefetch);
+        let mut batch_idx = skip;
+        for batch in loader {
+            let ctx = StepCtx { step, total_steps: total, epoch, beta: sched.beta(step), teacher_momentum: sched.teacher_momentum(step) };
+            let (lr, wd) = (sched.lr(step), sched.weight_decay(step));
+            tch::manual_seed(cfg.train.seed as i64 * 1_000_003 + step as i64);
+            let views: Vec<Tensor> = batch.views.iter().map(|v| v.to_device(device)).collect();
+            let out = method.loss(&views, &ctx);
+            let loss_v = out.loss.double_value(&[]);
+            if !loss_v.is_finite() {
+                let bad: Vec<String> = out.terms.iter().map(|(n, t)| (n, t.double_value(&[]))).filter(|(_, v)| !v.is_finite()).map(|(n, v)| format!("{n} = {v}")).collect();
+                let keep = last_ckpt.as_ref().map_or("none was written yet".to_string(), |p| p.display().to_string());
+                bail!("step {step} (epoch {}): the loss is not finite ({}); stopped. The last good checkpoint is {keep}; lower optim.lr or raise gmm.sigma_* and start a new run", epoch + 1, if bad.is_empty() { format!("total = {loss_v}") } else { bad.join(", ") });
+            }
+            opt.zero_grad();
+            out.loss.backward();
+            if cfg.optim.clip_grad > 0.0 {
+                opt.clip_grad_per_param(cfg.optim.clip_grad);
+            }
+            opt.cancel_grad(&method.frozen(epoch));
+            opt.step(lr, wd);
+            method.after_step(&ctx);
+            step += 1;
+            batch_idx += 1;
+            window_images += bs;
+            pb.inc(1);
+
+            let stat = |name: &str| out.stats.iter().find(|s| s.0 == name).map(|s| s.1);
+            if let Some(h) = stat("h_marginal_rel") {
+                low_entropy_steps = if h < cfg.train.collapse_threshold { low_entropy_steps + 1 } else { 0 };
+                if low_entropy_steps >= cfg.train.collapse_patience && !collapse_reported {
+                    collapse_reported = true;
+                    let msg = format!(
+                        "warning: collapse at step {step}: the teacher assigns (almost) every image to the same few components — the entropy of its mean assignment has stayed below {:.0}% of log K for {} steps. Representations learnt from here on are likely useless; try a larger ib.beta_start, gmm.reinit = \"every_epoch\" or a lower optim.lr.",
+                        cfg.train.collapse_threshold * 100.0, cfg.train.collapse_patience
+                    );
+                    pb.suspend(|| eprintln!("{msg}"));
+                    let mut m = Map::new();
+                    m.insert("step".into(), json!(step));
+                    m.insert("event".into(), json!("collapse"));
+                    log.write(m)?;
+                }
+            }
+            if step % cfg.train.log_every == 0 || batch_idx == steps_per_epoch {
+                images_per_second = window_images as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
+                let mut m = Map::new();
+                m.insert("step".into(), json!(step));
+                m.insert("epoch".into(), json!(epoch as f64 + batch_idx as f64 / steps_per_epoch as f64));
+                m.insert("loss".into(), json!(loss_v));
+                for (n, t) in &out.terms {
+                    m.insert(n.to_string(), json!(t.double_value(&[])));
+                }
+                m.insert("beta".into(), json!(ctx.beta));
+                m.insert("lr".into(), json!(lr));
+                m.insert("weight_decay".into(), json!(wd));
+                m.insert("teacher_momentum".into(), json!(ctx.teacher_momentum));
+                m.insert("images_per_second".into(), json!(images_per_second));
+                for (n, v) in &out.stats {
+                    m.insert(n.to_string(), json!(v));
+                }
+                log.write(m)?;
+                pb.set_message(format!("epoch {}/{} loss {loss_v:.4} {images_per_second:.0} img/s", epoch + 1, cfg.train.epochs));
+                window_images = 0;
+                window_start = Instant::now();
+            }
+            let stop_now = opts.max_steps.is_some_and(|m| step >= m) || interrupted.load(Ordering::SeqCst);
+            let periodic = cfg.train.checkpoint_every_steps > 0 && step % cfg.train.checkpoint_every_steps == 0;
+            if (stop_now || periodic) && batch_idx < steps_per_epoch {
+                last_ckpt = Some(save(method.as_ref(), &opt, step, epoch, batch_idx, seconds(&started))?);
+            }
+            if stop_now && batch_idx < steps_per_epoch {
+                pb.finish_and_clear();
+                eprintln!("stopped at step {step} with a checkpoint; run the same command again to resume");
+                return Ok(None);
+            }
+        }
+        // end of epoch: GMM re-initialisation, checkpoint, optional kNN
+        let reset = method.end_epoch(epoch, &train, &prep, cfg.train.seed)?;
+        opt.reset_state(&reset);
+        epoch += 1;
+        skip = 0;
+        last_ckpt = Some(save(method.as_ref(), &opt, step, epoch, 0, seconds(&started))?);
+        let mut line = format!("epoch {epoch}/{} done, step {step}, {images_per_second:.0} img/s", cfg.train.epochs);
+        if cfg.train.knn_every > 0 && epoch % cfg.train.knn_every == 0 && epoch < cfg.train.epochs {
+            let r = knn_eval(method.as_ref(), cfg, &train, &test, &prep, device);
+            let mut m = Map::new();
+            m.insert("step".into(), json!(step));
+            m.insert("epoch".into(), json!(epoch));
+            m.insert("knn_top1".into(), json!(r.top1));
+            m.insert("knn_top5".into(), json!(r.top5));
+            log.write(m)?;
+            line += &format!(", kNN-{} top-1 {:.2}", r.k, r.top1);
+        }
+        if !opts.quiet {
+            pb.suspend(|| eprintln!("{line}"));
+        }
+        let stop_now = opts.max_steps.is_some_and(|m| step >= m) || interrupted.load(Ordering::SeqCst);
+        if stop_now && epoch < cfg.train.epochs {
+            pb.finish_and_clear();
+            eprintln!("stopped at step {step} with a checkpoint; run the same command again to resume");
+            return Ok(None);
+        }
+    }
+    pb.finish_and_clear();
+    let secs = seconds(&started);
+    let r = knn_eval(method.as_ref(), cfg, &train, &test, &prep, device);
+    let result = RunResult {
+        knn_top1: r.top1,
+        knn_top5: r.top5,
+        epochs: cfg.train.epochs,
+        seconds: secs,
+        steps: step,
+        images_per_second: (step * bs) as f64 / secs.max(1e-9),
+        peak_rss_mib: metrics::peak_rss_mib(),
+    };
+    let mut m = Map::new();
+    m.insert("step".into(), json!(step));
+    m.insert("epoch".into(), json!(epoch));
+    m.insert("knn_top1".into(), json!(r.top1));
+    m.insert("knn_top5".into(), json!(r.top5));
+    m.insert("final".into(), Value::Bool(true));
+    log.write(m)?;
+    crate::util::write_atomic(&dir.join("result.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;
+    Ok(Some(result))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,163 @@
+//! Optimisers with state we can checkpoint and reset per variable: AdamW (PyTorch semantics),
+//! LARS (as in DINO/BYOL: biases and norm parameters get neither weight decay nor adaptation)
+//! and SGD with momentum. Parameters with one dimension (biases, norms) are not regularised.
+use super::config::{OptimConfig, OptimName};
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use tch::{Kind, Tensor};
+
+struct Slot {
+    param: Tensor,
+    /// AdamW: first/second moments; SGD/LARS: momentum buffer in `m`.
+    m: Tensor,
+    v: Option<Tensor>,
+    step: i64,
+    regularized: bool,
+}
+
+pub struct Optimizer {
+    cfg: OptimConfig,
+    slots: BTreeMap<String, Slot>,
+    /// Variables left out of the next step entirely (as PyTorch does for `grad = None`).
+    skip: Vec<String>,
+}
+
+impl Optimizer {
+    pub fn new(cfg: &OptimConfig, named: Vec<(String, Tensor)>) -> Optimizer {
+        let slots = named
+            .into_iter()
+            .map(|(name, p)| {
+                let regularized = p.dim() > 1;
+                let v = (cfg.name == OptimName::Adamw).then(|| p.zeros_like());
+                (name, Slot { m: p.zeros_like(), v, step: 0, regularized, param: p })
+            })
+            .collect();
+        Optimizer { cfg: cfg.clone(), slots, skip: vec![] }
+    }
+
+    pub fn zero_grad(&mut self) {
+        self.skip.clear();
+        for s in self.slots.values_mut() {
+            s.param.zero_grad();
+        }
+    }
+
+    /// Leaves the named variables out of the next step: no update, no decay, no state change
+    /// (frozen this step, as DINO's `cancel_gradients_last_layer`).
+    pub fn cancel_grad(&mut self, names: &[String]) {
+        self.skip.extend(names.iter().filter(|n| self.slots.contains_key(*n)).cloned());
+    }
+
+    /// Resets the state of the named variables (moments, momentum, step count).
+    pub fn reset_state(&mut self, names: &[String]) {
+        for n in names {
+            if let Some(s) = self.slots.get_mut(n) {
+                tch::no_grad(|| {
+                    let _ = s.m.zero_();
+                    if let Some(v) = &mut s.v {
+                        let _ = v.zero_();
+                    }
+                });
+                s.step = 0;
+            }
+        }
+    }
+
+    /// DINO's per-parameter gradient clipping: each gradient scaled to norm at most `max`.
+    pub fn clip_grad_per_param(&mut self, max: f64) {
+        tch::no_grad(|| {
+            for s in self.slots.values() {
+                let mut g = s.param.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let norm = g.norm().double_value(&[]);
+                let coef = max / (norm + 1e-6);
+                if coef < 1.0 {
+                    let _ = g.g_mul_scalar_(coef);
+                }
+            }
+        });
+    }
+
+    /// One update with learning rate `lr` and weight decay `wd` (regularised parameters only).
+    pub fn step(&mut self, lr: f64, wd: f64) {
+        let c = &self.cfg;
+        tch::no_grad(|| {
+            for (name, s) in self.slots.iter_mut() {
+                let g = s.param.grad();
+                if !g.defined() || self.skip.contains(name) {
+                    continue;
+                }
+                let wd = if s.regularized { wd } else { 0.0 };
+                let p = &mut s.param;
+                match c.name {
+                    OptimName::Adamw => {
+                        s.step += 1;
+                        let (b1, b2) = (c.betas[0], c.betas[1]);
+                        let v = s.v.as_mut().expect("AdamW has second moments");
+                        if wd != 0.0 {
+                            let _ = p.g_mul_scalar_(1.0 - lr * wd);
+                        }
+                        let _ = s.m.lerp_(&g, 1.0 - b1);
+                        let _ = v.g_mul_scalar_(b2).g_add_(&(&g * &g * (1.0 - b2)));
+                        let bc1 = 1.0 - b1.powi(s.step as i32);
+                        let bc2 = 1.0 - b2.powi(s.step as i32);
+                        let denom = (v.g_div_scalar(bc2)).sqrt() + c.eps;
+                        let _ = p.g_add_(&(s.m.g_div_scalar(bc1) / denom * (-lr)));
+                    }
+                    OptimName::Sgd => {
+                        let d = if wd != 0.0 { &g + &*p * wd } else { g.shallow_clone() };
+                        let _ = s.m.g_mul_scalar_(c.momentum).g_add_(&d);
+                        let _ = p.g_add_(&(&s.m * (-lr)));
+                    }
+                    OptimName::Lars => {
+                        let mut d = g.shallow_clone();
+                        if s.regularized {
+                            d = &d + &*p * wd;
+                            let pn = p.norm().double_value(&[]);
+                            let un = d.norm().double_value(&[]);
+                            if pn > 0.0 && un > 0.0 {
+                                d = d * (c.lars_eta * pn / un);
+                            }
+                        }
+                        let _ = s.m.g_mul_scalar_(c.momentum).g_add_(&d);
+                        let _ = p.g_add_(&(&s.m * (-lr)));
+                    }
+                }
+            }
+        });
+    }
+
+    /// State tensors by name (`m.NAME`, `v.NAME`, `step.NAME`) for checkpoints.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![];
+        for (n, s) in &self.slots {
+            out.push((format!("m.{n}"), s.m.shallow_clone()));
+            if let Some(v) = &s.v {
+                out.push((format!("v.{n}"), v.shallow_clone()));
+            }
+            out.push((format!("step.{n}"), Tensor::from_slice(&[s.step])));
+        }
+        out
+    }
+
+    pub fn load_state(&mut self, state: &BTreeMap<String, Tensor>) -> Result<()> {
+        for (n, s) in self.slots.iter_mut() {
+            let get = |k: String| state.get(&k).ok_or_else(|| anyhow::anyhow!("optimiser state `{k}` missing"));
+            let m = get(format!("m.{n}"))?;
+            if m.size() != s.m.size() {
+                bail!("optimiser state `m.{n}` has shape {:?}, expected {:?}", m.size(), s.m.size());
+            }
+            tch::no_grad(|| s.m.copy_(m));
+            if let Some(v) = &mut s.v {
+                tch::no_grad(|| v.copy_(get(format!("v.{n}")).unwrap_or(&v.zeros_like())));
+            }
+            s.step = get(format!("step.{n}"))?.to_kind(Kind::Int64).int64_value(&[0]);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+use super::*;
+use crate::data::testutil::write_idx_dir;
+use crate::models::ArchConfig;
+
+fn tiny(dir: &Path) -> Config {
+    let mut c = Config::default();
+    c.data.spec = format!("idx:{}", dir.display());
+    c.model = ArchConfig::parse("resnet18:small_stem=true,width=4").unwrap();
+    c.augment.global_size = 12;
+    c.augment.local_size = 6;
+    c.augment.local_crops = 2;
+    c.augment.channels = 1;
+    c.head.hidden = 16;
+    c.head.out = 8;
+    c.gmm.k = 8;
+    c.optim.lr = 0.01;
+    c.optim.warmup_epochs = 0.5;
+    c.train.epochs = 2;
+    c.train.batch_size = 8;
+    c.train.log_every = 1;
+    c.train.prefetch = 2;
+    c.eval.k = 5;
+    c
+}
+
+fn losses(dir: &Path) -> Vec<(u64, f64)> {
+    metrics::read(&dir.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("loss")?.as_f64()?)))
+        .collect()
+}
+
+fn quiet(max_steps: Option<usize>) -> RunOptions {
+    RunOptions { max_steps, quiet: true }
+}
+
+#[test]
+fn two_epoch_run_logs_everything_and_loss_decreases() {
+    let data = tempfile::tempdir().unwrap();
+    write_idx_dir(data.path(), 48, 12, 12, false);
+    let out = tempfile::tempdir().unwrap();
+    let cfg = tiny(data.path());
+    let r = run(&cfg, out.path(), &quiet(None)).unwrap().unwrap();
+    assert_eq!((r.epochs, r.steps), (2, 12));
+    assert!((0.0..=100.0).contains(&r.knn_top1));
+    let lines = metrics::read(&out.path().join("metrics.jsonl")).unwrap();
+    for key in ["step", "epoch", "loss", "ce", "kl", "beta", "lr", "weight_decay", "teacher_momentum", "images_per_second", "h_marginal_rel", "h_sample_rel"] {
+        assert!(lines[0].get(key).is_some(), "{key} missing in {}", lines[0]);
+    }
+    let l = losses(out.path());
+    let first: f64 = l[..3].iter().map(|x| x.1).sum::<f64>() / 3.0;
+    let last: f64 = l[l.len() - 3..].iter().map(|x| x.1).sum::<f64>() / 3.0;
+    assert!(last < first, "loss should decrease: {first} -> {last}");
+    let res: RunResult = serde_json::from_slice(&std::fs::read(out.path().join("result.json")).unwrap()).unwrap();
+    assert_eq!((res.knn_top1, res.knn_top5, res.steps, res.epochs), (r.knn_top1, r.knn_top5, r.steps, r.epochs));
+    assert!(out.path().join("config.toml").is_file());
+    assert_eq!(checkpoint::list(out.path()).len(), cfg.train.keep_checkpoints);
+    // `svib knn --checkpoint DIR` path: the saved run gives the same kNN
+    let (c2, m) = load_run(out.path(), Device::Cpu).unwrap();
+    let (spec, train) = load_train_data(&c2).unwrap();
+    let test = data::load(&spec, Split::Test, &LoadOptions::default()).unwrap();
+    let prep = eval_prep(&c2, Norm::for_dataset(&spec, &train));
+    assert_eq!(knn_eval(m.as_ref(), &c2, &train, &test, &prep, Device::Cpu).top1, r.knn_top1);
+}
+
+#[test]
+fn resume_is_exact_mid_epoch_and_at_epoch_end() {
+    let data = tempfile::tempdir().unwrap();
+    write_idx_dir(data.path(), 40, 12, 12, false);
+    let cfg = tiny(data.path()); // 5 steps per epoch, 10 in all
+    let a = tempfile::tempdir().unwrap();
+    let full = run(&cfg, a.path(), &quiet(None)).unwrap().unwrap();
+    for stop in [3usize, 5] {
+        let b = tempfile::tempdir().unwrap();
+        assert!(run(&cfg, b.path(), &quiet(Some(stop))).unwrap().is_none());
+        assert_eq!(losses(b.path()).len(), stop);
+        let resumed = run(&cfg, b.path(), &quiet(None)).unwrap().unwrap();
+        assert_eq!(losses(a.path()), losses(b.path()), "stopped after {stop} steps");
+        assert_eq!(resumed.knn_top1, full.knn_top1);
+    }
+}
+
+#[test]
+fn resume_refuses_another_recipe() {
+    let data = tempfile::tempdir().unwrap();
+    write_idx_dir(data.path(), 16, 12, 12, false);
+    let out = tempfile::tempdir().unwrap();
+    let cfg = tiny(data.path());
+    run(&cfg, out.path(), &quiet(Some(1))).unwrap();
+    let mut other = cfg.clone();
+    other.gmm.k = 16;
+    other.train.log_every = 5; // a run-control key may change
+    let e = run(&other, out.path(), &quiet(None)).unwrap_err().to_string();
+    assert!(e.contains("gmm.k (8 -> 16)") && !e.contains("log_every"), "{e}");
+}
+
+#[test]
+fn non_finite_loss_names_step_and_term() {
+    let data = tempfile::tempdir().unwrap();
+    write_idx_dir(data.path(), 16, 12, 12, false);
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = tiny(data.path());
+    cfg.gmm.sigma_teacher = 1e-30; // similarities / sigma^2 overflow to +-inf
+    let e = run(&cfg, out.path(), &quiet(None)).unwrap_err().to_string();
+    assert!(e.contains("step 0") && e.contains("not finite") && e.contains("ce = NaN"), "{e}");
+    assert!(checkpoint::list(out.path()).is_empty());
+}
+
+#[test]
+fn ablation_switches_run() {
+    let data = tempfile::tempdir().unwrap();
+    write_idx_dir(data.path(), 16, 12, 12, false);
+    for (key, value) in [("ib.beta_start", "0"), ("gmm.reinit", "\"never\""), ("ib.prior", "\"marginal\""), ("gmm.shared", "false"), ("teacher.center", "true")] {
+        let mut t: toml::Table = toml::from_str(&tiny(data.path()).to_toml()).unwrap();
+        config::set_key(&mut t, &format!("{key}={value}")).unwrap();
+        let cfg = Config::from_table(t).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let r = run(&cfg, out.path(), &quiet(None)).unwrap().unwrap();
+        assert_eq!(r.steps, 4, "{key}");
+        let lines = metrics::read(&out.path().join("metrics.jsonl")).unwrap();
+        if key == "ib.beta_start" {
+            assert!(lines.iter().filter_map(|l| l.get("beta")).all(|b| b.as_f64() == Some(0.0)));
+        }
+    }
+}
