@@ -50,6 +50,9 @@ pub struct KnnArgs {
     /// Seed of the random initialisation.
     #[arg(long, default_value_t = 0)]
     pub seed: i64,
+    /// ImageFolder: skip undecodable images (with a warning count) instead of failing.
+    #[arg(long)]
+    pub skip_corrupt: bool,
     /// Use only the first N training images (quick checks).
     #[arg(long)]
     pub limit_train: Option<usize>,
@@ -64,8 +67,9 @@ pub fn run(a: KnnArgs) -> Result<()> {
     ensure!(a.batch_size >= 1, "--batch-size: expected at least 1");
     let device = crate::device::parse(&a.device)?;
     let arch = a.arch.as_deref().map(ArchConfig::parse).transpose()?;
-    let mut train = data::load(&a.data, Split::Train, &LoadOptions::default())?;
-    let mut test = data::load(&a.data, Split::Test, &LoadOptions::default())?;
+    let opts = LoadOptions { skip_corrupt: a.skip_corrupt };
+    let mut train = data::load(&a.data, Split::Train, &opts)?;
+    let mut test = data::load(&a.data, Split::Test, &opts)?;
     if let Some(n) = a.limit_train {
         train.truncate(n);
     }

@@ -32,6 +32,8 @@ pub struct DataConfig {
     pub limit: usize,
     /// STL-10: pre-train on train + unlabeled images.
     pub use_unlabeled: bool,
+    /// ImageFolder: skip undecodable images (with a warning count) instead of stopping.
+    pub skip_corrupt: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -197,7 +199,7 @@ impl Default for Config {
 }
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { spec: "fashion-mnist".into(), limit: 0, use_unlabeled: false }
+        DataConfig { spec: "fashion-mnist".into(), limit: 0, use_unlabeled: false, skip_corrupt: false }
     }
 }
 impl Default for HeadConfig {

@@ -76,9 +76,10 @@ fn check_or_write_config(cfg: &Config, dir: &Path) -> Result<()> {
 /// Loads the pre-training images (STL-10 may add its unlabeled split) and applies data.limit.
 pub fn load_train_data(cfg: &Config) -> Result<(DataSpec, Dataset)> {
     let spec: DataSpec = cfg.data.spec.parse().map_err(|e| anyhow::anyhow!("data.spec: {e}"))?;
-    let mut ds = data::load(&spec, Split::Train, &LoadOptions::default())?;
+    let opts = LoadOptions { skip_corrupt: cfg.data.skip_corrupt };
+    let mut ds = data::load(&spec, Split::Train, &opts)?;
     if cfg.data.use_unlabeled {
-        let extra = data::load(&spec, Split::Unlabeled, &LoadOptions::default())?;
+        let extra = data::load(&spec, Split::Unlabeled, &opts)?;
         ds.images.extend(extra.images);
         ds.labels.extend(extra.labels);
     }
@@ -187,7 +188,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
     check_or_write_config(cfg, dir)?;
     let device = crate::device::parse(&cfg.train.device).context("train.device")?;
     let (spec, train) = load_train_data(cfg)?;
-    let test = data::load(&spec, Split::Test, &LoadOptions::default())?;
+    let test = data::load(&spec, Split::Test, &LoadOptions { skip_corrupt: cfg.data.skip_corrupt })?;
     let bs = cfg.train.batch_size;
     if train.len() < bs {
         bail!("train.batch_size {bs} is larger than the {} training images", train.len());
