@@ -207,7 +207,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
     if let Some((meta, tensors, path)) = checkpoint::load_latest(dir)? {
         restore(method.as_mut(), Some(&mut opt), &tensors, &path)?;
         (step, epoch, skip, seconds_before) = (meta.step, meta.epoch, meta.batch_in_epoch, meta.seconds);
-        if !opts.quiet {
+        if !opts.quiet && epoch < cfg.train.epochs {
             eprintln!("resuming {} at step {step} (epoch {}, batch {skip})", dir.display(), epoch + 1);
         }
     } else {
