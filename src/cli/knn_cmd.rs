@@ -82,23 +82,19 @@ pub fn run(a: KnnArgs) -> Result<()> {
     let channels = a.channels.unwrap_or(train.channels());
     ensure!(channels == 1 || channels == 3, "--channels: expected 1 or 3, got {channels}");
     let prep = EvalPrep { size, channels, norm };
+    // A run directory (or one of its checkpoints) brings its own architecture and preprocessing.
     let run = a.checkpoint.as_ref().filter(|c| c.is_dir() || c.parent().is_some_and(|d| d.join("config.toml").is_file()));
-    if let Some(run) = run {
+    ensure!(run.is_some() || a.checkpoint.is_none() || arch.is_some(), "--checkpoint {}: not a run directory (no config.toml beside it), so --arch is needed to read it as backbone weights", a.checkpoint.as_ref().map_or(String::new(), |c| c.display().to_string()));
+    let (ftrain, ftest) = if a.raw_pixels {
+        (pixel_features(&train, &prep, a.batch_size, device), pixel_features(&test, &prep, a.batch_size, device))
+    } else if let Some(run) = run {
         let (cfg, method) = crate::train::load_run(run, device)?;
         let mut prep = crate::train::eval_prep(&cfg, prep.norm);
         if let Some(s) = a.image_size {
             prep.size = s;
         }
         let model = method.eval_backbone();
-        let (ftrain, ftest) = (backbone_features(model, &train, &prep, a.batch_size, device), backbone_features(model, &test, &prep, a.batch_size, device));
-        let num_classes = train.num_classes.max(test.num_classes) as i64;
-        let r = knn_classify(&ftrain, &labels(&train, device), &ftest, &labels(&test, device), num_classes, a.k, a.temperature);
-        print_result(&r, a.json);
-        return Ok(());
-    }
-    ensure!(a.checkpoint.is_none() || arch.is_some(), "--checkpoint {}: not a run directory (no config.toml beside it), so --arch is needed to read it as backbone weights", a.checkpoint.as_ref().unwrap().display());
-    let (ftrain, ftest) = if a.raw_pixels {
-        (pixel_features(&train, &prep, a.batch_size, device), pixel_features(&test, &prep, a.batch_size, device))
+        (backbone_features(model, &train, &prep, a.batch_size, device), backbone_features(model, &test, &prep, a.batch_size, device))
     } else {
         let arch = arch.expect("--arch is required with --random-init and checked with --checkpoint");
         tch::manual_seed(a.seed);

@@ -109,12 +109,8 @@ impl Svib {
                 t.copy_(&sv[name]);
             }
         });
-        let trainable: Vec<String> = {
-            let mut n: Vec<String> = student_vs.trainable_variables_with_names().into_iter().map(|(n, _)| n).collect();
-            n.sort();
-            n
-        };
-        let ema_pairs = trainable.iter().filter_map(|n| tv.get(n).map(|t| (sv[n].shallow_clone(), t.shallow_clone()))).collect();
+        // DINO averages parameters only; BatchNorm running statistics stay the teacher's own
+        let ema_pairs = sv.iter().filter(|(_, s)| s.requires_grad()).filter_map(|(n, s)| tv.get(n).map(|t| (s.shallow_clone(), t.shallow_clone()))).collect();
         teacher_vs.freeze();
         let k = cfg.gmm.k;
         Ok(Svib {
@@ -131,16 +127,6 @@ impl Svib {
             pending_center: None,
             pending_marginal: None,
         })
-    }
-}
-
-trait NamedVars {
-    fn trainable_variables_with_names(&self) -> Vec<(String, Tensor)>;
-}
-
-impl NamedVars for nn::VarStore {
-    fn trainable_variables_with_names(&self) -> Vec<(String, Tensor)> {
-        self.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect()
     }
 }
 
