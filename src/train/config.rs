@@ -355,6 +355,21 @@ impl Config {
     }
 }
 
+/// A tiny recipe for tests: a ResNet-18 of width 4 on 12 px grey crops, K 8.
+#[cfg(test)]
+pub(crate) fn tiny_for_tests() -> Config {
+    let mut c = Config::default();
+    c.model = ArchConfig::parse("resnet18:small_stem=true,width=4").unwrap();
+    c.augment.global_size = 12;
+    c.augment.local_size = 6;
+    c.augment.local_crops = 2;
+    c.augment.channels = 1;
+    c.head.hidden = 16;
+    c.head.out = 8;
+    c.gmm.k = 8;
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

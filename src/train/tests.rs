@@ -1,18 +1,9 @@
 use super::*;
 use crate::data::testutil::write_idx_dir;
-use crate::models::ArchConfig;
 
 fn tiny(dir: &Path) -> Config {
-    let mut c = Config::default();
+    let mut c = config::tiny_for_tests();
     c.data.spec = format!("idx:{}", dir.display());
-    c.model = ArchConfig::parse("resnet18:small_stem=true,width=4").unwrap();
-    c.augment.global_size = 12;
-    c.augment.local_size = 6;
-    c.augment.local_crops = 2;
-    c.augment.channels = 1;
-    c.head.hidden = 16;
-    c.head.out = 8;
-    c.gmm.k = 8;
     c.optim.lr = 0.01;
     c.optim.warmup_epochs = 0.5;
     c.train.epochs = 2;

@@ -3,14 +3,7 @@ use crate::data::ImageU8;
 use crate::train::config::Config;
 
 fn tiny_cfg() -> Config {
-    let mut c = Config::default();
-    c.model = ArchConfig::parse("resnet18:small_stem=true,width=4").unwrap();
-    c.augment.global_size = 12;
-    c.augment.local_size = 6;
-    c.augment.local_crops = 2;
-    c.augment.channels = 1;
-    c.head.hidden = 16;
-    c.head.out = 8;
+    let mut c = crate::train::config::tiny_for_tests();
     c.gmm.k = 6;
     c
 }
