@@ -13,24 +13,27 @@ pub struct EvalPrep {
     pub norm: Norm,
 }
 
-/// Normalised pixel batches of `ds`, `batch` at a time, as `[n, c, size, size]` tensors.
-pub fn pixel_batches<'a>(ds: &'a Dataset, prep: &'a EvalPrep, batch: usize) -> impl Iterator<Item = Tensor> + 'a {
-    (0..ds.len()).step_by(batch.max(1)).map(move |s| {
-        let idx: Vec<usize> = (s..(s + batch).min(ds.len())).collect();
-        let (buf, shape) = eval_batch(ds, &idx, prep.size, prep.channels, &prep.norm);
-        Tensor::from_slice(&buf).reshape(shape.map(|d| d as i64))
-    })
+/// The images `indices` of `ds`, preprocessed, as one `[n, c, size, size]` tensor.
+pub fn pixel_batch(ds: &Dataset, indices: &[usize], prep: &EvalPrep) -> Tensor {
+    let (buf, shape) = eval_batch(ds, indices, prep.size, prep.channels, &prep.norm);
+    Tensor::from_slice(&buf).reshape(shape.map(|d| d as i64))
 }
 
-fn l2_normalize(x: &Tensor) -> Tensor {
-    x / x.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12)
+/// Normalised pixel batches of `ds`, `batch` at a time, as `[n, c, size, size]` tensors.
+pub fn pixel_batches<'a>(ds: &'a Dataset, prep: &'a EvalPrep, batch: usize) -> impl Iterator<Item = Tensor> + 'a {
+    (0..ds.len()).step_by(batch.max(1)).map(move |s| pixel_batch(ds, &(s..(s + batch).min(ds.len())).collect::<Vec<_>>(), prep))
+}
+
+/// Rows scaled to unit L2 norm.
+pub fn l2n(x: &Tensor) -> Tensor {
+    x / x.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12)
 }
 
 /// Backbone features (eval mode, no gradient), L2-normalised, `[n, out_dim]` on `device`.
 pub fn backbone_features(model: &Backbone, ds: &Dataset, prep: &EvalPrep, batch: usize, device: Device) -> Tensor {
     let _guard = tch::no_grad_guard();
     let parts: Vec<Tensor> = pixel_batches(ds, prep, batch).map(|x| model.forward_t(&x.to_device(device), false)).collect();
-    l2_normalize(&Tensor::cat(&parts, 0))
+    l2n(&Tensor::cat(&parts, 0))
 }
 
 /// The pixels themselves, scaled to [0, 1] without mean subtraction, as features (the raw-pixel
@@ -39,7 +42,7 @@ pub fn pixel_features(ds: &Dataset, prep: &EvalPrep, batch: usize, device: Devic
     let c = prep.channels as usize;
     let raw = EvalPrep { norm: Norm { mean: vec![0.0; c], std: vec![1.0; c] }, ..prep.clone() };
     let parts: Vec<Tensor> = pixel_batches(ds, &raw, batch).map(|x| x.flatten(1, -1).to_device(device)).collect();
-    l2_normalize(&Tensor::cat(&parts, 0))
+    l2n(&Tensor::cat(&parts, 0))
 }
 
 /// Labels as an int64 tensor on `device`.

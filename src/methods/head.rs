@@ -52,10 +52,7 @@ impl ModuleT for ProjectionHead {
     }
 }
 
-/// Rows scaled to unit L2 norm.
-pub fn l2n(x: &Tensor) -> Tensor {
-    x / x.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12)
-}
+pub use crate::eval::features::l2n;
 
 /// The mixture means `[K, D]`, stored unnormalised (`gmm.means`).
 #[derive(Debug)]

@@ -5,9 +5,8 @@
 //! p(c = k | z) = softmax_k(mu_k . z / sigma^2) for unit z and unit means.
 use super::head::{entropy, l2n, Gmm, ProjectionHead};
 use super::{LossOutput, Method, StepCtx};
-use crate::augment::eval_batch;
 use crate::data::Dataset;
-use crate::eval::features::EvalPrep;
+use crate::eval::features::{pixel_batch, EvalPrep};
 use crate::models::{ArchConfig, Backbone};
 use crate::train::config::{Config, GmmInit, Prior, Reinit};
 use anyhow::{bail, Context, Result};
@@ -249,9 +248,7 @@ impl Svib {
         let feats = tch::no_grad(|| -> Result<Tensor> {
             let mut parts = vec![];
             for chunk in idx.chunks(256) {
-                let (buf, shape) = eval_batch(train, chunk, prep.size, prep.channels, &prep.norm);
-                let x = Tensor::from_slice(&buf).reshape(shape.map(|d| d as i64)).to_device(device);
-                parts.push(self.teacher.embed(&[x], false));
+                parts.push(self.teacher.embed(&[pixel_batch(train, chunk, prep).to_device(device)], false));
             }
             Ok(Tensor::cat(&parts, 0))
         })?;

@@ -167,6 +167,18 @@ pub fn load_run(path: &Path, device: Device) -> Result<(Config, Box<dyn Method>)
     Ok((cfg, method))
 }
 
+/// A metrics line with a kNN result.
+fn knn_line(step: usize, epoch: usize, r: &KnnResult) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("step".into(), json!(step));
+    m.insert("epoch".into(), json!(epoch));
+    m.insert("knn_top1".into(), json!(r.top1));
+    m.insert("knn_top5".into(), json!(r.top5));
+    m
+}
+
+const STOPPED: &str = "with a checkpoint; run the same command again to resume";
+
 /// Set by Ctrl-C: the loop checkpoints at the next step and stops.
 fn interrupt_flag() -> &'static AtomicBool {
     static FLAG: AtomicBool = AtomicBool::new(false);
@@ -221,6 +233,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
         }
     }
     let interrupted = interrupt_flag();
+    let should_stop = |step: usize| opts.max_steps.is_some_and(|m| step >= m) || interrupted.load(Ordering::SeqCst);
     let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
     pb.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} {msg}").expect("valid template"));
     pb.set_position(step as u64);
@@ -301,14 +314,14 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
                 window_images = 0;
                 window_start = Instant::now();
             }
-            let stop_now = opts.max_steps.is_some_and(|m| step >= m) || interrupted.load(Ordering::SeqCst);
+            let stop_now = should_stop(step);
             let periodic = cfg.train.checkpoint_every_steps > 0 && step % cfg.train.checkpoint_every_steps == 0;
             if (stop_now || periodic) && batch_idx < steps_per_epoch {
                 last_ckpt = Some(save(method.as_ref(), &opt, step, epoch, batch_idx, seconds(&started))?);
             }
             if stop_now && batch_idx < steps_per_epoch {
                 pb.finish_and_clear();
-                eprintln!("stopped at step {step} with a checkpoint; run the same command again to resume");
+                eprintln!("stopped at step {step} {STOPPED}");
                 return Ok(None);
             }
         }
@@ -321,21 +334,16 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
         let mut line = format!("epoch {epoch}/{} done, step {step}, {images_per_second:.0} img/s", cfg.train.epochs);
         if cfg.train.knn_every > 0 && epoch % cfg.train.knn_every == 0 && epoch < cfg.train.epochs {
             let r = knn_eval(method.as_ref(), cfg, &train, &test, &prep, device);
-            let mut m = Map::new();
-            m.insert("step".into(), json!(step));
-            m.insert("epoch".into(), json!(epoch));
-            m.insert("knn_top1".into(), json!(r.top1));
-            m.insert("knn_top5".into(), json!(r.top5));
-            log.write(m)?;
+            log.write(knn_line(step, epoch, &r))?;
             line += &format!(", kNN-{} top-1 {:.2}", r.k, r.top1);
         }
         if !opts.quiet {
             pb.suspend(|| eprintln!("{line}"));
         }
-        let stop_now = opts.max_steps.is_some_and(|m| step >= m) || interrupted.load(Ordering::SeqCst);
+        let stop_now = should_stop(step);
         if stop_now && epoch < cfg.train.epochs {
             pb.finish_and_clear();
-            eprintln!("stopped at step {step} with a checkpoint; run the same command again to resume");
+            eprintln!("stopped at step {step} {STOPPED}");
             return Ok(None);
         }
     }
@@ -351,11 +359,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
         images_per_second: (step * bs) as f64 / secs.max(1e-9),
         peak_rss_mib: metrics::peak_rss_mib(),
     };
-    let mut m = Map::new();
-    m.insert("step".into(), json!(step));
-    m.insert("epoch".into(), json!(epoch));
-    m.insert("knn_top1".into(), json!(r.top1));
-    m.insert("knn_top5".into(), json!(r.top5));
+    let mut m = knn_line(step, epoch, &r);
     m.insert("final".into(), Value::Bool(true));
     log.write(m)?;
     crate::util::write_atomic(&dir.join("result.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;

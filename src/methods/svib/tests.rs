@@ -109,8 +109,7 @@ fn reinit_sets_means_to_normalised_teacher_features() {
     let prep = EvalPrep { size: 12, channels: 1, norm: crate::data::Norm { mean: vec![0.5], std: vec![0.25] } };
     let reset = m.end_epoch(0, &ds, &prep, 1).unwrap();
     assert_eq!(reset, vec!["gmm.means".to_string()]);
-    let (buf, shape) = eval_batch(&ds, &(0..10).collect::<Vec<_>>(), 12, 1, &prep.norm);
-    let z = m.teacher_embed(&Tensor::from_slice(&buf).reshape(shape.map(|d| d as i64)));
+    let z = m.teacher_embed(&pixel_batch(&ds, &(0..10).collect::<Vec<_>>(), &prep));
     let means = m.means();
     assert_eq!(means.size(), vec![6, 8]);
     // every mean is one of the teacher's unit features (K = 6 <= 10 images: no noise)
