@@ -1,7 +1,7 @@
 //! `svib train` and `svib presets`.
-use crate::train::config::{load_table, set_key, Config, PRESETS};
+use crate::train::config::{apply_method, load_table, set_key, Config, METHOD_OVERLAYS, PRESETS};
 use crate::train::{run, RunOptions};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -10,6 +10,9 @@ pub struct TrainArgs {
     /// A preset name (see `svib presets`) or a TOML config file.
     #[arg(long, default_value = "fmnist-cpu")]
     pub config: String,
+    /// Method: svib | dino | byol | mocov2 | swav (a baseline applies its overlay to the config).
+    #[arg(long)]
+    pub method: Option<String>,
     /// Data set, overriding the config's data.spec.
     #[arg(long)]
     pub data: Option<String>,
@@ -34,8 +37,11 @@ pub struct TrainArgs {
 }
 
 /// The resolved config of a `train`-like command line.
-pub fn resolve(config: &str, data: Option<&str>, epochs: Option<usize>, sets: &[String]) -> Result<Config> {
+pub fn resolve(config: &str, method: Option<&str>, data: Option<&str>, epochs: Option<usize>, sets: &[String]) -> Result<Config> {
     let mut table = load_table(config)?;
+    if let Some(m) = method {
+        apply_method(&mut table, m).context("--method")?;
+    }
     if let Some(d) = data {
         set_key(&mut table, &format!("data.spec=\"{d}\""))?;
     }
@@ -49,7 +55,7 @@ pub fn resolve(config: &str, data: Option<&str>, epochs: Option<usize>, sets: &[
 }
 
 pub fn run_train(a: TrainArgs) -> Result<()> {
-    let cfg = resolve(&a.config, a.data.as_deref(), a.epochs, &a.set)?;
+    let cfg = resolve(&a.config, a.method.as_deref(), a.data.as_deref(), a.epochs, &a.set)?;
     let opts = RunOptions { max_steps: a.max_steps, quiet: a.quiet };
     if let Some(r) = run(&cfg, &a.out, &opts)? {
         if a.json {
@@ -76,6 +82,9 @@ pub fn list_presets() -> Result<()> {
     for (name, about, _) in PRESETS {
         println!("{name:<16} {about}");
     }
-    println!("\nsvib train --config NAME --out DIR [--data SPEC] [--epochs N] [--set key=value ...]");
+    let methods: Vec<&str> = METHOD_OVERLAYS.iter().map(|m| m.0).collect();
+    println!("\nBaselines: prefix a preset with {}- (e.g. dino-fmnist-cpu), or pass --method; the", methods.join("-, "));
+    println!("method's head and options replace SVIB's, everything else stays the preset's.");
+    println!("\nsvib train --config NAME [--method M] --out DIR [--data SPEC] [--epochs N] [--set key=value ...]");
     Ok(())
 }

@@ -1,21 +1,31 @@
 //! Heads shared by methods: DINO's projection MLP (names `head.mlp.N` as DINO's `nn.Sequential`)
 //! and the GMM prototype layer whose means are normalised in the forward pass.
 use tch::nn::{self, Module, ModuleT};
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 fn linear(p: nn::Path, i: i64, o: i64) -> nn::Linear {
     nn::linear(p, i, o, nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, bs_init: Some(nn::Init::Const(0.0)), bias: true })
 }
 
-/// MLP: (Linear [BN] GELU) x (layers - 1), Linear; numbered as DINO's nn.Sequential.
+/// The hidden activation: GELU (DINO, SVIB) or ReLU (BYOL, MoCo v2, SwAV).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Act {
+    Gelu,
+    Relu,
+}
+
+/// MLP: (Linear [BN] act) x (layers - 1), Linear; numbered as DINO's nn.Sequential.
 #[derive(Debug)]
 pub struct ProjectionHead {
     linears: Vec<nn::Linear>,
     bns: Vec<Option<nn::BatchNorm>>,
+    act: Act,
 }
 
 impl ProjectionHead {
-    pub fn new(p: &nn::Path, input: i64, hidden: i64, out: i64, layers: i64, bn: bool) -> Self {
+    pub fn new(p: &nn::Path, input: i64, hidden: i64, out: i64, layers: i64, bn: bool, act: Act) -> Self {
         let mp = p / "mlp";
         let mut idx = 0;
         let (mut linears, mut bns) = (vec![], vec![]);
@@ -29,10 +39,10 @@ impl ProjectionHead {
                     idx += 1;
                     b
                 }));
-                idx += 1; // GELU
+                idx += 1; // activation
             }
         }
-        ProjectionHead { linears, bns }
+        ProjectionHead { linears, bns, act }
     }
 }
 
@@ -45,7 +55,10 @@ impl ModuleT for ProjectionHead {
                 if let Some(bn) = bn {
                     y = y.apply_t(bn, train);
                 }
-                y = y.gelu("none");
+                y = match self.act {
+                    Act::Gelu => y.gelu("none"),
+                    Act::Relu => y.relu(),
+                };
             }
         }
         y
@@ -62,7 +75,12 @@ pub struct Gmm {
 
 impl Gmm {
     pub fn new(p: &nn::Path, k: i64, dim: i64) -> Self {
-        Gmm { means: (p / "gmm").var("means", &[k, dim], nn::Init::Randn { mean: 0.0, stdev: 0.02 }) }
+        Gmm::named(&(p / "gmm"), "means", k, dim)
+    }
+    /// The same layer under another name: DINO's weight-normalised last layer (`weight_v`, with
+    /// its gain fixed at 1) and SwAV's normalised prototypes are this computation too.
+    pub fn named(p: &nn::Path, name: &str, k: i64, dim: i64) -> Self {
+        Gmm { means: p.var(name, &[k, dim], nn::Init::Randn { mean: 0.0, stdev: 0.02 }) }
     }
     /// Cosine similarities `z . mu_k / |mu_k|` for unit-norm `z`: `[N, K]`.
     pub fn similarities(&self, z: &Tensor) -> Tensor {

@@ -1,7 +1,12 @@
 //! Self-supervised methods behind one small trait: the trainer owns data, schedules, optimiser,
 //! checkpoints and logging; a method owns its networks, its loss and its per-step/per-epoch hooks.
+pub mod byol;
+pub mod dino;
+pub mod encoder;
 pub mod head;
+pub mod mocov2;
 pub mod svib;
+pub mod swav;
 
 use crate::data::Dataset;
 use crate::eval::features::EvalPrep;

@@ -3,7 +3,8 @@
 //!
 //! Loss = CE(p_t(.|z2), p_s(.|z1)) + beta * KL(p_t(.|z2) || q), with
 //! p(c = k | z) = softmax_k(mu_k . z / sigma^2) for unit z and unit means.
-use super::head::{entropy, l2n, Gmm, ProjectionHead};
+use super::encoder::{resolution_groups, Ema, Encoder};
+use super::head::{entropy, l2n, Gmm};
 use super::{LossOutput, Method, StepCtx};
 use crate::data::Dataset;
 use crate::eval::features::{pixel_batch, EvalPrep};
@@ -12,7 +13,7 @@ use crate::train::config::{Config, GmmInit, Prior, Reinit};
 use anyhow::{bail, Context, Result};
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
-use tch::nn::{self, ModuleT};
+use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 /// Cross-entropy of the teacher's (detached) assignments against the student's, averaged over
@@ -37,51 +38,16 @@ pub fn kl_to_prior(logits: &Tensor, log_q: &Tensor) -> Tensor {
     (logp.exp() * (&logp - log_q)).sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float)
 }
 
-struct Net {
-    backbone: Backbone,
-    head: ProjectionHead,
-}
-
-impl Net {
-    fn new(p: &nn::Path, arch: &ArchConfig, cfg: &Config) -> Result<Net> {
-        let backbone = Backbone::new(&(p / "backbone"), arch, cfg.augment.channels as i64)?;
-        let h = &cfg.head;
-        let head = ProjectionHead::new(&(p / "head"), backbone.out_dim(), h.hidden, h.out, h.layers, h.bn);
-        Ok(Net { backbone, head })
-    }
-    /// Unit-norm projections of groups of same-sized views, one backbone pass per group.
-    fn embed(&self, groups: &[Tensor], train: bool) -> Tensor {
-        let feats: Vec<Tensor> = groups.iter().map(|g| self.backbone.forward_t(g, train)).collect();
-        l2n(&Tensor::cat(&feats, 0).apply_t(&self.head, train))
-    }
-}
-
-/// Concatenates the views into groups of equal resolution (globals, locals), as DINO does.
-fn resolution_groups(views: &[Tensor]) -> Vec<Tensor> {
-    let mut groups: Vec<Vec<&Tensor>> = vec![];
-    let mut last = None;
-    for v in views {
-        let s = v.size()[2..].to_vec();
-        if last.as_ref() != Some(&s) {
-            groups.push(vec![]);
-            last = Some(s);
-        }
-        groups.last_mut().unwrap().push(v);
-    }
-    groups.into_iter().map(|g| Tensor::cat(&g, 0)).collect()
-}
-
 pub struct Svib {
     cfg: Config,
     student_vs: nn::VarStore,
     teacher_vs: nn::VarStore,
-    student: Net,
-    teacher: Net,
+    student: Encoder,
+    teacher: Encoder,
     gmm: Gmm,
     /// The teacher's EMA copy of the means (only when `gmm.shared = false`).
     teacher_gmm: Option<Gmm>,
-    /// (student, teacher) variable pairs that the EMA updates.
-    ema_pairs: Vec<(Tensor, Tensor)>,
+    ema: Ema,
     /// DINO's centre of the teacher's similarities, `[1, K]`.
     center: Tensor,
     /// Running marginal q(c), `[K]` (prior = marginal).
@@ -95,22 +61,13 @@ impl Svib {
     pub fn new(cfg: &Config, device: Device) -> Result<Svib> {
         let student_vs = nn::VarStore::new(device);
         let mut teacher_vs = nn::VarStore::new(device);
-        let student = Net::new(&student_vs.root(), &cfg.model, cfg)?;
+        let student = Encoder::new(&student_vs.root(), &cfg.model, cfg)?;
         let gmm = Gmm::new(&student_vs.root(), cfg.gmm.k, cfg.head.out);
         // DINO's teacher has no stochastic depth
         let teacher_arch = ArchConfig { drop_path: 0.0, ..cfg.model.clone() };
-        let teacher = Net::new(&teacher_vs.root(), &teacher_arch, cfg)?;
+        let teacher = Encoder::new(&teacher_vs.root(), &teacher_arch, cfg)?;
         let teacher_gmm = (!cfg.gmm.shared).then(|| Gmm::new(&teacher_vs.root(), cfg.gmm.k, cfg.head.out));
-        let mut tv = teacher_vs.variables();
-        let sv = student_vs.variables();
-        tch::no_grad(|| {
-            for (name, t) in tv.iter_mut() {
-                t.copy_(&sv[name]);
-            }
-        });
-        // DINO averages parameters only; BatchNorm running statistics stay the teacher's own
-        let ema_pairs = sv.iter().filter(|(_, s)| s.requires_grad()).filter_map(|(n, s)| tv.get(n).map(|t| (s.shallow_clone(), t.shallow_clone()))).collect();
-        teacher_vs.freeze();
+        let ema = Ema::new(&student_vs, &mut teacher_vs);
         let k = cfg.gmm.k;
         Ok(Svib {
             cfg: cfg.clone(),
@@ -120,7 +77,7 @@ impl Svib {
             teacher,
             gmm,
             teacher_gmm,
-            ema_pairs,
+            ema,
             center: Tensor::zeros([1, k], (Kind::Float, device)),
             prior: Tensor::full([k], 1.0 / k as f64, (Kind::Float, device)),
             pending_center: None,
@@ -174,13 +131,9 @@ impl Method for Svib {
 
     fn after_step(&mut self, ctx: &StepCtx) {
         let m = ctx.teacher_momentum;
+        // the teacher's own means (gmm.shared = false) are among the EMA pairs
+        self.ema.update(m);
         tch::no_grad(|| {
-            for (s, t) in &self.ema_pairs {
-                let _ = t.shallow_clone().lerp_(s, 1.0 - m);
-            }
-            if let Some(tg) = &self.teacher_gmm {
-                let _ = tg.means.shallow_clone().lerp_(&self.gmm.means, 1.0 - m);
-            }
             if let Some(c) = self.pending_center.take() {
                 let cm = self.cfg.teacher.center_momentum;
                 self.center = &self.center * cm + c * (1.0 - cm);

@@ -1,6 +1,11 @@
 //! The training configuration: TOML with one table per part of the pipeline; every option of
 //! SPEC.md with its default. Presets live in `presets/*.toml`; `--set key=value` edits any key.
 use crate::augment::MultiCropConfig;
+use crate::methods::byol::ByolConfig;
+use crate::methods::dino::DinoConfig;
+use crate::methods::head::Act;
+use crate::methods::mocov2::MocoConfig;
+use crate::methods::swav::SwavConfig;
 use crate::models::ArchConfig;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -9,7 +14,7 @@ use std::path::Path;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// svib (later: dino, byol, mocov2, swav)
+    /// svib | dino | byol | mocov2 | swav
     pub method: String,
     pub data: DataConfig,
     pub model: ArchConfig,
@@ -21,7 +26,15 @@ pub struct Config {
     pub optim: OptimConfig,
     pub train: TrainConfig,
     pub eval: EvalConfig,
+    /// Options of the baselines, read only by their method.
+    pub dino: DinoConfig,
+    pub byol: ByolConfig,
+    pub mocov2: MocoConfig,
+    pub swav: SwavConfig,
 }
+
+/// The methods `method` may name.
+pub const METHODS: [&str; 5] = ["svib", "dino", "byol", "mocov2", "swav"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -47,6 +60,8 @@ pub struct HeadConfig {
     pub layers: i64,
     /// BatchNorm after hidden layers (DINO: off for ViT).
     pub bn: bool,
+    /// Hidden activation: gelu (DINO, SVIB) | relu (BYOL, MoCo v2, SwAV).
+    pub act: Act,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +209,10 @@ impl Default for Config {
             optim: OptimConfig::default(),
             train: TrainConfig::default(),
             eval: EvalConfig::default(),
+            dino: DinoConfig::default(),
+            byol: ByolConfig::default(),
+            mocov2: MocoConfig::default(),
+            swav: SwavConfig::default(),
         }
     }
 }
@@ -204,7 +223,7 @@ impl Default for DataConfig {
 }
 impl Default for HeadConfig {
     fn default() -> Self {
-        HeadConfig { hidden: 2048, out: 256, layers: 3, bn: false }
+        HeadConfig { hidden: 2048, out: 256, layers: 3, bn: false, act: Act::Gelu }
     }
 }
 impl Default for GmmConfig {
@@ -267,22 +286,63 @@ pub const PRESETS: [(&str, &str, &str); 4] = [
     ("paper-vit-s16", "the paper's ViT-S/16 recipe on ImageNet-sized images (SPEC §4): 300 epochs, K 65536, 10 local crops, AdamW", include_str!("../../presets/paper-vit-s16.toml")),
     ("paper-rn50", "the paper's ResNet-50 recipe (SPEC §4): LARS, 6 local crops of scale (0.05, 0.14), 300 epochs", include_str!("../../presets/paper-rn50.toml")),
     ("paper-ablation", "the ablation setting (Table 4): ViT-S/16, K 8192, 2 local crops, 100 epochs, batch 512", include_str!("../../presets/paper-ablation.toml")),
-    ("fmnist-cpu", "Fashion-MNIST on 2 CPU cores in at most 30 minutes: a small ResNet-18, K 1024", include_str!("../../presets/fmnist-cpu.toml")),
+    ("fmnist-cpu", "Fashion-MNIST on 2 CPU cores in at most 30 minutes: a small ResNet-18 (width 16), K 256", include_str!("../../presets/fmnist-cpu.toml")),
 ];
 
-/// Reads a preset name or a TOML file into a table (not yet validated).
-pub fn load_table(name_or_path: &str) -> Result<toml::Table> {
-    let (text, origin) = match PRESETS.iter().find(|p| p.0 == name_or_path) {
-        Some(p) => (p.2.to_string(), format!("preset {}", p.0)),
-        None => {
-            let path = Path::new(name_or_path);
-            if !path.is_file() {
-                bail!("--config `{name_or_path}`: neither a preset ({}) nor a file", PRESETS.map(|p| p.0).join(", "));
-            }
-            (std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?, path.display().to_string())
-        }
+/// The baselines as overlays on any base preset (`presets/methods/*.toml`): the method and
+/// its head and options; data, backbone, crops, optimiser and budget stay the base's, so that
+/// methods compare at equal settings. `dino-fmnist-cpu` is `fmnist-cpu` with the DINO overlay.
+pub const METHOD_OVERLAYS: [(&str, &str); 4] = [
+    ("dino", include_str!("../../presets/methods/dino.toml")),
+    ("byol", include_str!("../../presets/methods/byol.toml")),
+    ("mocov2", include_str!("../../presets/methods/mocov2.toml")),
+    ("swav", include_str!("../../presets/methods/swav.toml")),
+];
+
+/// Sets `method` in a config table, with the method's overlay (svib: none).
+pub fn apply_method(table: &mut toml::Table, method: &str) -> Result<()> {
+    if method == "svib" {
+        table.insert("method".into(), toml::Value::String("svib".into()));
+        return Ok(());
+    }
+    let Some((_, text)) = METHOD_OVERLAYS.iter().find(|m| m.0 == method) else {
+        bail!("method `{method}`: expected one of {}", METHODS.join(", "));
     };
-    toml::from_str::<toml::Table>(&text).map_err(|e| anyhow::anyhow!("{origin}: not valid TOML: {}", one_line(&e.to_string())))
+    merge(table, toml::from_str(text).expect("method overlays are valid TOML"));
+    Ok(())
+}
+
+/// Recursively overwrites `base` with `over`.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Reads a preset name (`fmnist-cpu`, or `METHOD-PRESET` such as `dino-fmnist-cpu`) or a TOML
+/// file into a table (not yet validated).
+pub fn load_table(name_or_path: &str) -> Result<toml::Table> {
+    let preset = |name: &str| PRESETS.iter().find(|p| p.0 == name).map(|p| toml::from_str::<toml::Table>(p.2).expect("presets are valid TOML"));
+    if let Some(t) = preset(name_or_path) {
+        return Ok(t);
+    }
+    if let Some((method, base)) = name_or_path.split_once('-') {
+        if let (Some(mut t), true) = (preset(base), METHOD_OVERLAYS.iter().any(|m| m.0 == method)) {
+            apply_method(&mut t, method)?;
+            return Ok(t);
+        }
+    }
+    let path = Path::new(name_or_path);
+    if !path.is_file() {
+        bail!("--config `{name_or_path}`: neither a preset ({}, optionally prefixed with one of dino-, byol-, mocov2-, swav-) nor a file", PRESETS.map(|p| p.0).join(", "));
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    toml::from_str::<toml::Table>(&text).map_err(|e| anyhow::anyhow!("{}: not valid TOML: {}", path.display(), one_line(&e.to_string())))
 }
 
 fn one_line(s: &str) -> String {
@@ -325,7 +385,11 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.method == "svib", "method: `{}` is not available (expected svib)", self.method);
+        ensure!(METHODS.contains(&self.method.as_str()), "method: `{}` is not available (expected one of {})", self.method, METHODS.join(", "));
+        self.dino.validate()?;
+        self.byol.validate()?;
+        self.mocov2.validate()?;
+        self.swav.validate()?;
         self.model.validate()?;
         self.augment.validate()?;
         let h = &self.head;
@@ -379,7 +443,15 @@ mod tests {
         for (name, _, _) in PRESETS {
             let c = Config::from_table(load_table(name).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(c.method, "svib");
+            for (method, _) in METHOD_OVERLAYS {
+                let c = Config::from_table(load_table(&format!("{method}-{name}")).unwrap()).unwrap_or_else(|e| panic!("{method}-{name}: {e}"));
+                assert_eq!(c.method, method);
+            }
         }
+        // an overlay changes the method's own keys and keeps the base's budget
+        let (base, dino) = (Config::from_table(load_table("fmnist-cpu").unwrap()).unwrap(), Config::from_table(load_table("mocov2-fmnist-cpu").unwrap()).unwrap());
+        assert_eq!((dino.head.out, dino.head.layers, dino.mocov2.queue), (128, 2, 65536));
+        assert_eq!((dino.train.epochs, dino.augment.clone(), dino.model.clone(), dino.optim.lr), (base.train.epochs, base.augment, base.model, base.optim.lr));
         let vit = Config::from_table(load_table("paper-vit-s16").unwrap()).unwrap();
         assert_eq!((vit.gmm.k, vit.augment.local_crops, vit.train.epochs), (65536, 10, 300));
         assert_eq!((vit.ib.beta_start, vit.ib.beta_end, vit.gmm.sigma_teacher, vit.gmm.sigma_student), (0.5, 0.01, 0.2, 0.32));

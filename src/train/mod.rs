@@ -9,7 +9,7 @@ use crate::augment::loader::Loader;
 use crate::data::{self, DataSpec, Dataset, LoadOptions, Norm, Split};
 use crate::eval::features::{backbone_features, labels, EvalPrep};
 use crate::eval::knn::{knn_classify, KnnResult};
-use crate::methods::svib::Svib;
+use crate::methods::{byol::Byol, dino::Dino, mocov2::MocoV2, svib::Svib, swav::Swav};
 use crate::methods::{Method, StepCtx};
 use anyhow::{bail, Context, Result};
 use config::Config;
@@ -107,6 +107,10 @@ pub fn knn_eval(method: &dyn Method, cfg: &Config, train: &Dataset, test: &Datas
 fn build_method(cfg: &Config, device: Device) -> Result<Box<dyn Method>> {
     match cfg.method.as_str() {
         "svib" => Ok(Box::new(Svib::new(cfg, device)?)),
+        "dino" => Ok(Box::new(Dino::new(cfg, device)?)),
+        "byol" => Ok(Box::new(Byol::new(cfg, device)?)),
+        "mocov2" => Ok(Box::new(MocoV2::new(cfg, device)?)),
+        "swav" => Ok(Box::new(Swav::new(cfg, device)?)),
         other => bail!("method: `{other}` is not available"),
     }
 }
@@ -301,7 +305,9 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
                 for (n, t) in &out.terms {
                     m.insert(n.to_string(), json!(t.double_value(&[])));
                 }
-                m.insert("beta".into(), json!(ctx.beta));
+                if cfg.method == "svib" {
+                    m.insert("beta".into(), json!(ctx.beta));
+                }
                 m.insert("lr".into(), json!(lr));
                 m.insert("weight_decay".into(), json!(wd));
                 m.insert("teacher_momentum".into(), json!(ctx.teacher_momentum));

@@ -115,3 +115,28 @@ fn ablation_switches_run() {
         }
     }
 }
+
+#[test]
+fn every_baseline_trains_and_resumes_exactly() {
+    let data = tempfile::tempdir().unwrap();
+    write_idx_dir(data.path(), 40, 12, 12, false);
+    for method in ["dino", "byol", "mocov2", "swav"] {
+        let mut t: toml::Table = toml::from_str(&tiny(data.path()).to_toml()).unwrap();
+        config::apply_method(&mut t, method).unwrap();
+        // small queues that fill within the run, so that their state must survive the resume
+        config::set_key(&mut t, "mocov2.queue=24").unwrap();
+        config::set_key(&mut t, "swav.queue=8").unwrap();
+        config::set_key(&mut t, "swav.queue_start_epoch=0").unwrap();
+        let cfg = Config::from_table(t).unwrap();
+        let a = tempfile::tempdir().unwrap();
+        let full = run(&cfg, a.path(), &quiet(None)).unwrap().unwrap();
+        assert_eq!(full.steps, 10, "{method}");
+        let b = tempfile::tempdir().unwrap();
+        assert!(run(&cfg, b.path(), &quiet(Some(7))).unwrap().is_none());
+        let resumed = run(&cfg, b.path(), &quiet(None)).unwrap().unwrap();
+        let la = losses(a.path());
+        assert!(la.iter().all(|l| l.1.is_finite()), "{method}");
+        assert_eq!(la, losses(b.path()), "{method}: resumed losses differ");
+        assert_eq!(resumed.knn_top1, full.knn_top1, "{method}");
+    }
+}

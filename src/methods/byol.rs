@@ -1,0 +1,124 @@
+//! BYOL (Grill et al. 2020): the online network (backbone, projector, predictor) predicts the
+//! target network's projection of another view; the target is an EMA of the online network and
+//! gets no gradient. Loss per pair: 2 - 2 cos(prediction, target projection).
+//!
+//! With more than two views, every target global view i is paired with every online view v != i
+//! (DINO's multi-crop pairs) and the loss is the mean over pairs; with two views that is BYOL's
+//! symmetric loss divided by 2.
+use super::encoder::{resolution_groups, Ema, Encoder};
+use super::head::{l2n, ProjectionHead};
+use super::{LossOutput, Method, StepCtx};
+use crate::data::Dataset;
+use crate::eval::features::EvalPrep;
+use crate::models::Backbone;
+use crate::train::config::Config;
+use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
+use tch::nn;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ByolConfig {
+    /// Hidden width of the predictor MLP (0: `head.hidden`).
+    pub predictor_hidden: i64,
+}
+
+impl Default for ByolConfig {
+    fn default() -> Self {
+        ByolConfig { predictor_hidden: 0 }
+    }
+}
+
+impl ByolConfig {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.predictor_hidden >= 0, "byol.predictor_hidden: expected >= 0");
+        Ok(())
+    }
+}
+
+/// Mean over DINO's pairs of 2 - 2 cos(p_v, z_i) for target views i and online predictions v != i.
+pub fn byol_loss(targets: &[Tensor], predictions: &[Tensor]) -> Tensor {
+    let mut total = Tensor::zeros([], (Kind::Float, predictions[0].device()));
+    let mut n = 0;
+    for (i, z) in targets.iter().enumerate() {
+        let z = l2n(z);
+        for (v, p) in predictions.iter().enumerate() {
+            if v != i {
+                total += ((l2n(p) * &z).sum_dim_intlist(-1, false, Kind::Float) * -2.0 + 2.0).mean(Kind::Float);
+                n += 1;
+            }
+        }
+    }
+    total / n as f64
+}
+
+pub struct Byol {
+    student_vs: nn::VarStore,
+    teacher_vs: nn::VarStore,
+    online: Encoder,
+    predictor: ProjectionHead,
+    target: Encoder,
+    ema: Ema,
+}
+
+impl Byol {
+    pub fn new(cfg: &Config, device: Device) -> Result<Byol> {
+        let student_vs = nn::VarStore::new(device);
+        let mut teacher_vs = nn::VarStore::new(device);
+        let online = Encoder::new(&student_vs.root(), &cfg.model, cfg)?;
+        let h = &cfg.head;
+        let hidden = if cfg.byol.predictor_hidden > 0 { cfg.byol.predictor_hidden } else { h.hidden };
+        let predictor = ProjectionHead::new(&(student_vs.root() / "predictor"), h.out, hidden, h.out, 2, h.bn, h.act);
+        let target = Encoder::new(&teacher_vs.root(), &cfg.model, cfg)?;
+        let ema = Ema::new(&student_vs, &mut teacher_vs);
+        Ok(Byol { student_vs, teacher_vs, online, predictor, target, ema })
+    }
+}
+
+impl Method for Byol {
+    fn student(&self) -> &nn::VarStore {
+        &self.student_vs
+    }
+    fn teacher(&self) -> Option<&nn::VarStore> {
+        Some(&self.teacher_vs)
+    }
+
+    fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> LossOutput {
+        let p = self.online.project(&resolution_groups(views), true).apply_t(&self.predictor, true);
+        let z = tch::no_grad(|| self.target.project(&resolution_groups(&views[..2]), true));
+        let loss = byol_loss(&z.chunk(2, 0), &p.chunk(views.len() as i64, 0));
+        LossOutput { terms: vec![("byol", loss.shallow_clone())], loss, stats: vec![] }
+    }
+
+    fn after_step(&mut self, ctx: &StepCtx) {
+        self.ema.update(ctx.teacher_momentum);
+    }
+
+    fn frozen(&self, _: usize) -> Vec<String> {
+        vec![]
+    }
+
+    fn end_epoch(&mut self, _: usize, _: &Dataset, _: &EvalPrep, _: u64) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+
+    /// BYOL evaluates the online network's backbone.
+    fn eval_backbone(&self) -> &Backbone {
+        &self.online.backbone
+    }
+
+    fn extra_state(&self) -> Vec<(String, Tensor)> {
+        vec![]
+    }
+
+    fn load_extra_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        if let Some((name, _)) = state.first() {
+            bail!("unknown BYOL state `{name}` in checkpoint");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+//! DINO (Caron et al. 2021): self-distillation with a centred, sharpened EMA teacher. The head is
+//! DINO's MLP -> L2 norm -> weight-normalised linear layer (`head.last_layer.weight_v`, gain
+//! fixed at 1 as with `norm_last_layer=True`), with `gmm.k` outputs so that a comparison with
+//! SVIB uses as many prototypes as SVIB has mixture components.
+use super::encoder::{resolution_groups, Ema, Encoder};
+use super::head::{entropy, Gmm};
+use super::svib::consistency_ce;
+use super::{LossOutput, Method, StepCtx};
+use crate::data::Dataset;
+use crate::eval::features::EvalPrep;
+use crate::models::{ArchConfig, Backbone};
+use crate::train::config::Config;
+use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+/// DINO's temperatures and last-layer freezing (main_dino.py defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DinoConfig {
+    /// Teacher temperature at the start of training, warmed up linearly to `teacher_temp`.
+    pub warmup_teacher_temp: f64,
+    pub teacher_temp: f64,
+    pub warmup_teacher_temp_epochs: usize,
+    pub student_temp: f64,
+    /// Epochs during which the last layer gets no gradient.
+    pub freeze_last_layer: usize,
+}
+
+impl Default for DinoConfig {
+    fn default() -> Self {
+        DinoConfig { warmup_teacher_temp: 0.04, teacher_temp: 0.07, warmup_teacher_temp_epochs: 30, student_temp: 0.1, freeze_last_layer: 1 }
+    }
+}
+
+impl DinoConfig {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.warmup_teacher_temp > 0.0 && self.teacher_temp > 0.0 && self.student_temp > 0.0, "dino.*_temp: expected > 0");
+        Ok(())
+    }
+    /// The teacher temperature in `epoch` (0-based): linear warm-up, then constant.
+    pub fn teacher_temp_at(&self, epoch: usize) -> f64 {
+        let w = self.warmup_teacher_temp_epochs;
+        if epoch >= w {
+            self.teacher_temp
+        } else {
+            self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * epoch as f64 / w as f64
+        }
+    }
+}
+
+/// DINO's loss on head outputs: the teacher's global-view outputs `[2B, K]` centred and
+/// sharpened at `teacher_temp`, the student's outputs `[V*B, K]` at `student_temp`, and the
+/// cross-entropy averaged over pairs (teacher view i, student view v != i). Returns the loss and
+/// the teacher's probabilities.
+pub fn dino_loss(student_out: &Tensor, n_views: i64, teacher_out: &Tensor, center: &Tensor, teacher_temp: f64, student_temp: f64) -> (Tensor, Tensor) {
+    let logp_s = (student_out / student_temp).log_softmax(-1, Kind::Float).chunk(n_views, 0);
+    let p_t = ((teacher_out - center) / teacher_temp).softmax(-1, Kind::Float).detach();
+    (consistency_ce(&p_t.chunk(2, 0), &logp_s), p_t)
+}
+
+const LAST_LAYER: &str = "head.last_layer.weight_v";
+
+pub struct Dino {
+    cfg: Config,
+    student_vs: nn::VarStore,
+    teacher_vs: nn::VarStore,
+    student: Encoder,
+    teacher: Encoder,
+    last_s: Gmm,
+    last_t: Gmm,
+    ema: Ema,
+    /// Running centre of the teacher's outputs, `[1, K]`.
+    center: Tensor,
+    pending_center: Option<Tensor>,
+}
+
+impl Dino {
+    pub fn new(cfg: &Config, device: Device) -> Result<Dino> {
+        let student_vs = nn::VarStore::new(device);
+        let mut teacher_vs = nn::VarStore::new(device);
+        let student = Encoder::new(&student_vs.root(), &cfg.model, cfg)?;
+        let teacher = Encoder::new(&teacher_vs.root(), &ArchConfig { drop_path: 0.0, ..cfg.model.clone() }, cfg)?;
+        let last = |vs: &nn::VarStore| {
+            let p = vs.root() / "head" / "last_layer";
+            // the weight-norm gain, fixed at 1: kept so that checkpoints have DINO's keys
+            let _ = p.ones_no_train("weight_g", &[cfg.gmm.k, 1]);
+            Gmm::named(&p, "weight_v", cfg.gmm.k, cfg.head.out)
+        };
+        let (last_s, last_t) = (last(&student_vs), last(&teacher_vs));
+        let ema = Ema::new(&student_vs, &mut teacher_vs);
+        Ok(Dino { cfg: cfg.clone(), student_vs, teacher_vs, student, teacher, last_s, last_t, ema, center: Tensor::zeros([1, cfg.gmm.k], (Kind::Float, device)), pending_center: None })
+    }
+}
+
+impl Method for Dino {
+    fn student(&self) -> &nn::VarStore {
+        &self.student_vs
+    }
+    fn teacher(&self) -> Option<&nn::VarStore> {
+        Some(&self.teacher_vs)
+    }
+
+    fn loss(&mut self, views: &[Tensor], ctx: &StepCtx) -> LossOutput {
+        let d = &self.cfg.dino;
+        let out_s = self.last_s.similarities(&self.student.embed(&resolution_groups(views), true));
+        let out_t = tch::no_grad(|| self.last_t.similarities(&self.teacher.embed(&resolution_groups(&views[..2]), true)));
+        let (loss, p_t) = dino_loss(&out_s, views.len() as i64, &out_t, &self.center, d.teacher_temp_at(ctx.epoch), d.student_temp);
+        self.pending_center = Some(out_t.mean_dim([0i64].as_slice(), true, Kind::Float));
+        let log_k = (self.cfg.gmm.k as f64).ln();
+        let h_marginal = entropy(&p_t.mean_dim([0i64].as_slice(), true, Kind::Float)).double_value(&[0]);
+        let h_sample = entropy(&p_t).mean(Kind::Float).double_value(&[]);
+        LossOutput {
+            terms: vec![("ce", loss.shallow_clone())],
+            loss,
+            stats: vec![("h_marginal", h_marginal), ("h_marginal_rel", h_marginal / log_k), ("h_sample", h_sample), ("h_sample_rel", h_sample / log_k)],
+        }
+    }
+
+    fn after_step(&mut self, ctx: &StepCtx) {
+        self.ema.update(ctx.teacher_momentum);
+        if let Some(c) = self.pending_center.take() {
+            let m = self.cfg.teacher.center_momentum;
+            self.center = &self.center * m + c * (1.0 - m);
+        }
+    }
+
+    fn frozen(&self, epoch: usize) -> Vec<String> {
+        if epoch < self.cfg.dino.freeze_last_layer {
+            vec![LAST_LAYER.into()]
+        } else {
+            vec![]
+        }
+    }
+
+    fn end_epoch(&mut self, _: usize, _: &Dataset, _: &EvalPrep, _: u64) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+
+    fn eval_backbone(&self) -> &Backbone {
+        &self.teacher.backbone
+    }
+
+    fn extra_state(&self) -> Vec<(String, Tensor)> {
+        vec![("center".into(), self.center.shallow_clone())]
+    }
+
+    fn load_extra_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        for (name, t) in state {
+            match name.as_str() {
+                "center" => self.center = t.to_device(self.center.device()),
+                other => bail!("unknown DINO state `{other}` in checkpoint"),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

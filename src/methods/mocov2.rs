@@ -1,0 +1,147 @@
+//! MoCo v2 (Chen et al. 2020): a query encoder and a momentum key encoder, each a backbone with
+//! an MLP head; InfoNCE of each query against its key (positive) and a queue of past keys
+//! (negatives). Symmetric over the two global views, as solo-learn's MoCo v2+; local views add
+//! queries against both global keys. Both global keys of a batch enter the queue.
+use super::encoder::{resolution_groups, Ema, Encoder};
+use super::head::l2n;
+use super::{LossOutput, Method, StepCtx};
+use crate::data::Dataset;
+use crate::eval::features::EvalPrep;
+use crate::models::Backbone;
+use crate::train::config::Config;
+use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MocoConfig {
+    /// Negatives kept in the queue.
+    pub queue: i64,
+    pub temperature: f64,
+}
+
+impl Default for MocoConfig {
+    fn default() -> Self {
+        MocoConfig { queue: 65536, temperature: 0.2 }
+    }
+}
+
+impl MocoConfig {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.queue >= 1, "mocov2.queue: expected at least 1 negative");
+        ensure!(self.temperature > 0.0, "mocov2.temperature: expected > 0");
+        Ok(())
+    }
+}
+
+/// InfoNCE: cross-entropy of `[q.k+, q.queue] / t` with the positive at index 0, for unit-norm
+/// queries `q [N, D]`, keys `k [N, D]` and `queue [Q, D]`.
+pub fn info_nce(q: &Tensor, k: &Tensor, queue: &Tensor, temperature: f64) -> Tensor {
+    let pos = (q * k).sum_dim_intlist(-1, true, Kind::Float);
+    let neg = q.matmul(&queue.transpose(0, 1));
+    let logits = Tensor::cat(&[pos, neg], 1) / temperature;
+    let labels = Tensor::zeros([q.size()[0]], (Kind::Int64, q.device()));
+    logits.cross_entropy_for_logits(&labels)
+}
+
+pub struct MocoV2 {
+    cfg: Config,
+    student_vs: nn::VarStore,
+    teacher_vs: nn::VarStore,
+    query: Encoder,
+    key: Encoder,
+    ema: Ema,
+    /// Unit-norm past keys `[Q, D]` and the next slot to overwrite.
+    queue: Tensor,
+    queue_ptr: i64,
+    pending_keys: Option<Tensor>,
+}
+
+impl MocoV2 {
+    pub fn new(cfg: &Config, device: Device) -> Result<MocoV2> {
+        let student_vs = nn::VarStore::new(device);
+        let mut teacher_vs = nn::VarStore::new(device);
+        let query = Encoder::new(&student_vs.root(), &cfg.model, cfg)?;
+        let key = Encoder::new(&teacher_vs.root(), &cfg.model, cfg)?;
+        let ema = Ema::new(&student_vs, &mut teacher_vs);
+        // MoCo starts from a queue of random unit vectors
+        let queue = l2n(&Tensor::randn([cfg.mocov2.queue, cfg.head.out], (Kind::Float, device)));
+        Ok(MocoV2 { cfg: cfg.clone(), student_vs, teacher_vs, query, key, ema, queue, queue_ptr: 0, pending_keys: None })
+    }
+}
+
+impl Method for MocoV2 {
+    fn student(&self) -> &nn::VarStore {
+        &self.student_vs
+    }
+    fn teacher(&self) -> Option<&nn::VarStore> {
+        Some(&self.teacher_vs)
+    }
+
+    fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> LossOutput {
+        let t = self.cfg.mocov2.temperature;
+        let q = self.query.embed(&resolution_groups(views), true).chunk(views.len() as i64, 0);
+        let k_all = tch::no_grad(|| self.key.embed(&resolution_groups(&views[..2]), true));
+        let k = k_all.chunk(2, 0);
+        let mut loss = Tensor::zeros([], (Kind::Float, k_all.device()));
+        let mut n = 0;
+        for (i, key) in k.iter().enumerate() {
+            for (v, query) in q.iter().enumerate() {
+                if v != i {
+                    loss += info_nce(query, key, &self.queue, t);
+                    n += 1;
+                }
+            }
+        }
+        let loss = loss / n as f64;
+        self.pending_keys = Some(k_all);
+        LossOutput { terms: vec![("info_nce", loss.shallow_clone())], loss, stats: vec![] }
+    }
+
+    fn after_step(&mut self, ctx: &StepCtx) {
+        self.ema.update(ctx.teacher_momentum);
+        if let Some(keys) = self.pending_keys.take() {
+            // ring buffer: overwrite the oldest keys, wrapping at the end
+            let size = self.queue.size()[0];
+            let n = keys.size()[0].min(size);
+            let rows = Tensor::arange_start(self.queue_ptr, self.queue_ptr + n, (Kind::Int64, keys.device())).remainder(size);
+            let _ = self.queue.index_copy_(0, &rows, &keys.narrow(0, 0, n));
+            self.queue_ptr = (self.queue_ptr + n) % size;
+        }
+    }
+
+    fn frozen(&self, _: usize) -> Vec<String> {
+        vec![]
+    }
+
+    fn end_epoch(&mut self, _: usize, _: &Dataset, _: &EvalPrep, _: u64) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+
+    /// MoCo evaluates the query encoder's backbone.
+    fn eval_backbone(&self) -> &Backbone {
+        &self.query.backbone
+    }
+
+    fn extra_state(&self) -> Vec<(String, Tensor)> {
+        vec![("queue".into(), self.queue.shallow_clone()), ("queue_ptr".into(), Tensor::from(self.queue_ptr))]
+    }
+
+    fn load_extra_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        for (name, t) in state {
+            match name.as_str() {
+                "queue" => {
+                    ensure!(t.size() == self.queue.size(), "checkpoint queue has shape {:?}, this config expects {:?} (mocov2.queue, head.out)", t.size(), self.queue.size());
+                    self.queue = t.to_device(self.queue.device());
+                }
+                "queue_ptr" => self.queue_ptr = t.int64_value(&[]),
+                other => bail!("unknown MoCo v2 state `{other}` in checkpoint"),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

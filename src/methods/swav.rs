@@ -1,0 +1,166 @@
+//! SwAV (Caron et al. 2020): online clustering. Codes for the global views come from the
+//! prototype scores by Sinkhorn-Knopp (equal-partition constraint); every other view predicts
+//! them ("swapped prediction"). No teacher network; prototypes are renormalised before each
+//! step; an optional queue of past embeddings enlarges the batch that Sinkhorn partitions.
+//! The number of prototypes is `gmm.k`, so a comparison with SVIB uses as many of them.
+use super::encoder::{resolution_groups, Encoder};
+use super::head::{l2n, Gmm};
+use super::svib::consistency_ce;
+use super::{LossOutput, Method, StepCtx};
+use crate::data::Dataset;
+use crate::eval::features::EvalPrep;
+use crate::models::Backbone;
+use crate::train::config::Config;
+use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwavConfig {
+    /// Softmax temperature of the predictions.
+    pub temperature: f64,
+    /// Sinkhorn-Knopp: entropic regularisation and iterations.
+    pub epsilon: f64,
+    pub sinkhorn_iters: usize,
+    /// Embeddings kept per global view in the queue (0: no queue).
+    pub queue: i64,
+    /// First epoch (0-based) that uses the queue.
+    pub queue_start_epoch: usize,
+    /// Epochs during which the prototypes get no gradient.
+    pub freeze_prototypes: usize,
+}
+
+impl Default for SwavConfig {
+    fn default() -> Self {
+        SwavConfig { temperature: 0.1, epsilon: 0.05, sinkhorn_iters: 3, queue: 0, queue_start_epoch: 15, freeze_prototypes: 1 }
+    }
+}
+
+impl SwavConfig {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.temperature > 0.0 && self.epsilon > 0.0, "swav.temperature/epsilon: expected > 0");
+        ensure!(self.sinkhorn_iters >= 1, "swav.sinkhorn_iters: expected at least 1");
+        ensure!(self.queue >= 0, "swav.queue: expected >= 0");
+        Ok(())
+    }
+}
+
+/// Sinkhorn-Knopp on scores `[B, K]`: codes whose rows sum to 1 and whose columns each hold
+/// 1/K of the mass (SwAV's `distributed_sinkhorn` on one process).
+pub fn sinkhorn(scores: &Tensor, epsilon: f64, iters: usize) -> Tensor {
+    let (b, k) = (scores.size()[0] as f64, scores.size()[1] as f64);
+    let mut q = (scores / epsilon).exp().transpose(0, 1); // [K, B]
+    q = &q / q.sum(Kind::Float);
+    for _ in 0..iters {
+        q = &q / q.sum_dim_intlist(1, true, Kind::Float) / k;
+        q = &q / q.sum_dim_intlist(0, true, Kind::Float) / b;
+    }
+    (q * b).transpose(0, 1)
+}
+
+const PROTOTYPES: &str = "prototypes.weight";
+
+pub struct Swav {
+    cfg: Config,
+    vs: nn::VarStore,
+    net: Encoder,
+    prototypes: Gmm,
+    /// Past unit-norm embeddings per global view `[2, Q, D]`, newest first (once the queue runs).
+    queue: Option<Tensor>,
+}
+
+impl Swav {
+    pub fn new(cfg: &Config, device: Device) -> Result<Swav> {
+        let vs = nn::VarStore::new(device);
+        let net = Encoder::new(&vs.root(), &cfg.model, cfg)?;
+        let prototypes = Gmm::named(&(vs.root() / "prototypes"), "weight", cfg.gmm.k, cfg.head.out);
+        Ok(Swav { cfg: cfg.clone(), vs, net, prototypes, queue: None })
+    }
+}
+
+impl Method for Swav {
+    fn student(&self) -> &nn::VarStore {
+        &self.vs
+    }
+    fn teacher(&self) -> Option<&nn::VarStore> {
+        None
+    }
+
+    fn loss(&mut self, views: &[Tensor], ctx: &StepCtx) -> LossOutput {
+        let s = self.cfg.swav.clone();
+        let w = &self.prototypes.means;
+        tch::no_grad(|| w.shallow_clone().copy_(&l2n(w)));
+        let z = self.net.embed(&resolution_groups(views), true);
+        let scores = z.matmul(&w.transpose(0, 1));
+        let b = views[0].size()[0];
+        if s.queue > 0 && ctx.epoch >= s.queue_start_epoch && self.queue.is_none() {
+            self.queue = Some(Tensor::zeros([2, s.queue, self.cfg.head.out], (Kind::Float, z.device())));
+        }
+        let codes: Vec<Tensor> = tch::no_grad(|| {
+            (0..2)
+                .map(|i| {
+                    let mine = scores.narrow(0, i * b, b).detach();
+                    let Some(queue) = &self.queue else { return sinkhorn(&mine, s.epsilon, s.sinkhorn_iters) };
+                    let qi = queue.get(i);
+                    // SwAV uses the queue only once it is full
+                    let full = qi.get(-1).abs().sum(Kind::Float).double_value(&[]) != 0.0;
+                    let codes = if full {
+                        let all = Tensor::cat(&[qi.matmul(&w.transpose(0, 1)), mine.shallow_clone()], 0);
+                        sinkhorn(&all, s.epsilon, s.sinkhorn_iters).narrow(0, s.queue, b)
+                    } else {
+                        sinkhorn(&mine, s.epsilon, s.sinkhorn_iters)
+                    };
+                    // shift: newest embeddings first
+                    let n = b.min(s.queue);
+                    let kept = qi.narrow(0, 0, s.queue - n).copy();
+                    let _ = qi.narrow(0, n, s.queue - n).copy_(&kept);
+                    let _ = qi.narrow(0, 0, n).copy_(&z.narrow(0, i * b, n).detach());
+                    codes
+                })
+                .collect()
+        });
+        let logp = (scores / s.temperature).log_softmax(-1, Kind::Float).chunk(views.len() as i64, 0);
+        let loss = consistency_ce(&codes, &logp);
+        LossOutput { terms: vec![("swapped_ce", loss.shallow_clone())], loss, stats: vec![] }
+    }
+
+    fn after_step(&mut self, _: &StepCtx) {}
+
+    fn frozen(&self, epoch: usize) -> Vec<String> {
+        if epoch < self.cfg.swav.freeze_prototypes {
+            vec![PROTOTYPES.into()]
+        } else {
+            vec![]
+        }
+    }
+
+    fn end_epoch(&mut self, _: usize, _: &Dataset, _: &EvalPrep, _: u64) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+
+    fn eval_backbone(&self) -> &Backbone {
+        &self.net.backbone
+    }
+
+    fn extra_state(&self) -> Vec<(String, Tensor)> {
+        self.queue.iter().map(|q| ("queue".to_string(), q.shallow_clone())).collect()
+    }
+
+    fn load_extra_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        for (name, t) in state {
+            match name.as_str() {
+                "queue" => {
+                    let want = [2, self.cfg.swav.queue, self.cfg.head.out];
+                    ensure!(t.size() == want, "checkpoint SwAV queue has shape {:?}, this config expects {want:?} (swav.queue, head.out)", t.size());
+                    self.queue = Some(t.to_device(self.prototypes.means.device()));
+                }
+                other => bail!("unknown SwAV state `{other}` in checkpoint"),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
