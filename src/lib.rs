@@ -8,6 +8,7 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod eval;
+pub mod experiments;
 pub mod methods;
 pub mod models;
 pub mod train;

@@ -137,3 +137,78 @@ fn train_then_knn_checkpoint_reproduces_result() {
         assert!(text.lines().any(|l| l.starts_with(p)), "{p}");
     }
 }
+
+const TINY: [&str; 12] = [
+    "model.name=\"resnet18\"", "model.small_stem=true", "model.width=4", "augment.global_size=8", "augment.local_size=4",
+    "augment.local_crops=1", "augment.channels=1", "head.hidden=16", "head.out=8", "gmm.k=4", "train.batch_size=8", "eval.k=3",
+];
+
+fn with_sets<'a>(mut args: Vec<&'a str>, sets: &[&'a str]) -> Vec<&'a str> {
+    for s in sets {
+        args.push("--set");
+        args.push(s);
+    }
+    args
+}
+
+#[test]
+fn compare_writes_table_and_curve_and_resumes() {
+    let d = tempfile::tempdir().unwrap();
+    write_two_class_idx(d.path(), 32);
+    let spec = format!("data.spec=\"idx:{}\"", d.path().display());
+    let out = d.path().join("cmp");
+    let mut sets = TINY.to_vec();
+    sets.extend([spec.as_str(), "mocov2.queue=16"]);
+    let args = with_sets(vec!["compare", "--methods", "svib,dino,byol,mocov2,swav", "--seeds", "2", "--epochs", "2", "--out", out.to_str().unwrap()], &sets);
+    let o = svib(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    for m in ["svib", "dino", "byol", "mocov2", "swav"] {
+        let row = md.lines().find(|l| l.starts_with(&format!("| {m} |"))).unwrap_or_else(|| panic!("{m} row missing:\n{md}"));
+        assert!(row.contains(" ± "), "{row}");
+        assert!(out.join(format!("{m}-seed1/result.json")).is_file());
+    }
+    let png = std::fs::read(out.join("knn_curve.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    // a second call finds every run finished and rebuilds the same table without training
+    let started = std::time::Instant::now();
+    let o = svib(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(out.join("results.md")).unwrap(), md);
+    assert!(started.elapsed().as_secs_f64() < 60.0);
+    // unknown method: one line, exit 2
+    let o = svib(&["compare", "--methods", "svib,simclr", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("simclr"), "{}", stderr(&o));
+}
+
+#[test]
+fn ablate_reports_every_task_and_diverged_runs() {
+    let d = tempfile::tempdir().unwrap();
+    write_two_class_idx(d.path(), 32);
+    let spec = format!("data.spec=\"idx:{}\"", d.path().display());
+    let out = d.path().join("abl");
+    let mut sets = TINY.to_vec();
+    sets.push(spec.as_str());
+    let o = svib(&with_sets(vec!["ablate", "--epochs", "2", "--knn-every", "1", "--out", out.to_str().unwrap()], &sets));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    for task in 1..=8 {
+        assert!(md.lines().any(|l| l.starts_with(&format!("| {task} |"))), "task {task} missing:\n{md}");
+    }
+    // task 1 has no bottleneck: beta 0 in every metrics line; task 3 keeps beta at 0.5
+    let betas = |t: &str| -> Vec<f64> {
+        std::fs::read_to_string(out.join(t).join("metrics.jsonl")).unwrap().lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("beta")?.as_f64()).collect()
+    };
+    assert!(betas("task1").iter().all(|&b| b == 0.0) && !betas("task1").is_empty());
+    assert!(betas("task3").iter().all(|&b| b == 0.5));
+    assert_eq!(&std::fs::read(out.join("beta_curve.png")).unwrap()[1..4], b"PNG");
+    // a run whose loss is not finite is reported as diverged, not dropped
+    let out2 = d.path().join("abl-div");
+    sets.push("gmm.sigma_teacher=1e-30");
+    let o = svib(&with_sets(vec!["ablate", "--epochs", "1", "--out", out2.to_str().unwrap()], &sets));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(out2.join("results.md")).unwrap();
+    assert_eq!(md.lines().filter(|l| l.contains("| diverged |")).count(), 8, "{md}");
+    assert!(md.contains("not finite"), "{md}");
+}

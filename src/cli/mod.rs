@@ -1,6 +1,7 @@
 //! The `svib` command line: one file per subcommand group.
 mod augment_cmd;
 mod data_cmd;
+mod experiment_cmd;
 mod knn_cmd;
 mod train_cmd;
 
@@ -19,10 +20,14 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Pre-train a backbone with SVIB (resumes when --out holds a run).
+    /// Pre-train a backbone with SVIB or a baseline (resumes when --out holds a run).
     Train(train_cmd::TrainArgs),
     /// List the built-in configs.
     Presets,
+    /// Pre-train SVIB and the baselines at equal settings; results.md and kNN curves (resumable).
+    Compare(experiment_cmd::CompareArgs),
+    /// The paper's ablation grid (re-init x bottleneck x beta); results.md and beta curves (resumable).
+    Ablate(experiment_cmd::AblateArgs),
     /// Weighted kNN classification of frozen features (SPEC §5): top-1/top-5 on the test split.
     Knn(knn_cmd::KnnArgs),
     /// Multi-crop augmentation tools.
@@ -50,6 +55,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => train_cmd::run_train(a),
         Command::Presets => train_cmd::list_presets(),
+        Command::Compare(a) => experiment_cmd::run_compare(a),
+        Command::Ablate(a) => experiment_cmd::run_ablate(a),
         Command::Knn(a) => knn_cmd::run(a),
         Command::Augment { command } => augment_cmd::run(command),
         Command::Data { command } => data_cmd::run(command),

@@ -265,7 +265,9 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
             if !loss_v.is_finite() {
                 let bad: Vec<String> = out.terms.iter().map(|(n, t)| (n, t.double_value(&[]))).filter(|(_, v)| !v.is_finite()).map(|(n, v)| format!("{n} = {v}")).collect();
                 let keep = last_ckpt.as_ref().map_or("none was written yet".to_string(), |p| p.display().to_string());
-                bail!("step {step} (epoch {}): the loss is not finite ({}); stopped. The last good checkpoint is {keep}; lower optim.lr or raise gmm.sigma_* and start a new run", epoch + 1, if bad.is_empty() { format!("total = {loss_v}") } else { bad.join(", ") });
+                let msg = format!("step {step} (epoch {}): the loss is not finite ({})", epoch + 1, if bad.is_empty() { format!("total = {loss_v}") } else { bad.join(", ") });
+                crate::util::write_atomic(&dir.join(crate::experiments::DIVERGED), format!("{msg}\n").as_bytes())?;
+                bail!("{msg}; stopped. The last good checkpoint is {keep}; lower optim.lr or raise gmm.sigma_* and start a new run");
             }
             opt.zero_grad();
             out.loss.backward();

@@ -1,0 +1,91 @@
+//! Experiment runners: many training runs at equal settings, each in its own child process
+//! (`svib train`), so that a failure or divergence of one run does not stop the others, every
+//! run has its own peak-memory figure, and an interrupted experiment resumes run by run.
+pub mod ablate;
+pub mod compare;
+pub mod plot;
+
+use crate::train::config::Config;
+use crate::train::{metrics, RunResult};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// One training run of an experiment.
+pub struct Job {
+    /// Run directory name under the experiment directory.
+    pub name: String,
+    pub config: Config,
+}
+
+/// What became of a run.
+pub enum Outcome {
+    Done { result: RunResult, knn_curve: Vec<(f64, f64)> },
+    /// The loss became non-finite; the message names the step and the term.
+    Diverged(String),
+}
+
+/// The file a diverged run leaves in its directory (so that a resumed experiment does not
+/// repeat a deterministic divergence).
+pub const DIVERGED: &str = "diverged.txt";
+
+/// kNN top-1 against epoch from a run's metrics (periodic and final evaluations).
+pub fn knn_curve(run_dir: &Path) -> Result<Vec<(f64, f64)>> {
+    let mut pts: Vec<(f64, f64)> = metrics::read(&run_dir.join("metrics.jsonl"))?
+        .iter()
+        .filter_map(|l| Some((l.get("epoch")?.as_f64()?, l.get("knn_top1")?.as_f64()?)))
+        .collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    pts.dedup_by(|a, b| a.0 == b.0);
+    Ok(pts)
+}
+
+/// Runs (or resumes, or reads back) every job in turn under `dir`.
+pub fn run_jobs(dir: &Path, jobs: &[Job]) -> Result<Vec<Outcome>> {
+    let exe = std::env::current_exe().context("cannot find the svib executable")?;
+    let configs = dir.join("configs");
+    std::fs::create_dir_all(&configs).with_context(|| format!("{}: cannot create", configs.display()))?;
+    let mut out = vec![];
+    for (i, job) in jobs.iter().enumerate() {
+        let run_dir = dir.join(&job.name);
+        let diverged = run_dir.join(DIVERGED);
+        if diverged.is_file() {
+            eprintln!("[{}/{}] {}: diverged before (see {})", i + 1, jobs.len(), job.name, diverged.display());
+            out.push(Outcome::Diverged(std::fs::read_to_string(&diverged).unwrap_or_default()));
+            continue;
+        }
+        let cfg_path: PathBuf = configs.join(format!("{}.toml", job.name));
+        crate::util::write_atomic(&cfg_path, job.config.to_toml().as_bytes())?;
+        eprintln!("[{}/{}] {} -> {}", i + 1, jobs.len(), job.name, run_dir.display());
+        let status = Command::new(&exe)
+            .arg("train")
+            .arg("--config")
+            .arg(&cfg_path)
+            .arg("--out")
+            .arg(&run_dir)
+            .arg("--json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        if diverged.is_file() {
+            out.push(Outcome::Diverged(std::fs::read_to_string(&diverged).unwrap_or_default()));
+            continue;
+        }
+        if !status.status.success() {
+            bail!("run `{}` failed ({}); fix the cause and run the same command again to resume", job.name, status.status);
+        }
+        let result: RunResult = serde_json::from_slice(&std::fs::read(run_dir.join("result.json")).with_context(|| format!("{}: no result.json", run_dir.display()))?)
+            .with_context(|| format!("{}/result.json", run_dir.display()))?;
+        out.push(Outcome::Done { knn_curve: knn_curve(&run_dir)?, result });
+    }
+    Ok(out)
+}
+
+/// Mean and sample standard deviation (0 for one value).
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, var.sqrt())
+}
