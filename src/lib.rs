@@ -9,6 +9,7 @@ pub mod data;
 pub mod device;
 pub mod eval;
 pub mod experiments;
+pub mod interop;
 pub mod methods;
 pub mod models;
 pub mod train;

@@ -212,3 +212,46 @@ fn ablate_reports_every_task_and_diverged_runs() {
     assert_eq!(md.lines().filter(|l| l.contains("| diverged |")).count(), 8, "{md}");
     assert!(md.contains("not finite"), "{md}");
 }
+
+#[test]
+fn linear_finetune_and_export_on_a_trained_run() {
+    let d = tempfile::tempdir().unwrap();
+    write_two_class_idx(d.path(), 64);
+    let spec = format!("idx:{}", d.path().display());
+    let run = d.path().join("run");
+    let o = svib(&with_sets(vec!["train", "--config", "fmnist-cpu", "--data", &spec, "--epochs", "1", "--out", run.to_str().unwrap(), "--quiet", "--json"], &TINY));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let trained: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // linear probe: one JSON line; the two classes differ in brightness layout, so it learns them
+    let o = svib(&["linear", "--checkpoint", run.to_str().unwrap(), "--epochs", "30", "--batch-size", "16", "--lr", "1.0", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["top1"].as_f64().unwrap() >= 90.0, "{r}");
+    assert_eq!((r["n_train"].as_u64(), r["n_test"].as_u64(), r["feature_dim"].as_i64()), (Some(64), Some(32), Some(32)));
+    // fine-tuning on half the labels, twice: mean and std over the runs
+    let o = svib(&["finetune", "--checkpoint", run.to_str().unwrap(), "--fraction", "0.5", "--runs", "2", "--epochs", "2", "--batch-size", "8", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(f["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(f["runs"][0]["n_labelled"].as_u64(), Some(32));
+    assert!(f["top1_mean"].as_f64().unwrap() >= 0.0 && f["top1_std"].as_f64().is_some());
+    // export, then kNN on the exported weights: the same number as the run itself
+    let w = d.path().join("backbone.safetensors");
+    let o = svib(&["export", "--checkpoint", run.to_str().unwrap(), "--out", w.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = svib(&["knn", "--data", &spec, "--checkpoint", w.to_str().unwrap(), "--arch", "resnet18:small_stem=true,width=4,stem_stride=2", "--channels", "1", "--k", "3", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let k: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(k["top1"], trained["knn_top1"]);
+    // Detectron2 layout
+    let w2 = d.path().join("d2.safetensors");
+    let o = svib(&["export", "--checkpoint", run.to_str().unwrap(), "--layout", "detectron2", "--out", w2.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&w2).unwrap();
+    let header = String::from_utf8_lossy(&bytes[8..8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize]).into_owned();
+    assert!(header.contains("stem.conv1.weight") && header.contains("res5.1.conv2.norm.running_var") && !header.contains("layer1"), "{header}");
+    // a weights file without --arch is one clear error
+    let o = svib(&["linear", "--checkpoint", w.to_str().unwrap(), "--data", &spec]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--arch"), "{}", stderr(&o));
+}

@@ -255,5 +255,27 @@ pub fn eval_batch(ds: &Dataset, indices: &[usize], size: u32, channels: u8, norm
     (buf, [indices.len(), c, size as usize, size as usize])
 }
 
+/// Training tensors' data for supervised evaluation (linear probe with augmentation,
+/// fine-tuning): RandomResizedCrop(size, scale) + horizontal flip, normalised; deterministic per
+/// (seed, epoch, image index).
+pub fn supervised_batch(ds: &Dataset, indices: &[usize], size: u32, channels: u8, norm: &Norm, scale: [f32; 2], seed: u64, epoch: u64) -> (Vec<f32>, [usize; 4]) {
+    let c = channels as usize;
+    let norm = norm.with_channels(c);
+    let n = c * (size * size) as usize;
+    let mut buf = vec![0f32; indices.len() * n];
+    buf.par_chunks_mut(n).zip(indices.par_iter()).for_each_init(fir::Resizer::new, |resizer, (out, &i)| {
+        let mut rng = image_rng(seed, epoch, i as u64);
+        let src = &ds.images[i];
+        let src = if src.c != channels { ops::to_channels(src, channels) } else { src.clone() };
+        let crop = ops::rrc_params(src.h, src.w, scale, [3.0 / 4.0, 4.0 / 3.0], &mut rng);
+        let mut img = ops::crop_resize(&src, crop, size, size, resizer);
+        if rng.random_bool(0.5) {
+            ops::hflip(&mut img);
+        }
+        ops::normalize_into(&img, &norm.mean, &norm.std, out);
+    });
+    (buf, [indices.len(), c, size as usize, size as usize])
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! The `svib` command line: one file per subcommand group.
 mod augment_cmd;
 mod data_cmd;
+mod eval_cmd;
 mod experiment_cmd;
 mod knn_cmd;
 mod train_cmd;
@@ -30,6 +31,12 @@ pub enum Command {
     Ablate(experiment_cmd::AblateArgs),
     /// Weighted kNN classification of frozen features (SPEC §5): top-1/top-5 on the test split.
     Knn(knn_cmd::KnnArgs),
+    /// Linear probe on frozen features (SPEC §5): top-1/top-5 as one JSON line.
+    Linear(eval_cmd::LinearArgs),
+    /// Semi-supervised fine-tuning on a class-balanced fraction of the labels (SPEC §5).
+    Finetune(eval_cmd::FinetuneArgs),
+    /// Write a run's backbone as safetensors in torchvision/timm or Detectron2 names.
+    Export(eval_cmd::ExportArgs),
     /// Multi-crop augmentation tools.
     Augment {
         #[command(subcommand)]
@@ -58,6 +65,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Compare(a) => experiment_cmd::run_compare(a),
         Command::Ablate(a) => experiment_cmd::run_ablate(a),
         Command::Knn(a) => knn_cmd::run(a),
+        Command::Linear(a) => eval_cmd::run_linear(a),
+        Command::Finetune(a) => eval_cmd::run_finetune(a),
+        Command::Export(a) => eval_cmd::run_export(a),
         Command::Augment { command } => augment_cmd::run(command),
         Command::Data { command } => data_cmd::run(command),
         Command::Models => data_cmd::list_models(),

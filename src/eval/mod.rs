@@ -1,3 +1,6 @@
 //! Evaluations of frozen features.
 pub mod features;
+pub mod finetune;
 pub mod knn;
+pub mod linear;
+pub mod source;

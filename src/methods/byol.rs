@@ -108,6 +108,10 @@ impl Method for Byol {
         &self.online.backbone
     }
 
+    fn eval_store(&self) -> &nn::VarStore {
+        &self.student_vs
+    }
+
     fn extra_state(&self) -> Vec<(String, Tensor)> {
         vec![]
     }

@@ -124,6 +124,10 @@ impl Method for MocoV2 {
         &self.query.backbone
     }
 
+    fn eval_store(&self) -> &nn::VarStore {
+        &self.student_vs
+    }
+
     fn extra_state(&self) -> Vec<(String, Tensor)> {
         vec![("queue".into(), self.queue.shallow_clone()), ("queue_ptr".into(), Tensor::from(self.queue_ptr))]
     }

@@ -51,6 +51,10 @@ pub trait Method {
     }
     /// The backbone whose features are evaluated (the teacher's, when there is one).
     fn eval_backbone(&self) -> &Backbone;
+    /// The variables holding that backbone, under `backbone.` (for export and fine-tuning).
+    fn eval_store(&self) -> &nn::VarStore {
+        self.teacher().unwrap_or(self.student())
+    }
     /// Extra state to checkpoint (centres, running priors), by name.
     fn extra_state(&self) -> Vec<(String, Tensor)>;
     fn load_extra_state(&mut self, state: &[(String, Tensor)]) -> Result<()>;

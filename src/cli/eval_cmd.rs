@@ -1,0 +1,182 @@
+//! `svib linear`, `svib finetune` and `svib export`: evaluations and weights out, for a run
+//! directory (its evaluated backbone) or backbone weights with --arch.
+use crate::data::{self, DataSpec, Dataset, LoadOptions, Norm, Split};
+use crate::eval::features::EvalPrep;
+use crate::eval::finetune::{finetune, FinetuneOpts};
+use crate::eval::linear::{linear_probe, LinearOpts};
+use crate::eval::source::{load_backbone, LoadedBackbone};
+use crate::experiments::mean_std;
+use crate::interop::{export_tensors, write_safetensors, Layout};
+use crate::models::ArchConfig;
+use anyhow::{ensure, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct SourceArgs {
+    /// A run directory (or one of its checkpoints), or backbone weights (safetensors) with --arch.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Architecture for a weights file: NAME[:key=value,...] (see `svib models`).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Input channels for a weights file: 1 or 3.
+    #[arg(long, default_value_t = 3)]
+    pub channels: u8,
+    /// cpu | cuda | cuda:N | auto
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl SourceArgs {
+    fn load(&self, seed: i64) -> Result<(LoadedBackbone, tch::Device)> {
+        let device = crate::device::parse(&self.device)?;
+        let arch = self.arch.as_deref().map(ArchConfig::parse).transpose()?;
+        Ok((load_backbone(Some(&self.checkpoint), arch.as_ref(), self.channels, device, seed)?, device))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct DataArgs {
+    /// Data set (default: the run's).
+    #[arg(long)]
+    pub data: Option<DataSpec>,
+    /// Evaluation image side (default: the run's, or the data's side up to 224).
+    #[arg(long)]
+    pub image_size: Option<u32>,
+    /// Use only the first N training images.
+    #[arg(long)]
+    pub limit_train: Option<usize>,
+}
+
+fn load_data(d: &DataArgs, b: &LoadedBackbone) -> Result<(Dataset, Dataset, EvalPrep)> {
+    let spec: DataSpec = match (&d.data, &b.run_config) {
+        (Some(s), _) => s.clone(),
+        (None, Some(c)) => c.data.spec.parse().map_err(|e| anyhow::anyhow!("the run's data.spec: {e}"))?,
+        (None, None) => anyhow::bail!("--data is needed with a weights file"),
+    };
+    let mut train = data::load(&spec, Split::Train, &LoadOptions::default())?;
+    let test = data::load(&spec, Split::Test, &LoadOptions::default())?;
+    if let Some(n) = d.limit_train {
+        train.truncate(n);
+    }
+    let norm = Norm::for_dataset(&spec, &train);
+    let mut prep = match &b.run_config {
+        Some(c) => crate::train::eval_prep(c, norm),
+        None => EvalPrep { size: train.images[0].w.min(train.images[0].h).min(224), channels: b.channels, norm },
+    };
+    if let Some(s) = d.image_size {
+        prep.size = s;
+    }
+    Ok((train, test, prep))
+}
+
+#[derive(Args, Debug)]
+pub struct LinearArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 1024)]
+    pub batch_size: usize,
+    /// Base learning rate per 256 images (SPEC: 0.3 for ResNet-50, 0.001 for ViT-S).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// RandomResizedCrop + flip on training images (SPEC protocol; recomputes features every epoch).
+    #[arg(long)]
+    pub augment: bool,
+    /// ViT: concatenate the [CLS] tokens of the last N blocks.
+    #[arg(long, default_value_t = 4)]
+    pub n_last_blocks: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run_linear(a: LinearArgs) -> Result<()> {
+    ensure!(a.epochs >= 1 && a.batch_size >= 1, "--epochs/--batch-size: expected at least 1");
+    let (b, device) = a.source.load(a.seed as i64)?;
+    let (train, test, prep) = load_data(&a.data, &b)?;
+    let lr = a.lr.unwrap_or(if b.arch.is_vit() { 0.001 } else { 0.3 });
+    ensure!(lr > 0.0, "--lr: expected > 0");
+    let n_last = if b.arch.is_vit() { a.n_last_blocks.max(1) } else { 1 };
+    let opts = LinearOpts { epochs: a.epochs, batch_size: a.batch_size, lr, momentum: 0.9, weight_decay: a.weight_decay, augment: a.augment, n_last_blocks: n_last, seed: a.seed, quiet: a.quiet };
+    let r = linear_probe(&b.model, &train, &test, &prep, &opts, device);
+    println!("{}", serde_json::to_string(&r)?);
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct FinetuneArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Fraction of the labelled training set (class-balanced), e.g. 0.01 or 0.1.
+    #[arg(long)]
+    pub fraction: f64,
+    /// Independent runs (seeds 0..N, each its own subset); mean ± std reported.
+    #[arg(long, default_value_t = 1)]
+    pub runs: u64,
+    /// Epochs (default: SimCLR's 60 for 1 %, 30 otherwise).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Base learning rate per 256 images.
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
+    ensure!(a.fraction > 0.0 && a.fraction <= 1.0, "--fraction: expected a value in (0, 1], got {}", a.fraction);
+    ensure!(a.runs >= 1 && a.batch_size >= 1 && a.lr > 0.0, "--runs/--batch-size: expected at least 1, --lr > 0");
+    let epochs = a.epochs.unwrap_or(if a.fraction <= 0.01 { 60 } else { 30 });
+    let mut results = vec![];
+    for seed in 0..a.runs {
+        // every run starts again from the pre-trained weights
+        let (b, device) = a.source.load(seed as i64)?;
+        let (train, test, prep) = load_data(&a.data, &b)?;
+        let opts = FinetuneOpts { fraction: a.fraction, epochs, batch_size: a.batch_size, lr: a.lr, momentum: 0.9, weight_decay: a.weight_decay, seed, quiet: a.quiet };
+        let r = finetune(&b.vs, &b.model, &train, &test, &prep, &opts, device);
+        if !a.quiet {
+            eprintln!("run {}/{}: top-1 {:.2} top-5 {:.2} ({} labelled images, {:.0} s)", seed + 1, a.runs, r.top1, r.top5, r.n_labelled, r.seconds);
+        }
+        results.push(r);
+    }
+    let (t1, t1s) = mean_std(&results.iter().map(|r| r.top1).collect::<Vec<_>>());
+    let (t5, t5s) = mean_std(&results.iter().map(|r| r.top5).collect::<Vec<_>>());
+    let out = serde_json::json!({"fraction": a.fraction, "epochs": epochs, "runs": results, "top1_mean": t1, "top1_std": t1s, "top5_mean": t5, "top5_std": t5s});
+    println!("{out}");
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Key layout of the output.
+    #[arg(long, value_enum, default_value_t = Layout::Torchvision)]
+    pub layout: Layout,
+    /// Output file (.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run_export(a: ExportArgs) -> Result<()> {
+    let (b, _) = a.source.load(0)?;
+    let named: Vec<(String, tch::Tensor)> = b.vs.variables().into_iter().collect();
+    let tensors = export_tensors(named, a.layout, b.arch.is_vit())?;
+    write_safetensors(&tensors, &a.out)?;
+    println!("wrote {} tensors ({:?} layout, {}) to {}", tensors.len(), a.layout, b.arch.name, a.out.display());
+    Ok(())
+}

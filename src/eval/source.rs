@@ -1,0 +1,57 @@
+//! Where a backbone to evaluate comes from: a run directory (or one of its checkpoints), a
+//! weights file in torchvision/timm/DINO layout together with an architecture, or a random
+//! initialisation. The backbone gets a VarStore of its own, so it can be fine-tuned or exported.
+use crate::models::{weights, ArchConfig, Backbone};
+use crate::train::config::Config;
+use anyhow::{bail, ensure, Result};
+use std::path::Path;
+use tch::{nn, Device};
+
+pub struct LoadedBackbone {
+    /// Variables named as torchvision/timm name them (no prefix).
+    pub vs: nn::VarStore,
+    pub model: Backbone,
+    pub arch: ArchConfig,
+    pub channels: u8,
+    /// The run's config when the backbone came from a run.
+    pub run_config: Option<Config>,
+}
+
+/// True for a run directory or a file inside one.
+pub fn is_run(path: &Path) -> bool {
+    path.is_dir() || path.parent().is_some_and(|d| d.join("config.toml").is_file())
+}
+
+pub fn load_backbone(checkpoint: Option<&Path>, arch: Option<&ArchConfig>, channels: u8, device: Device, seed: i64) -> Result<LoadedBackbone> {
+    tch::manual_seed(seed);
+    match checkpoint {
+        Some(path) if is_run(path) => {
+            let (cfg, method) = crate::train::load_run(path, device)?;
+            let arch = cfg.model.clone();
+            let channels = cfg.augment.channels;
+            let vs = nn::VarStore::new(device);
+            let model = Backbone::new(&vs.root(), &arch, channels as i64)?;
+            let src = method.eval_store().variables();
+            tch::no_grad(|| -> Result<()> {
+                for (name, var) in vs.variables().iter_mut() {
+                    let Some(t) = src.get(&format!("backbone.{name}")) else { bail!("{}: the run has no `backbone.{name}`", path.display()) };
+                    var.copy_(t);
+                }
+                Ok(())
+            })?;
+            Ok(LoadedBackbone { vs, model, arch, channels, run_config: Some(cfg) })
+        }
+        other => {
+            let Some(arch) = arch else {
+                bail!("--arch is needed to build a backbone{}", other.map_or(String::new(), |p| format!(" for the weights in {} (not a run directory)", p.display())))
+            };
+            ensure!(channels == 1 || channels == 3, "--channels: expected 1 or 3, got {channels}");
+            let vs = nn::VarStore::new(device);
+            let model = Backbone::new(&vs.root(), arch, channels as i64)?;
+            if let Some(p) = other {
+                weights::load_safetensors(&vs, p)?;
+            }
+            Ok(LoadedBackbone { vs, model, arch: arch.clone(), channels, run_config: None })
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Weights out of svib: the evaluated backbone with torchvision (ResNet) / timm (ViT) parameter
+//! names, as safetensors, or renamed to Detectron2's ResNet layout (what its
+//! `tools/convert-torchvision-to-d2.py` does).
+use anyhow::{bail, Result};
+use std::path::Path;
+use tch::Tensor;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layout {
+    /// torchvision / timm names (load_state_dict(strict=True) into resnet50() / vit_small_patch16_224()).
+    Torchvision,
+    /// Detectron2 names: stem.conv1, res2..res5, convN.norm, shortcut.
+    Detectron2,
+}
+
+/// Detectron2's renaming of a torchvision ResNet key.
+pub fn detectron2_key(k: &str) -> String {
+    let mut k = if k.contains("layer") { k.to_string() } else { format!("stem.{k}") };
+    for t in 1..=4 {
+        k = k.replace(&format!("layer{t}"), &format!("res{}", t + 1));
+    }
+    for t in 1..=3 {
+        k = k.replace(&format!("bn{t}"), &format!("conv{t}.norm"));
+    }
+    k.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
+}
+
+/// Named tensors of a backbone in `layout`, sorted by name. svib keeps no BatchNorm
+/// `num_batches_tracked`; ResNet exports carry it as 0 so that every key torchvision's module has
+/// (except the classifier `fc`, replaced by `nn.Identity()` as DINO does) is present.
+pub fn export_tensors(named: Vec<(String, Tensor)>, layout: Layout, is_vit: bool) -> Result<Vec<(String, Tensor)>> {
+    let mut out: Vec<(String, Tensor)> = named.into_iter().map(|(k, t)| (k, t.detach().to_device(tch::Device::Cpu).contiguous())).collect();
+    if !is_vit {
+        let bns: Vec<String> = out.iter().filter_map(|(k, _)| k.strip_suffix(".running_var").map(|p| format!("{p}.num_batches_tracked"))).collect();
+        out.extend(bns.into_iter().map(|k| (k, Tensor::from(0i64))));
+    }
+    if layout == Layout::Detectron2 {
+        if is_vit {
+            bail!("--layout detectron2: Detectron2's conversion is for ResNets; this backbone is a ViT");
+        }
+        out = out.into_iter().filter(|(k, _)| !k.ends_with("num_batches_tracked")).map(|(k, t)| (detectron2_key(&k), t)).collect();
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Writes safetensors atomically.
+pub fn write_safetensors(named: &[(String, Tensor)], path: &Path) -> Result<()> {
+    let tmp = path.with_extension("safetensors.tmp");
+    Tensor::write_safetensors(named, &tmp).map_err(|e| anyhow::anyhow!("{}: cannot write ({e})", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| anyhow::anyhow!("{}: cannot write ({e})", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detectron2_names_match_its_conversion_script() {
+        for (tv, d2) in [
+            ("conv1.weight", "stem.conv1.weight"),
+            ("bn1.running_mean", "stem.conv1.norm.running_mean"),
+            ("layer1.0.conv2.weight", "res2.0.conv2.weight"),
+            ("layer1.0.bn3.bias", "res2.0.conv3.norm.bias"),
+            ("layer4.2.bn1.weight", "res5.2.conv1.norm.weight"),
+            ("layer2.0.downsample.0.weight", "res3.0.shortcut.weight"),
+            ("layer2.0.downsample.1.running_var", "res3.0.shortcut.norm.running_var"),
+        ] {
+            assert_eq!(detectron2_key(tv), d2);
+        }
+    }
+}
