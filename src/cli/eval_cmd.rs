@@ -167,7 +167,7 @@ pub struct ExportArgs {
     /// Key layout of the output.
     #[arg(long, value_enum, default_value_t = Layout::Torchvision)]
     pub layout: Layout,
-    /// Output file (.safetensors).
+    /// Output file: .safetensors, or .pth / .pt for PyTorch's torch.save format.
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -176,7 +176,12 @@ pub fn run_export(a: ExportArgs) -> Result<()> {
     let (b, _) = a.source.load(0)?;
     let named: Vec<(String, tch::Tensor)> = b.vs.variables().into_iter().collect();
     let tensors = export_tensors(named, a.layout, b.arch.is_vit())?;
-    write_safetensors(&tensors, &a.out)?;
+    let ext = a.out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "safetensors" => write_safetensors(&tensors, &a.out)?,
+        "pth" | "pt" => crate::interop::pth::write_pth(&tensors, &a.out)?,
+        _ => anyhow::bail!("--out {}: expected a .safetensors, .pth or .pt file name", a.out.display()),
+    }
     println!("wrote {} tensors ({:?} layout, {}) to {}", tensors.len(), a.layout, b.arch.name, a.out.display());
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Weights out of svib: the evaluated backbone with torchvision (ResNet) / timm (ViT) parameter
 //! names, as safetensors, or renamed to Detectron2's ResNet layout (what its
 //! `tools/convert-torchvision-to-d2.py` does).
+pub mod pth;
+
 use anyhow::{bail, Result};
 use std::path::Path;
 use tch::Tensor;

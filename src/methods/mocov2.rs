@@ -38,9 +38,14 @@ impl MocoConfig {
 /// InfoNCE: cross-entropy of `[q.k+, q.queue] / t` with the positive at index 0, for unit-norm
 /// queries `q [N, D]`, keys `k [N, D]` and `queue [Q, D]`.
 pub fn info_nce(q: &Tensor, k: &Tensor, queue: &Tensor, temperature: f64) -> Tensor {
+    info_nce_with_negatives(q, k, &q.matmul(&queue.transpose(0, 1)), temperature)
+}
+
+/// InfoNCE given the negative similarities `q.queue [N, Q]` (computed once per query view and
+/// shared by both keys: the queue product dominates MoCo's cost on small backbones).
+pub fn info_nce_with_negatives(q: &Tensor, k: &Tensor, neg: &Tensor, temperature: f64) -> Tensor {
     let pos = (q * k).sum_dim_intlist(-1, true, Kind::Float);
-    let neg = q.matmul(&queue.transpose(0, 1));
-    let logits = Tensor::cat(&[pos, neg], 1) / temperature;
+    let logits = Tensor::cat(&[pos, neg.shallow_clone()], 1) / temperature;
     let labels = Tensor::zeros([q.size()[0]], (Kind::Int64, q.device()));
     logits.cross_entropy_for_logits(&labels)
 }
@@ -84,12 +89,13 @@ impl Method for MocoV2 {
         let q = self.query.embed(&resolution_groups(views), true).chunk(views.len() as i64, 0);
         let k_all = tch::no_grad(|| self.key.embed(&resolution_groups(&views[..2]), true));
         let k = k_all.chunk(2, 0);
+        let negatives: Vec<Tensor> = q.iter().map(|query| query.matmul(&self.queue.transpose(0, 1))).collect();
         let mut loss = Tensor::zeros([], (Kind::Float, k_all.device()));
         let mut n = 0;
         for (i, key) in k.iter().enumerate() {
             for (v, query) in q.iter().enumerate() {
                 if v != i {
-                    loss += info_nce(query, key, &self.queue, t);
+                    loss += info_nce_with_negatives(query, key, &negatives[v], t);
                     n += 1;
                 }
             }

@@ -1,4 +1,4 @@
-//! Loading backbone weights by name from safetensors, with one clear error for a checkpoint of
+//! Loading backbone weights by name from safetensors or PyTorch `.pth` files, with one clear error for a checkpoint of
 //! another architecture. Accepts the prefixes of common layouts (`module.`, `backbone.`,
 //! DINO's `teacher.backbone.` …) and ignores classifier heads and `num_batches_tracked`.
 use anyhow::{bail, Context, Result};
@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use tch::{nn, Tensor};
 
-const PREFIXES: [&str; 8] = ["", "teacher.backbone.", "backbone.", "module.", "module.backbone.", "student.backbone.", "teacher.", "student."];
+const PREFIXES: [&str; 10] = ["", "teacher.backbone.", "backbone.", "module.", "module.backbone.", "student.backbone.", "student.module.backbone.", "teacher.module.backbone.", "teacher.", "student."];
 
 fn ignored(key: &str) -> bool {
     key.ends_with("num_batches_tracked") || key.starts_with("fc.") || key.starts_with("head.") || key.starts_with("head_dist.")
@@ -55,9 +55,15 @@ pub fn load_named(vs: &nn::VarStore, named: Vec<(String, Tensor)>, source: &Path
     Ok(())
 }
 
-/// Reads a safetensors file and loads it with [`load_named`].
+/// Reads a weights file and loads it with [`load_named`]: safetensors, or PyTorch's torch.save
+/// format for `.pth`, `.pt`, `.bin`, `.tar` and `.ckpt` files.
 pub fn load_safetensors(vs: &nn::VarStore, path: &Path) -> Result<()> {
-    let named = Tensor::read_safetensors(path).map_err(|e| anyhow::anyhow!("{}: not a readable safetensors file ({e})", path.display()))?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let named = if ["pth", "pt", "bin", "tar", "ckpt"].contains(&ext.as_str()) {
+        crate::interop::pth::read_pth(path)?
+    } else {
+        Tensor::read_safetensors(path).map_err(|e| anyhow::anyhow!("{}: not a readable safetensors file ({e}); PyTorch files need a .pth or .pt name", path.display()))?
+    };
     load_named(vs, named, path).with_context(|| "loading backbone weights".to_string())
 }
 
