@@ -153,9 +153,10 @@ mod tests {
         let fc = train_linear(|_| feats.shallow_clone(), n as usize, 8, &labels, 4, &opts, Device::Cpu, &ProgressBar::hidden());
         let (t1, _) = topk_accuracy(&tch::no_grad(|| feats.apply(&fc)), &labels);
         assert_eq!(t1, 100.0);
-        // and chance level with shuffled labels is far lower: the test can fail
+        // shuffled labels are not linearly separable: far from 100%, so the check above can fail
         let wrong = labels.index_select(0, &Tensor::randperm(n, (Kind::Int64, Device::Cpu)));
         let fc = train_linear(|_| feats.shallow_clone(), n as usize, 8, &wrong, 4, &opts, Device::Cpu, &ProgressBar::hidden());
-        assert!(topk_accuracy(&tch::no_grad(|| feats.apply(&fc)), &labels).0 < 60.0);
+        let fit = topk_accuracy(&tch::no_grad(|| feats.apply(&fc)), &wrong).0;
+        assert!(fit < 60.0, "{fit}");
     }
 }
