@@ -250,6 +250,14 @@ fn linear_finetune_and_export_on_a_trained_run() {
     let bytes = std::fs::read(&w2).unwrap();
     let header = String::from_utf8_lossy(&bytes[8..8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize]).into_owned();
     assert!(header.contains("stem.conv1.weight") && header.contains("res5.1.conv2.norm.running_var") && !header.contains("layer1"), "{header}");
+    // embed: features and labels as .npy
+    let e = d.path().join("emb.npy");
+    let o = svib(&["embed", "--checkpoint", run.to_str().unwrap(), "--out", e.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b = std::fs::read(&e).unwrap();
+    assert!(String::from_utf8_lossy(&b[10..80]).contains("'shape': (32, 32)"));
+    assert_eq!(b.len(), 128 + 32 * 32 * 4);
+    assert!(d.path().join("emb.labels.npy").is_file());
     // a weights file without --arch is one clear error
     let o = svib(&["linear", "--checkpoint", w.to_str().unwrap(), "--data", &spec]);
     assert_eq!(o.status.code(), Some(2));

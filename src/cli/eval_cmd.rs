@@ -185,3 +185,38 @@ pub fn run_export(a: ExportArgs) -> Result<()> {
     println!("wrote {} tensors ({:?} layout, {}) to {}", tensors.len(), a.layout, b.arch.name, a.out.display());
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Split to embed: train or test.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Output features `[N, D]` (.npy, f32, L2-normalised as kNN uses them); labels go to
+    /// the same name with `.labels.npy`.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run_embed(a: EmbedArgs) -> Result<()> {
+    let (b, device) = a.source.load(0)?;
+    let (train, test, prep) = load_data(&a.data, &b)?;
+    let ds = match a.split.as_str() {
+        "train" => &train,
+        "test" => &test,
+        other => anyhow::bail!("--split `{other}`: expected train or test"),
+    };
+    let f = crate::eval::features::backbone_features(&b.model, ds, &prep, 256, device).to_device(tch::Device::Cpu);
+    let (n, d) = (f.size()[0] as usize, f.size()[1] as usize);
+    let mut v = vec![0f32; n * d];
+    f.contiguous().copy_data(&mut v, n * d);
+    crate::interop::write_npy(&v, n, d, &a.out)?;
+    let labels: Vec<f32> = ds.labels.iter().map(|&l| l as f32).collect();
+    let lpath = a.out.with_extension("labels.npy");
+    crate::interop::write_npy(&labels, n, 1, &lpath)?;
+    println!("wrote {n} x {d} features to {} and labels to {}", a.out.display(), lpath.display());
+    Ok(())
+}

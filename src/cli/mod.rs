@@ -35,6 +35,8 @@ pub enum Command {
     Linear(eval_cmd::LinearArgs),
     /// Semi-supervised fine-tuning on a class-balanced fraction of the labels (SPEC §5).
     Finetune(eval_cmd::FinetuneArgs),
+    /// Frozen features of a split as .npy (plus labels), for plotting or search.
+    Embed(eval_cmd::EmbedArgs),
     /// Write a run's backbone as safetensors in torchvision/timm or Detectron2 names.
     Export(eval_cmd::ExportArgs),
     /// Multi-crop augmentation tools.
@@ -68,6 +70,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Linear(a) => eval_cmd::run_linear(a),
         Command::Finetune(a) => eval_cmd::run_finetune(a),
         Command::Export(a) => eval_cmd::run_export(a),
+        Command::Embed(a) => eval_cmd::run_embed(a),
         Command::Augment { command } => augment_cmd::run(command),
         Command::Data { command } => data_cmd::run(command),
         Command::Models => data_cmd::list_models(),

@@ -72,3 +72,40 @@ mod tests {
         }
     }
 }
+
+/// Writes a 2-D f32 array as NumPy's `.npy` (format 1.0, little-endian, C order), atomically.
+pub fn write_npy(data: &[f32], rows: usize, cols: usize, path: &Path) -> Result<()> {
+    anyhow::ensure!(data.len() == rows * cols, "write_npy: {} values for a {rows} x {cols} array", data.len());
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    // magic (6) + version (2) + length (2) + header + newline, padded to a multiple of 64
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = Vec::with_capacity(10 + header.len() + data.len() * 4);
+    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in data {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    crate::util::write_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod npy_tests {
+    #[test]
+    fn npy_header_and_data_follow_the_format() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.npy");
+        super::write_npy(&[1.0, -2.5, 3.0, 0.25, 5.0, 6.0], 2, 3, &p).unwrap();
+        let b = std::fs::read(&p).unwrap();
+        assert_eq!(&b[..8], b"\x93NUMPY\x01\x00");
+        let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
+        assert_eq!((10 + hl) % 64, 0);
+        let header = std::str::from_utf8(&b[10..10 + hl]).unwrap();
+        assert!(header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }") && header.ends_with('\n'));
+        let vals: Vec<f32> = b[10 + hl..].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(vals, vec![1.0, -2.5, 3.0, 0.25, 5.0, 6.0]);
+    }
+}
