@@ -1,7 +1,7 @@
 //! `svib ablate`: the paper's Table 4 grid (GMM re-initialisation x information bottleneck x
 //! beta) on any preset, with kNN at regular epochs (Fig. 3's beta curves).
 use super::plot::{line_chart, Series};
-use super::{run_jobs, Job, Outcome};
+use super::{run_jobs, sets_note, Job, Outcome};
 use crate::train::config::{load_table, set_key, Config};
 use anyhow::Result;
 use std::fmt::Write;
@@ -90,7 +90,7 @@ pub fn run(spec: &AblateSpec, dir: &Path) -> Result<String> {
         "Table 4's grid on preset `{}`{}: data `{}`, backbone `{}`, {} epochs of batch {}, seed {}; kNN-{} top-1 on the test split. \
          The paper's column is its ViT-S/16, 100-epoch ImageNet run; tasks 7 and 8 complete the grid and are not in the paper.\n",
         spec.preset,
-        if spec.sets.is_empty() { String::new() } else { format!(" with `{}`", spec.sets.join("`, `")) },
+        sets_note(&spec.sets),
         base.data.spec,
         base.model.name,
         base.train.epochs,

@@ -1,7 +1,7 @@
 //! `svib compare`: SVIB against the baselines at equal settings (same base preset, data,
 //! backbone, crops, optimiser, budget and seeds); a results table and kNN curves.
 use super::plot::{line_chart, Series};
-use super::{mean_std, run_jobs, Job, Outcome};
+use super::{mean_std, run_jobs, sets_note, Job, Outcome};
 use crate::train::config::{apply_method, load_table, set_key, Config};
 use anyhow::Result;
 use std::fmt::Write;
@@ -48,7 +48,7 @@ pub fn run(spec: &CompareSpec, dir: &Path) -> Result<String> {
          Each method keeps the preset's data, backbone, crops, optimiser and budget and brings its own head and loss \
          (`svib presets` lists the overlays).\n",
         spec.preset,
-        if spec.sets.is_empty() { String::new() } else { format!(" with `{}`", spec.sets.join("`, `")) },
+        sets_note(&spec.sets),
         base.data.spec,
         base.model.name,
         base.train.epochs,

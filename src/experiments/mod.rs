@@ -82,6 +82,15 @@ pub fn run_jobs(dir: &Path, jobs: &[Job]) -> Result<Vec<Outcome>> {
     Ok(out)
 }
 
+/// " with `k=v`, `k=v`" for the config edits of an experiment (empty without any).
+pub fn sets_note(sets: &[String]) -> String {
+    if sets.is_empty() {
+        String::new()
+    } else {
+        format!(" with `{}`", sets.join("`, `"))
+    }
+}
+
 /// Mean and sample standard deviation (0 for one value).
 pub fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;

@@ -8,11 +8,9 @@
 use super::encoder::{resolution_groups, Ema, Encoder};
 use super::head::{l2n, ProjectionHead};
 use super::{LossOutput, Method, StepCtx};
-use crate::data::Dataset;
-use crate::eval::features::EvalPrep;
 use crate::models::Backbone;
 use crate::train::config::Config;
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
@@ -95,14 +93,6 @@ impl Method for Byol {
         self.ema.update(ctx.teacher_momentum);
     }
 
-    fn frozen(&self, _: usize) -> Vec<String> {
-        vec![]
-    }
-
-    fn end_epoch(&mut self, _: usize, _: &Dataset, _: &EvalPrep, _: u64) -> Result<Vec<String>> {
-        Ok(vec![])
-    }
-
     /// BYOL evaluates the online network's backbone.
     fn eval_backbone(&self) -> &Backbone {
         &self.online.backbone
@@ -110,17 +100,6 @@ impl Method for Byol {
 
     fn eval_store(&self) -> &nn::VarStore {
         &self.student_vs
-    }
-
-    fn extra_state(&self) -> Vec<(String, Tensor)> {
-        vec![]
-    }
-
-    fn load_extra_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
-        if let Some((name, _)) = state.first() {
-            bail!("unknown BYOL state `{name}` in checkpoint");
-        }
-        Ok(())
     }
 }
 

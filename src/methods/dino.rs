@@ -6,8 +6,6 @@ use super::encoder::{resolution_groups, Ema, Encoder};
 use super::head::{entropy, Gmm};
 use super::svib::consistency_ce;
 use super::{LossOutput, Method, StepCtx};
-use crate::data::Dataset;
-use crate::eval::features::EvalPrep;
 use crate::models::{ArchConfig, Backbone};
 use crate::train::config::Config;
 use anyhow::{bail, ensure, Result};
@@ -131,10 +129,6 @@ impl Method for Dino {
         } else {
             vec![]
         }
-    }
-
-    fn end_epoch(&mut self, _: usize, _: &Dataset, _: &EvalPrep, _: u64) -> Result<Vec<String>> {
-        Ok(vec![])
     }
 
     fn eval_backbone(&self) -> &Backbone {

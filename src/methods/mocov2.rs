@@ -5,8 +5,6 @@
 use super::encoder::{resolution_groups, Ema, Encoder};
 use super::head::l2n;
 use super::{LossOutput, Method, StepCtx};
-use crate::data::Dataset;
-use crate::eval::features::EvalPrep;
 use crate::models::Backbone;
 use crate::train::config::Config;
 use anyhow::{bail, ensure, Result};
@@ -115,14 +113,6 @@ impl Method for MocoV2 {
             let _ = self.queue.index_copy_(0, &rows, &keys.narrow(0, 0, n));
             self.queue_ptr = (self.queue_ptr + n) % size;
         }
-    }
-
-    fn frozen(&self, _: usize) -> Vec<String> {
-        vec![]
-    }
-
-    fn end_epoch(&mut self, _: usize, _: &Dataset, _: &EvalPrep, _: u64) -> Result<Vec<String>> {
-        Ok(vec![])
     }
 
     /// MoCo evaluates the query encoder's backbone.

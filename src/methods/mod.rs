@@ -40,11 +40,15 @@ pub trait Method {
     /// The loss on one batch; `views[0..2]` are the global views.
     fn loss(&mut self, views: &[Tensor], ctx: &StepCtx) -> LossOutput;
     /// After the optimiser step: EMA of the teacher, running centres and priors.
-    fn after_step(&mut self, ctx: &StepCtx);
+    fn after_step(&mut self, _ctx: &StepCtx) {}
     /// Names of student variables that get no gradient in `epoch` (e.g. the frozen GMM means).
-    fn frozen(&self, epoch: usize) -> Vec<String>;
+    fn frozen(&self, _epoch: usize) -> Vec<String> {
+        vec![]
+    }
     /// At the end of an epoch; returns the student variables whose optimiser state must be reset.
-    fn end_epoch(&mut self, epoch: usize, train: &Dataset, prep: &EvalPrep, seed: u64) -> Result<Vec<String>>;
+    fn end_epoch(&mut self, _epoch: usize, _train: &Dataset, _prep: &EvalPrep, _seed: u64) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
     /// Before the first step of a new run (e.g. GMM means from data); nothing by default.
     fn init_from_data(&mut self, _train: &Dataset, _prep: &EvalPrep, _seed: u64) -> Result<()> {
         Ok(())
@@ -56,6 +60,13 @@ pub trait Method {
         self.teacher().unwrap_or(self.student())
     }
     /// Extra state to checkpoint (centres, running priors), by name.
-    fn extra_state(&self) -> Vec<(String, Tensor)>;
-    fn load_extra_state(&mut self, state: &[(String, Tensor)]) -> Result<()>;
+    fn extra_state(&self) -> Vec<(String, Tensor)> {
+        vec![]
+    }
+    fn load_extra_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        if let Some((name, _)) = state.first() {
+            anyhow::bail!("unknown method state `{name}` in checkpoint");
+        }
+        Ok(())
+    }
 }

@@ -7,8 +7,6 @@ use super::encoder::{resolution_groups, Encoder};
 use super::head::{l2n, Gmm};
 use super::svib::consistency_ce;
 use super::{LossOutput, Method, StepCtx};
-use crate::data::Dataset;
-use crate::eval::features::EvalPrep;
 use crate::models::Backbone;
 use crate::train::config::Config;
 use anyhow::{bail, ensure, Result};
@@ -125,18 +123,12 @@ impl Method for Swav {
         LossOutput { terms: vec![("swapped_ce", loss.shallow_clone())], loss, stats: vec![] }
     }
 
-    fn after_step(&mut self, _: &StepCtx) {}
-
     fn frozen(&self, epoch: usize) -> Vec<String> {
         if epoch < self.cfg.swav.freeze_prototypes {
             vec![PROTOTYPES.into()]
         } else {
             vec![]
         }
-    }
-
-    fn end_epoch(&mut self, _: usize, _: &Dataset, _: &EvalPrep, _: u64) -> Result<Vec<String>> {
-        Ok(vec![])
     }
 
     fn eval_backbone(&self) -> &Backbone {
