@@ -2,3 +2,5 @@
 TORCH_VERSION=2.11.0
 # libtorch_cpu from the PyPI wheel needs libcudart/libcupti at load time even on CPU.
 CUDA_TOOLKIT_SPEC="cuda-toolkit[cudart,cupti]==13.0.2"
+# torchvision release that matches torch 2.11.0 (the PyTorch reference of `svib bench` only).
+TORCHVISION_VERSION=0.26.0

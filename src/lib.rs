@@ -4,6 +4,7 @@
 //! The pipeline, module by module: [`data`] reads data sets, [`augment`] makes multi-crop views,
 //! [`models`] holds the backbones, [`eval`] the evaluations, [`cli`] the command line.
 pub mod augment;
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod device;

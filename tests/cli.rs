@@ -263,3 +263,46 @@ fn linear_finetune_and_export_on_a_trained_run() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--arch"), "{}", stderr(&o));
 }
+
+#[test]
+fn attention_maps_and_tsne_plot_on_a_tiny_vit_run() {
+    let d = tempfile::tempdir().unwrap();
+    write_two_class_idx(d.path(), 64);
+    let spec = format!("idx:{}", d.path().display());
+    let run = d.path().join("vit");
+    let vit = [
+        "model.name=\"vit_tiny\"", "model.patch_size=4", "model.img_size=8", "model.dim=16", "model.depth=2", "model.heads=2",
+        "augment.global_size=8", "augment.local_size=4", "augment.local_crops=1", "augment.channels=1", "head.hidden=16", "head.out=8",
+        "gmm.k=4", "train.batch_size=8", "eval.k=3",
+    ];
+    let o = svib(&with_sets(vec!["train", "--config", "fmnist-cpu", "--data", &spec, "--epochs", "1", "--out", run.to_str().unwrap(), "--quiet", "--json"], &vit));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = d.path().join("attn");
+    let o = svib(&["attention", "--checkpoint", run.to_str().unwrap(), "--indices", "0,3", "--scale", "10", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for name in ["test0", "test3"] {
+        for h in ["head0", "head1", "mean"] {
+            for kind in ["attn", "mask"] {
+                let img = image::open(out.join(format!("{name}-{kind}-{h}.png"))).unwrap();
+                assert_eq!((img.width(), img.height()), (80, 80));
+            }
+        }
+        // image + 2 heads + mean, two rows, 4 px gutters
+        let g = image::open(out.join(format!("{name}-grid.png"))).unwrap();
+        assert_eq!((g.width(), g.height()), (4 * 80 + 3 * 4, 2 * 80 + 4));
+    }
+    // t-SNE of the test split: a PNG and the 2-D points as .npy
+    let png = d.path().join("tsne.png");
+    let o = svib(&["tsne", "--checkpoint", run.to_str().unwrap(), "--perplexity", "5", "--iters", "250", "--out", png.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(image::open(&png).unwrap().width() > 100);
+    let b = std::fs::read(d.path().join("tsne.npy")).unwrap();
+    assert!(String::from_utf8_lossy(&b[10..80]).contains("'shape': (32, 2)"));
+    // a ResNet has no attention maps: one clear error
+    let rn = d.path().join("rn");
+    let o = svib(&with_sets(vec!["train", "--config", "fmnist-cpu", "--data", &spec, "--epochs", "1", "--out", rn.to_str().unwrap(), "--quiet"], &TINY));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = svib(&["attention", "--checkpoint", rn.to_str().unwrap(), "--indices", "0", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("need a ViT"), "{}", stderr(&o));
+}

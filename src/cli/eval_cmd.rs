@@ -29,7 +29,7 @@ pub struct SourceArgs {
 }
 
 impl SourceArgs {
-    fn load(&self, seed: i64) -> Result<(LoadedBackbone, tch::Device)> {
+    pub(super) fn load(&self, seed: i64) -> Result<(LoadedBackbone, tch::Device)> {
         let device = crate::device::parse(&self.device)?;
         let arch = self.arch.as_deref().map(ArchConfig::parse).transpose()?;
         Ok((load_backbone(Some(&self.checkpoint), arch.as_ref(), self.channels, device, seed)?, device))
@@ -49,7 +49,7 @@ pub struct DataArgs {
     pub limit_train: Option<usize>,
 }
 
-fn load_data(d: &DataArgs, b: &LoadedBackbone) -> Result<(Dataset, Dataset, EvalPrep)> {
+pub(super) fn load_data(d: &DataArgs, b: &LoadedBackbone) -> Result<(Dataset, Dataset, EvalPrep)> {
     let spec: DataSpec = match (&d.data, &b.run_config) {
         (Some(s), _) => s.clone(),
         (None, Some(c)) => c.data.spec.parse().map_err(|e| anyhow::anyhow!("the run's data.spec: {e}"))?,
@@ -202,21 +202,69 @@ pub struct EmbedArgs {
 }
 
 pub fn run_embed(a: EmbedArgs) -> Result<()> {
-    let (b, device) = a.source.load(0)?;
-    let (train, test, prep) = load_data(&a.data, &b)?;
-    let ds = match a.split.as_str() {
-        "train" => &train,
-        "test" => &test,
-        other => anyhow::bail!("--split `{other}`: expected train or test"),
-    };
-    let f = crate::eval::features::backbone_features(&b.model, ds, &prep, 256, device).to_device(tch::Device::Cpu);
-    let (n, d) = (f.size()[0] as usize, f.size()[1] as usize);
-    let mut v = vec![0f32; n * d];
-    f.contiguous().copy_data(&mut v, n * d);
+    let (v, ds, d) = split_features(&a.source, &a.data, &a.split, None)?;
+    let n = ds.len();
     crate::interop::write_npy(&v, n, d, &a.out)?;
     let labels: Vec<f32> = ds.labels.iter().map(|&l| l as f32).collect();
     let lpath = a.out.with_extension("labels.npy");
     crate::interop::write_npy(&labels, n, 1, &lpath)?;
     println!("wrote {n} x {d} features to {} and labels to {}", a.out.display(), lpath.display());
+    Ok(())
+}
+
+/// Frozen, L2-normalised features (row-major `[n, d]`) of a split, the images embedded and `d`.
+fn split_features(source: &SourceArgs, data: &DataArgs, split: &str, limit: Option<usize>) -> Result<(Vec<f32>, Dataset, usize)> {
+    let (b, device) = source.load(0)?;
+    let (train, test, prep) = load_data(data, &b)?;
+    let mut ds = match split {
+        "train" => train,
+        "test" => test,
+        other => anyhow::bail!("--split `{other}`: expected train or test"),
+    };
+    if let Some(n) = limit {
+        ds.truncate(n);
+    }
+    let f = crate::eval::features::backbone_features(&b.model, &ds, &prep, 256, device).to_device(tch::Device::Cpu);
+    let (n, d) = (f.size()[0] as usize, f.size()[1] as usize);
+    let mut v = vec![0f32; n * d];
+    f.contiguous().copy_data(&mut v, n * d);
+    Ok((v, ds, d))
+}
+
+#[derive(Args, Debug)]
+pub struct TsneArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Split to embed: train or test.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Use the first N images of the split (t-SNE time grows with N).
+    #[arg(long, default_value_t = 2000)]
+    pub limit: usize,
+    #[arg(long, default_value_t = 30.0)]
+    pub perplexity: f32,
+    #[arg(long, default_value_t = 1000)]
+    pub iters: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output plot (.png); the 2-D points go beside it as .npy.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run_tsne(a: TsneArgs) -> Result<()> {
+    ensure!(a.limit >= 2, "--limit: expected at least 2 images");
+    let (v, ds, d) = split_features(&a.source, &a.data, &a.split, Some(a.limit))?;
+    let t0 = std::time::Instant::now();
+    let opts = crate::eval::tsne::TsneOpts { perplexity: a.perplexity, epochs: a.iters, theta: 0.5, seed: a.seed };
+    let pts = crate::eval::tsne::tsne_2d(&v, d, &opts)?;
+    let title = format!("t-SNE of {} {} features ({} images)", a.source.checkpoint.display(), a.split, ds.len());
+    crate::experiments::plot::scatter_chart(&a.out, &title, &pts, &ds.labels, &ds.class_names)?;
+    let flat: Vec<f32> = pts.iter().flatten().copied().collect();
+    let npy = a.out.with_extension("npy");
+    crate::interop::write_npy(&flat, pts.len(), 2, &npy)?;
+    println!("t-SNE of {} points ({d}-d features) in {:.1} s -> {} and {}", pts.len(), t0.elapsed().as_secs_f64(), a.out.display(), npy.display());
     Ok(())
 }

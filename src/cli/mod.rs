@@ -1,5 +1,7 @@
 //! The `svib` command line: one file per subcommand group.
+mod attention_cmd;
 mod augment_cmd;
+mod bench_cmd;
 mod data_cmd;
 mod eval_cmd;
 mod experiment_cmd;
@@ -37,8 +39,14 @@ pub enum Command {
     Finetune(eval_cmd::FinetuneArgs),
     /// Frozen features of a split as .npy (plus labels), for plotting or search.
     Embed(eval_cmd::EmbedArgs),
+    /// 2-D t-SNE of frozen features as a PNG coloured by label (points as .npy beside it).
+    Tsne(eval_cmd::TsneArgs),
+    /// A ViT's last-block [CLS] attention per head over images, as PNGs (paper Fig. 4).
+    Attention(attention_cmd::AttentionArgs),
     /// Write a run's backbone as safetensors in torchvision/timm or Detectron2 names.
     Export(eval_cmd::ExportArgs),
+    /// svib against the PyTorch reference (bench/reference): img/s, peak memory, loss equality.
+    Bench(bench_cmd::BenchArgs),
     /// Multi-crop augmentation tools.
     Augment {
         #[command(subcommand)]
@@ -61,6 +69,7 @@ fn set_threads(n: Option<usize>) {
 
 fn run(cli: Cli) -> Result<()> {
     set_threads(cli.threads);
+    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     match cli.command {
         Command::Train(a) => train_cmd::run_train(a),
         Command::Presets => train_cmd::list_presets(),
@@ -71,6 +80,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Finetune(a) => eval_cmd::run_finetune(a),
         Command::Export(a) => eval_cmd::run_export(a),
         Command::Embed(a) => eval_cmd::run_embed(a),
+        Command::Attention(a) => attention_cmd::run(a),
+        Command::Tsne(a) => eval_cmd::run_tsne(a),
+        Command::Bench(a) => bench_cmd::run(a, threads),
         Command::Augment { command } => augment_cmd::run(command),
         Command::Data { command } => data_cmd::run(command),
         Command::Models => data_cmd::list_models(),

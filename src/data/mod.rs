@@ -1,7 +1,7 @@
 //! Data sets: readers for the common on-disk layouts, all producing an in-memory [`Dataset`] of
 //! 8-bit images, and the dataset spec string used on the command line.
 mod cifar;
-mod folder;
+pub mod folder;
 mod idx;
 mod norm;
 mod spec;

@@ -1,6 +1,8 @@
 //! Evaluations of frozen features.
+pub mod attention;
 pub mod features;
 pub mod finetune;
 pub mod knn;
 pub mod linear;
 pub mod source;
+pub mod tsne;

@@ -5,6 +5,7 @@
 //! p(c = k | z) = softmax_k(mu_k . z / sigma^2) for unit z and unit means.
 use super::encoder::{resolution_groups, Ema, Encoder};
 use super::head::{entropy, l2n, Gmm};
+use super::swav::sinkhorn;
 use super::{LossOutput, Method, StepCtx};
 use crate::data::Dataset;
 use crate::eval::features::{pixel_batch, EvalPrep};
@@ -108,7 +109,11 @@ impl Method for Svib {
         };
         let centred = if self.cfg.teacher.center { &sim_t - &self.center } else { sim_t.shallow_clone() };
         let logits_t = centred / (g.sigma_teacher * g.sigma_teacher);
-        let p_t = logits_t.detach().softmax(-1, Kind::Float);
+        let p_t = match self.cfg.teacher.sinkhorn_iters {
+            0 => logits_t.detach().softmax(-1, Kind::Float),
+            // DINOv2: balance the target over the batch; exp(logits) = exp(sim / sigma_t^2)
+            n => tch::no_grad(|| sinkhorn(&logits_t, 1.0, n)),
+        };
         let ce = consistency_ce(&p_t.chunk(2, 0), &logp_s);
         let log_q = match self.cfg.ib.prior {
             Prior::Uniform => Tensor::full([1], -(g.k as f64).ln(), (Kind::Float, p_t.device())),

@@ -132,6 +132,9 @@ pub struct TeacherConfig {
     /// DINO's teacher centring (off for SVIB).
     pub center: bool,
     pub center_momentum: f64,
+    /// Sinkhorn-Knopp iterations that balance the teacher's target over the batch (DINOv2's
+    /// replacement for centring; 0 = off). The bottleneck KL keeps the plain GMM posterior.
+    pub sinkhorn_iters: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +182,9 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Batches augmented ahead of the training step.
     pub prefetch: usize,
+    /// Convolution weights and inputs in NHWC layout (oneDNN's preferred layout on CPU); the
+    /// numbers are the same, the speed is not (docs/PERFORMANCE.md). No effect on ViTs.
+    pub channels_last: bool,
     /// Collapse warning when the teacher's batch-marginal entropy / log K stays below this.
     pub collapse_threshold: f64,
     /// ... for this many consecutive steps.
@@ -238,7 +244,7 @@ impl Default for IbConfig {
 }
 impl Default for TeacherConfig {
     fn default() -> Self {
-        TeacherConfig { momentum_start: 0.996, momentum_end: 1.0, center: false, center_momentum: 0.9 }
+        TeacherConfig { momentum_start: 0.996, momentum_end: 1.0, center: false, center_momentum: 0.9, sinkhorn_iters: 0 }
     }
 }
 impl Default for OptimConfig {
@@ -270,6 +276,7 @@ impl Default for TrainConfig {
             checkpoint_every_steps: 0,
             keep_checkpoints: 2,
             prefetch: 3,
+            channels_last: false,
             collapse_threshold: 0.05,
             collapse_patience: 50,
         }
@@ -405,6 +412,7 @@ impl Config {
         let t = &self.teacher;
         ensure!((0.0..=1.0).contains(&t.momentum_start) && (0.0..=1.0).contains(&t.momentum_end), "teacher.momentum_start/momentum_end: expected values in [0, 1]");
         ensure!((0.0..1.0).contains(&t.center_momentum), "teacher.center_momentum: expected a value in [0, 1)");
+        ensure!(t.sinkhorn_iters <= 100, "teacher.sinkhorn_iters: expected 0 (off) to 100");
         let o = &self.optim;
         ensure!(o.lr > 0.0 && o.min_lr >= 0.0, "optim.lr: expected > 0 (and optim.min_lr >= 0)");
         ensure!(o.warmup_epochs >= 0.0 && o.weight_decay >= 0.0 && o.weight_decay_end >= 0.0 && o.clip_grad >= 0.0, "optim.warmup_epochs/weight_decay/weight_decay_end/clip_grad: expected >= 0");

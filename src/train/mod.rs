@@ -3,6 +3,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod metrics;
 pub mod optim;
+pub mod profile;
 pub mod schedule;
 
 use crate::augment::loader::Loader;
@@ -43,7 +44,7 @@ pub struct RunResult {
 }
 
 /// Keys that may differ when a run directory is resumed.
-const RESUME_FREE_KEYS: [&str; 6] = ["train.device", "train.prefetch", "train.log_every", "train.knn_every", "train.keep_checkpoints", "eval"];
+const RESUME_FREE_KEYS: [&str; 7] = ["train.device", "train.prefetch", "train.channels_last", "train.log_every", "train.knn_every", "train.keep_checkpoints", "eval"];
 
 fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
     match v {
@@ -198,6 +199,12 @@ fn interrupt_flag() -> &'static AtomicBool {
     &FLAG
 }
 
+/// The same values with NHWC strides (a 4-D tensor viewed as NCHW), which libtorch's
+/// convolutions take as a request for their channels-last kernels.
+pub fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
 /// Pre-trains as `cfg` says into `dir`, resuming from its newest checkpoint when there is one.
 pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResult>> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
@@ -217,6 +224,15 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
 
     tch::manual_seed(cfg.train.seed as i64);
     let mut method = build_method(cfg, device)?;
+    if cfg.train.channels_last {
+        for vs in [Some(method.student()), method.teacher()].into_iter().flatten() {
+            for (_, mut v) in vs.variables() {
+                if v.dim() == 4 {
+                    tch::no_grad(|| v.set_data(&channels_last(&v)));
+                }
+            }
+        }
+    }
     let named: Vec<(String, Tensor)> = method.student().variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
     let mut opt = optim::Optimizer::new(&cfg.optim, named);
     let (mut step, mut epoch, mut skip, mut seconds_before) = (0usize, 0usize, 0usize, 0f64);
@@ -252,16 +268,21 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
     let mut low_entropy_steps = 0usize;
     let mut collapse_reported = false;
     let mut images_per_second = 0.0;
+    let mut prof = profile::Profile::from_env(device);
     while epoch < cfg.train.epochs {
         let loader = Loader::new(train.clone(), cfg.augment.clone(), norm.clone(), bs, cfg.train.seed, epoch as u64, skip, cfg.train.prefetch);
         let mut batch_idx = skip;
+        prof.lap("other");
         for batch in loader {
+            prof.lap("waiting for the loader");
             let ctx = StepCtx { step, total_steps: total, epoch, beta: sched.beta(step), teacher_momentum: sched.teacher_momentum(step) };
             let (lr, wd) = (sched.lr(step), sched.weight_decay(step));
             tch::manual_seed(cfg.train.seed as i64 * 1_000_003 + step as i64);
-            let views: Vec<Tensor> = batch.views.iter().map(|v| v.to_device(device)).collect();
+            let views: Vec<Tensor> = batch.views.iter().map(|v| if cfg.train.channels_last { channels_last(&v.to_device(device)) } else { v.to_device(device) }).collect();
+            prof.lap("host to device");
             let out = method.loss(&views, &ctx);
             let loss_v = out.loss.double_value(&[]);
+            prof.lap("forward + loss");
             if !loss_v.is_finite() {
                 let bad: Vec<String> = out.terms.iter().map(|(n, t)| (n, t.double_value(&[]))).filter(|(_, v)| !v.is_finite()).map(|(n, v)| format!("{n} = {v}")).collect();
                 let keep = last_ckpt.as_ref().map_or("none was written yet".to_string(), |p| p.display().to_string());
@@ -271,12 +292,15 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
             }
             opt.zero_grad();
             out.loss.backward();
+            prof.lap("backward");
             if cfg.optim.clip_grad > 0.0 {
                 opt.clip_grad_per_param(cfg.optim.clip_grad);
             }
             opt.cancel_grad(&method.frozen(epoch));
             opt.step(lr, wd);
+            prof.lap("clip + optimiser");
             method.after_step(&ctx);
+            prof.lap("EMA + centre");
             step += 1;
             batch_idx += 1;
             window_images += bs;
@@ -314,6 +338,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
                 m.insert("weight_decay".into(), json!(wd));
                 m.insert("teacher_momentum".into(), json!(ctx.teacher_momentum));
                 m.insert("images_per_second".into(), json!(images_per_second));
+                m.insert("seconds".into(), json!(seconds(&started)));
                 for (n, v) in &out.stats {
                     m.insert(n.to_string(), json!(v));
                 }
@@ -323,12 +348,15 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
                 window_start = Instant::now();
             }
             let stop_now = should_stop(step);
+            prof.lap("logs");
             let periodic = cfg.train.checkpoint_every_steps > 0 && step % cfg.train.checkpoint_every_steps == 0;
             if (stop_now || periodic) && batch_idx < steps_per_epoch {
                 last_ckpt = Some(save(method.as_ref(), &opt, step, epoch, batch_idx, seconds(&started))?);
             }
+            prof.lap("checkpoints");
             if stop_now && batch_idx < steps_per_epoch {
                 pb.finish_and_clear();
+                prof.report().inspect(|r| eprint!("{r}"));
                 eprintln!("stopped at step {step} {STOPPED}");
                 return Ok(None);
             }
@@ -348,14 +376,17 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
         if !opts.quiet {
             pb.suspend(|| eprintln!("{line}"));
         }
+        prof.lap("epoch end (re-init, kNN)");
         let stop_now = should_stop(step);
         if stop_now && epoch < cfg.train.epochs {
             pb.finish_and_clear();
+            prof.report().inspect(|r| eprint!("{r}"));
             eprintln!("stopped at step {step} {STOPPED}");
             return Ok(None);
         }
     }
     pb.finish_and_clear();
+    prof.report().inspect(|r| eprint!("{r}"));
     let secs = seconds(&started);
     let r = knn_eval(method.as_ref(), cfg, &train, &test, &prep, device);
     let result = RunResult {

@@ -99,12 +99,17 @@ impl Optimizer {
                         if wd != 0.0 {
                             let _ = p.g_mul_scalar_(1.0 - lr * wd);
                         }
+                        // in place where libtorch allows: two temporaries per tensor (g^2, denom)
                         let _ = s.m.lerp_(&g, 1.0 - b1);
-                        let _ = v.g_mul_scalar_(b2).g_add_(&(&g * &g * (1.0 - b2)));
+                        let _ = v.lerp_(&(&g * &g), 1.0 - b2);
                         let bc1 = 1.0 - b1.powi(s.step as i32);
                         let bc2 = 1.0 - b2.powi(s.step as i32);
-                        let denom = (v.g_div_scalar(bc2)).sqrt() + c.eps;
-                        let _ = p.g_add_(&(s.m.g_div_scalar(bc1) / denom * (-lr)));
+                        if lr > 0.0 {
+                            // p -= lr/bc1 * m / (sqrt(v/bc2) + eps), as p += m / denom'
+                            let mut denom = v.sqrt();
+                            let _ = denom.g_div_scalar_(bc2.sqrt()).g_add_scalar_(c.eps).g_mul_scalar_(-bc1 / lr);
+                            let _ = p.addcdiv_(&s.m, &denom);
+                        }
                     }
                     OptimName::Sgd => {
                         let d = if wd != 0.0 { &g + &*p * wd } else { g.shallow_clone() };

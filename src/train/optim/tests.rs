@@ -40,6 +40,27 @@ fn adamw_first_step_by_hand() {
 }
 
 #[test]
+fn adamw_second_step_with_a_new_gradient_by_hand() {
+    let b = param(&[0.5], &[1]);
+    let mut o = Optimizer::new(&cfg(OptimName::Adamw), vec![("b".into(), b.shallow_clone())]);
+    set_grad(&b, &[0.5]);
+    o.step(0.1, 0.0);
+    assert!((b.double_value(&[0]) - 0.4).abs() < 1e-6);
+    o.zero_grad();
+    set_grad(&b, &[-1.0]);
+    o.step(0.1, 0.0);
+    // m = 0.9 * 0.05 - 0.1 = -0.055, v = 0.999 * 0.00025 + 0.001 = 0.00124975,
+    // m_hat = m / 0.19, v_hat = v / 0.001999: b = 0.4 - 0.1 * m_hat / sqrt(v_hat)
+    let expected = 0.4 - 0.1 * (-0.055 / 0.19) / (0.00124975f64 / 0.001999).sqrt();
+    assert!((b.double_value(&[0]) - expected).abs() < 1e-6, "{} vs {expected}", b.double_value(&[0]));
+    // a zero learning rate (the first warm-up step) leaves the parameter where it is
+    o.zero_grad();
+    set_grad(&b, &[1.0]);
+    o.step(0.0, 0.0);
+    assert!((b.double_value(&[0]) - expected).abs() < 1e-6);
+}
+
+#[test]
 fn sgd_momentum_two_steps() {
     let w = param(&[1.0, 1.0], &[2, 1]);
     let mut o = Optimizer::new(&OptimConfig { momentum: 0.5, ..cfg(OptimName::Sgd) }, vec![("w".into(), w.shallow_clone())]);

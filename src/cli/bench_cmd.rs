@@ -1,0 +1,88 @@
+//! `svib bench`: svib against the PyTorch reference, alternating runs, medians and ratios.
+use crate::bench::{case, case_config, dump_loss_case, median, reference_paths, run_reference, run_svib, Measured, RunSpec};
+use crate::data::DataSpec;
+use anyhow::{Context, Result};
+use clap::Args;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Configs to run (see docs/PERFORMANCE.md): resnet, vit, vits16.
+    #[arg(long, value_delimiter = ',', default_value = "resnet,vit")]
+    pub configs: Vec<String>,
+    /// Training steps per run.
+    #[arg(long, default_value_t = 60)]
+    pub steps: usize,
+    /// Steps left out of the steady-state img/s (start-up, allocator and cache warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// A B pairs per config (svib, reference, svib, reference, …); medians are reported.
+    #[arg(long, default_value_t = 2)]
+    pub repeats: usize,
+    /// DataLoader worker processes of the reference.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Extra config overrides for every case, e.g. --set train.batch_size=64.
+    #[arg(long = "set")]
+    pub sets: Vec<String>,
+    /// Only the loss-equality check (no timing).
+    #[arg(long)]
+    pub check_only: bool,
+    /// Markdown table written here as well (atomically).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(a: BenchArgs, threads: usize) -> Result<()> {
+    anyhow::ensure!(a.steps > a.warmup && a.warmup >= 1, "--steps must exceed --warmup (>= 1)");
+    anyhow::ensure!(a.steps % a.warmup == 0, "--steps must be a multiple of --warmup (svib logs every --warmup steps)");
+    let root = std::env::current_dir()?;
+    let (python, script) = reference_paths(&root)?;
+    let exe = std::env::current_exe()?;
+    let work = tempfile::tempdir()?;
+    let mut md = String::new();
+    writeln!(md, "| config | svib img/s | PyTorch img/s | ratio | svib end-to-end img/s | PyTorch end-to-end img/s | ratio | svib peak MiB | PyTorch peak MiB | loss rel. err |")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
+    for name in &a.configs {
+        let c = case(name)?;
+        let cfg = case_config(c, &a.sets)?;
+        let dir = work.path().join(name);
+        // 1. the same loss on the same batch and weights
+        let expected = dump_loss_case(&cfg, &dir.join("loss")).with_context(|| format!("{name}: loss dump"))?;
+        let out = std::process::Command::new(&python).arg(&script).args(["check-loss", "--dump"]).arg(dir.join("loss")).output()?;
+        anyhow::ensure!(out.status.success(), "{name}: the reference's check-loss failed: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = String::from_utf8_lossy(&out.stdout).lines().rev().find_map(|l| serde_json::from_str(l).ok()).context("check-loss printed no JSON")?;
+        let rel = v["max_rel_err"].as_f64().unwrap_or(f64::NAN);
+        println!("{name}: loss check: svib {expected} / pytorch {} -> max relative error {rel:.2e}", v["pytorch"]);
+        if a.check_only {
+            writeln!(md, "| {name} | | | | | | | | | {rel:.1e} |")?;
+            continue;
+        }
+        // 2. alternating timed runs
+        let config_path = dir.join("config.toml");
+        crate::util::write_atomic(&config_path, cfg.to_toml().as_bytes())?;
+        let data_dir = cfg.data.spec.parse::<DataSpec>().map_err(|e| anyhow::anyhow!("data.spec: {e}"))?.dir;
+        let r = RunSpec { config_path: &config_path, cfg: &cfg, steps: a.steps, warmup: a.warmup, threads, work: &dir };
+        let (mut ours, mut theirs): (Vec<Measured>, Vec<Measured>) = (vec![], vec![]);
+        for rep in 0..a.repeats {
+            let m = run_svib(&exe, &r)?;
+            println!("{name} #{rep} svib:    {:7.1} img/s steady, {:7.1} end-to-end, peak {:6.0} MiB", m.steady, m.end_to_end, m.peak_pss_mib);
+            ours.push(m);
+            let m = run_reference(&python, &script, &data_dir, a.workers, &r)?;
+            println!("{name} #{rep} pytorch: {:7.1} img/s steady, {:7.1} end-to-end, peak {:6.0} MiB", m.steady, m.end_to_end, m.peak_pss_mib);
+            theirs.push(m);
+        }
+        let med = |v: &[Measured], f: fn(&Measured) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
+        let (s, p) = (med(&ours, |m| m.steady), med(&theirs, |m| m.steady));
+        let (se, pe) = (med(&ours, |m| m.end_to_end), med(&theirs, |m| m.end_to_end));
+        let (sm, pm) = (med(&ours, |m| m.peak_pss_mib), med(&theirs, |m| m.peak_pss_mib));
+        println!("{name}: svib/pytorch steady {:.2}x, end-to-end {:.2}x; peak memory {sm:.0} vs {pm:.0} MiB", s / p, se / pe);
+        writeln!(md, "| {name} | {s:.1} | {p:.1} | **{:.2}x** | {se:.1} | {pe:.1} | {:.2}x | {sm:.0} | {pm:.0} | {rel:.1e} |", s / p, se / pe)?;
+    }
+    println!("\n{md}");
+    if let Some(p) = &a.out {
+        crate::util::write_atomic(p, md.as_bytes())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! 2-D t-SNE of frozen features (the bhtsne crate, Barnes-Hut), for plots coloured by label.
+use anyhow::{ensure, Result};
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+pub struct TsneOpts {
+    pub perplexity: f32,
+    pub epochs: usize,
+    /// Barnes-Hut accuracy (smaller: more exact, slower).
+    pub theta: f32,
+    pub seed: u64,
+}
+
+/// `rows` feature vectors (each `dim` long, row-major in `features`) embedded in 2-D, with
+/// Euclidean distance (for unit-norm features a monotone function of the cosine).
+pub fn tsne_2d(features: &[f32], dim: usize, o: &TsneOpts) -> Result<Vec<[f32; 2]>> {
+    ensure!(dim > 0 && features.len() % dim == 0, "features: {} values are not rows of {dim}", features.len());
+    let n = features.len() / dim;
+    // bhtsne looks at 3 x perplexity neighbours of every point
+    ensure!(o.perplexity > 0.0 && (3.0 * o.perplexity) < (n - 1) as f32, "--perplexity {}: needs 0 < 3 x perplexity < points - 1 ({n} points)", o.perplexity);
+    ensure!(o.epochs >= 1 && o.theta > 0.0, "t-SNE: expected epochs >= 1 and theta > 0");
+    let rows: Vec<&[f32]> = features.chunks(dim).collect();
+    // a seeded start (the crate's own is not seedable): small Gaussian noise, as in the paper
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(o.seed);
+    let normal = Normal::new(0.0f32, 1e-4).expect("valid normal");
+    let start: Vec<f32> = (0..n * 2).map(|_| normal.sample(&mut rng)).collect();
+    let mut t = bhtsne::tSNE::<f32, &[f32], 2>::new(&rows);
+    t.perplexity(o.perplexity).epochs(o.epochs).initial_embedding(start).barnes_hut(o.theta, |a, b| a.iter().zip(b.iter()).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt());
+    Ok(t.embedding().chunks(2).map(|p| [p[0], p[1]]).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn well_separated_clusters_stay_apart_in_2d() {
+        // three tight clusters of 20 points in 8-D, far apart
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let noise = Normal::new(0.0f32, 0.01).unwrap();
+        let mut f = vec![];
+        for c in 0..3 {
+            for _ in 0..20 {
+                f.extend((0..8).map(|d| if d == c { 1.0 } else { 0.0 } + noise.sample(&mut rng)));
+            }
+        }
+        let y = tsne_2d(&f, 8, &TsneOpts { perplexity: 5.0, epochs: 500, theta: 0.5, seed: 0 }).unwrap();
+        let centre = |c: usize| {
+            let pts = &y[c * 20..(c + 1) * 20];
+            [pts.iter().map(|p| p[0]).sum::<f32>() / 20.0, pts.iter().map(|p| p[1]).sum::<f32>() / 20.0]
+        };
+        let dist = |a: [f32; 2], b: [f32; 2]| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
+        // every point is nearer its own cluster's centre than any other centre
+        for (i, p) in y.iter().enumerate() {
+            let own = dist(*p, centre(i / 20));
+            for c in (0..3).filter(|&c| c != i / 20) {
+                assert!(own < dist(*p, centre(c)), "point {i} is nearer cluster {c}");
+            }
+        }
+        assert!(tsne_2d(&f, 8, &TsneOpts { perplexity: 30.0, epochs: 10, theta: 0.5, seed: 0 }).is_err());
+    }
+}
