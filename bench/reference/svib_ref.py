@@ -240,7 +240,8 @@ class Encoder(nn.Module):
             out = h["out"] if i == h["layers"] - 1 else h["hidden"]
             layers.append(nn.Linear(dim, out))
             if i != h["layers"] - 1:
-                assert not h["bn"], "reference: head.bn not written here"
+                if h["bn"]:
+                    layers.append(nn.BatchNorm1d(out))
                 layers.append(nn.GELU() if h["act"] == "gelu" else nn.ReLU())
             dim = out
         self.head = nn.Module()
@@ -258,7 +259,19 @@ class Encoder(nn.Module):
 
 
 # ---------------------------------------------------------------- the SVIB loss (SPEC §2)
-def svib_loss(student, teacher, means, center, crops, g, beta, use_center):
+@torch.no_grad()
+def sinkhorn(logits, iters):
+    """DINOv2's Sinkhorn-Knopp centring of the teacher: rows and columns of exp(logits) balanced."""
+    q = logits.exp().t()  # [K, B]
+    k, b = q.shape
+    q /= q.sum()
+    for _ in range(iters):
+        q /= q.sum(1, keepdim=True) * k
+        q /= q.sum(0, keepdim=True) * b
+    return (q * b).t()
+
+
+def svib_loss(student, teacher, means, center, crops, g, beta, use_center, sk_iters=0):
     mu = F.normalize(means, dim=-1)
     z_s = student(crops)
     logp_s = (z_s @ mu.t() / g["sigma_student"] ** 2).log_softmax(-1).chunk(len(crops))
@@ -266,7 +279,7 @@ def svib_loss(student, teacher, means, center, crops, g, beta, use_center):
         z_t = teacher(crops[:2])
     sim_t = z_t @ mu.t()  # gradient into the means only (bottleneck term)
     logits_t = ((sim_t - center) if use_center else sim_t) / g["sigma_teacher"] ** 2
-    p_t = logits_t.detach().softmax(-1)
+    p_t = sinkhorn(logits_t.detach(), sk_iters) if sk_iters else logits_t.detach().softmax(-1)
     ce, n = 0.0, 0
     for i, q in enumerate(p_t.chunk(2)):
         for v, lp in enumerate(logp_s):
@@ -354,7 +367,7 @@ def train(a):
                 gr["lr"] = sched.lr(step)
                 if i == 0:
                     gr["weight_decay"] = sched.wd(step)
-            loss, ce, kl, sim_t = svib_loss(student, teacher, means, center, crops, cfg["gmm"], sched.beta(step), cfg["teacher"]["center"])
+            loss, ce, kl, sim_t = svib_loss(student, teacher, means, center, crops, cfg["gmm"], sched.beta(step), cfg["teacher"]["center"], cfg["teacher"].get("sinkhorn_iters", 0))
             if not math.isfinite(loss.item()):
                 raise SystemExit(f"loss not finite at step {step}")
             opt.zero_grad()
@@ -397,7 +410,7 @@ def check_loss(a):
         exp = json.load(f)
     student.train()
     teacher.train()
-    loss, ce, kl, _ = svib_loss(student, teacher, means, sd["center"], crops, cfg["gmm"], exp["beta"], cfg["teacher"]["center"])
+    loss, ce, kl, _ = svib_loss(student, teacher, means, sd["center"], crops, cfg["gmm"], exp["beta"], cfg["teacher"]["center"], cfg["teacher"].get("sinkhorn_iters", 0))
     loss.backward()
     got = {"loss": loss.item(), "ce": ce.item(), "kl": kl.item(), "grad_norm_means": means.grad.norm().item()}
     rel = {k: abs(got[k] - exp[k]) / max(abs(exp[k]), 1e-12) for k in got}

@@ -31,11 +31,14 @@ pub struct ArchConfig {
     pub heads: Option<i64>,
     /// ViT: stochastic-depth rate of the last block.
     pub drop_path: f64,
+    /// ViT: linear layers and attention in bfloat16 (CPUs with AVX-512-BF16/AMX, or CUDA);
+    /// weights, gradients, norms, residuals and the loss stay f32. See docs/PERFORMANCE.md.
+    pub bf16: bool,
 }
 
 impl Default for ArchConfig {
     fn default() -> Self {
-        ArchConfig { name: "vit_small".into(), small_stem: false, stem_stride: 1, width: 64, patch_size: 16, img_size: 224, dim: None, depth: None, heads: None, drop_path: 0.1 }
+        ArchConfig { name: "vit_small".into(), small_stem: false, stem_stride: 1, width: 64, patch_size: 16, img_size: 224, dim: None, depth: None, heads: None, drop_path: 0.1, bf16: false }
     }
 }
 
@@ -109,7 +112,9 @@ impl Backbone {
             "resnet50" => Backbone::ResNet(resnet::ResNet::new(p, 50, in_channels, cfg.width, cfg.small_stem.then_some(cfg.stem_stride))),
             _ => {
                 let (dim, depth, heads) = cfg.vit_dims();
-                Backbone::Vit(vit::Vit::new(p, in_channels, cfg.img_size, cfg.patch_size, dim, depth, heads, cfg.drop_path))
+                let mut v = vit::Vit::new(p, in_channels, cfg.img_size, cfg.patch_size, dim, depth, heads, cfg.drop_path);
+                v.set_bf16(cfg.bf16);
+                Backbone::Vit(v)
             }
         })
     }

@@ -34,6 +34,17 @@ struct Block {
     fc2: nn::Linear,
     heads: i64,
     drop_path: f64,
+    /// Linear layers and attention in bfloat16 (norms, residuals and the loss stay f32).
+    bf16: bool,
+}
+
+/// `x W^T + b`, in bfloat16 when asked (the result stays bfloat16).
+fn lin(x: &Tensor, l: &nn::Linear, bf16: bool) -> Tensor {
+    if !bf16 {
+        return x.apply(l);
+    }
+    let bf = Kind::BFloat16;
+    x.to_kind(bf).linear(&l.ws.to_kind(bf), l.bs.as_ref().map(|b| b.to_kind(bf)))
 }
 
 impl Block {
@@ -48,6 +59,7 @@ impl Block {
             fc2: linear(p / "mlp" / "fc2", hidden, dim),
             heads,
             drop_path,
+            bf16: false,
         }
     }
 
@@ -55,7 +67,9 @@ impl Block {
     fn attention(&self, x: &Tensor, want_attn: bool) -> (Tensor, Option<Tensor>) {
         let (b, n, d) = x.size3().unwrap();
         let hd = d / self.heads;
-        let qkv = x.apply(&self.qkv).reshape([b, n, 3, self.heads, hd]).permute([2, 0, 3, 1, 4]);
+        // the attention weights (drawn by `svib attention`) are computed in f32
+        let low = self.bf16 && !want_attn;
+        let qkv = lin(x, &self.qkv, low).reshape([b, n, 3, self.heads, hd]).permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
         let (out, attn) = if want_attn {
             let a = (q.matmul(&k.transpose(-2, -1)) * (hd as f64).powf(-0.5)).softmax(-1, Kind::Float);
@@ -63,13 +77,13 @@ impl Block {
         } else {
             (Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false), None)
         };
-        (out.transpose(1, 2).reshape([b, n, d]).apply(&self.proj), attn)
+        (lin(&out.transpose(1, 2).reshape([b, n, d]), &self.proj, low).to_kind(Kind::Float), attn)
     }
 
     fn forward(&self, x: &Tensor, train: bool, want_attn: bool) -> (Tensor, Option<Tensor>) {
         let (y, attn) = self.attention(&x.apply(&self.norm1), want_attn);
         let x = x + drop_path(y, self.drop_path, train);
-        let y = x.apply(&self.norm2).apply(&self.fc1).gelu("none").apply(&self.fc2);
+        let y = lin(&lin(&x.apply(&self.norm2), &self.fc1, self.bf16).gelu("none"), &self.fc2, self.bf16).to_kind(Kind::Float);
         (&x + drop_path(y, self.drop_path, train), attn)
     }
 }
@@ -104,6 +118,13 @@ impl Vit {
             .map(|i| Block::new(&(p / "blocks" / i.to_string()), dim, heads, 4.0, drop_path * i as f64 / (depth - 1).max(1) as f64))
             .collect();
         Vit { proj, cls_token, pos_embed, blocks, norm: layer_norm(p / "norm", dim), patch_size, out_dim: dim, heads }
+    }
+
+    /// Runs the blocks' linear layers and attention in bfloat16 (f32 master weights and gradients).
+    pub fn set_bf16(&mut self, on: bool) {
+        for b in &mut self.blocks {
+            b.bf16 = on;
+        }
     }
 
     /// Position embeddings for an `h` x `w` patch grid (identity at the native grid).
