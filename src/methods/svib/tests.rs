@@ -67,21 +67,24 @@ fn loss_is_ce_plus_beta_kl_and_starts_near_log_k() {
 
 #[test]
 fn sinkhorn_teacher_balances_assignments_that_softmax_puts_on_one_component() {
-    // means: component 0 along the teacher's mean feature, the others opposite, so that the plain
-    // posterior sends every image to component 0; Sinkhorn-Knopp spreads them over all six
+    // teacher logits = sim - centre with sigma_t = 1; a centre of -20 on component 0 makes its
+    // logit exceed every other by at least 18 whatever the features, so the plain posterior
+    // sends every image to component 0; Sinkhorn-Knopp spreads them over all six
     let marginal_entropy = |iters: usize| {
+        tch::manual_seed(0);
         let mut cfg = tiny_cfg();
         cfg.teacher.sinkhorn_iters = iters;
+        cfg.teacher.center = true;
+        cfg.gmm.sigma_teacher = 1.0;
         let mut m = Svib::new(&cfg, Device::Cpu).unwrap();
-        let v = views(4);
-        let mean = l2n(&m.teacher_embed(&Tensor::cat(&v[..2], 0)).mean_dim([0i64].as_slice(), true, Kind::Float));
-        let others = l2n(&(-&mean.repeat([5, 1]) + Tensor::randn([5, mean.size()[1]], (Kind::Float, Device::Cpu)) * 0.1));
-        tch::no_grad(|| m.means().shallow_clone().copy_(&Tensor::cat(&[mean, others], 0)));
-        let out = m.loss(&v, &ctx(0.0));
+        let center = Tensor::from_slice(&[-20.0f32, 0.0, 0.0, 0.0, 0.0, 0.0]).view([1, 6]);
+        m.load_extra_state(&[("center".into(), center)]).unwrap();
+        let out = m.loss(&views(4), &ctx(0.0));
         out.stats.iter().find(|s| s.0 == "h_marginal_rel").unwrap().1
     };
-    assert!(marginal_entropy(0) < 0.1, "softmax: {}", marginal_entropy(0));
-    assert!(marginal_entropy(30) > 0.9, "sinkhorn: {}", marginal_entropy(30));
+    let (plain, balanced) = (marginal_entropy(0), marginal_entropy(30));
+    assert!(plain < 0.01, "softmax: {plain}");
+    assert!(balanced > 0.9, "sinkhorn: {balanced}");
 }
 
 #[test]
