@@ -39,18 +39,17 @@ pub fn run(a: AttentionArgs) -> Result<()> {
     let (b, device) = a.source.load(0)?;
     let Some(vit) = b.model.as_vit() else { bail!("{}: attention maps need a ViT backbone, this one is {}", a.source.checkpoint.display(), b.arch.name) };
     // the images with a name each, and how to prepare them
-    let (images, prep): (Vec<(String, ImageU8)>, EvalPrep) = if a.indices.is_empty() && b.run_config.is_none() && a.data.data.is_none() {
-        let imgs = a.image.iter().map(|p| Ok((stem(p), folder::decode(p)?))).collect::<Result<Vec<_>>>()?;
-        let size = a.data.image_size.unwrap_or(224);
-        (imgs, EvalPrep { size, channels: b.channels, norm: Norm::preset("imagenet").unwrap().with_channels(b.channels as usize) })
+    let mut images: Vec<(String, ImageU8)> = a.image.iter().map(|p| Ok((stem(p), folder::decode(p)?))).collect::<Result<_>>()?;
+    let prep = if a.indices.is_empty() && b.run_config.is_none() && a.data.data.is_none() {
+        // image files and a weights file: ImageNet's normalisation at 224 px unless told
+        EvalPrep { size: a.data.image_size.unwrap_or(224), channels: b.channels, norm: Norm::preset("imagenet").unwrap().with_channels(b.channels as usize) }
     } else {
         let (_, test, prep) = load_data(&a.data, &b)?;
-        let mut imgs = a.image.iter().map(|p| Ok((stem(p), folder::decode(p)?))).collect::<Result<Vec<_>>>()?;
         for &i in &a.indices {
             ensure!(i < test.len(), "--indices: {i} is past the test split ({} images)", test.len());
-            imgs.push((format!("test{i}"), test.images[i].clone()));
+            images.push((format!("test{i}"), test.images[i].clone()));
         }
-        (imgs, prep)
+        prep
     };
     let scale = a.scale.unwrap_or((224 / prep.size).max(1));
     std::fs::create_dir_all(&a.out).with_context(|| format!("{}: cannot create", a.out.display()))?;

@@ -186,8 +186,9 @@ pub fn run_export(a: ExportArgs) -> Result<()> {
     Ok(())
 }
 
+/// Which images to embed: a backbone, a data set and one of its splits.
 #[derive(Args, Debug)]
-pub struct EmbedArgs {
+pub struct SplitArgs {
     #[command(flatten)]
     pub source: SourceArgs,
     #[command(flatten)]
@@ -195,6 +196,12 @@ pub struct EmbedArgs {
     /// Split to embed: train or test.
     #[arg(long, default_value = "test")]
     pub split: String,
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub input: SplitArgs,
     /// Output features `[N, D]` (.npy, f32, L2-normalised as kNN uses them); labels go to
     /// the same name with `.labels.npy`.
     #[arg(long)]
@@ -202,7 +209,7 @@ pub struct EmbedArgs {
 }
 
 pub fn run_embed(a: EmbedArgs) -> Result<()> {
-    let (v, ds, d) = split_features(&a.source, &a.data, &a.split, None)?;
+    let (v, ds, d) = split_features(&a.input, None)?;
     let n = ds.len();
     crate::interop::write_npy(&v, n, d, &a.out)?;
     let labels: Vec<f32> = ds.labels.iter().map(|&l| l as f32).collect();
@@ -213,10 +220,10 @@ pub fn run_embed(a: EmbedArgs) -> Result<()> {
 }
 
 /// Frozen, L2-normalised features (row-major `[n, d]`) of a split, the images embedded and `d`.
-fn split_features(source: &SourceArgs, data: &DataArgs, split: &str, limit: Option<usize>) -> Result<(Vec<f32>, Dataset, usize)> {
-    let (b, device) = source.load(0)?;
-    let (train, test, prep) = load_data(data, &b)?;
-    let mut ds = match split {
+fn split_features(input: &SplitArgs, limit: Option<usize>) -> Result<(Vec<f32>, Dataset, usize)> {
+    let (b, device) = input.source.load(0)?;
+    let (train, test, prep) = load_data(&input.data, &b)?;
+    let mut ds = match input.split.as_str() {
         "train" => train,
         "test" => test,
         other => anyhow::bail!("--split `{other}`: expected train or test"),
@@ -234,12 +241,7 @@ fn split_features(source: &SourceArgs, data: &DataArgs, split: &str, limit: Opti
 #[derive(Args, Debug)]
 pub struct TsneArgs {
     #[command(flatten)]
-    pub source: SourceArgs,
-    #[command(flatten)]
-    pub data: DataArgs,
-    /// Split to embed: train or test.
-    #[arg(long, default_value = "test")]
-    pub split: String,
+    pub input: SplitArgs,
     /// Use the first N images of the split (t-SNE time grows with N).
     #[arg(long, default_value_t = 2000)]
     pub limit: usize,
@@ -256,11 +258,11 @@ pub struct TsneArgs {
 
 pub fn run_tsne(a: TsneArgs) -> Result<()> {
     ensure!(a.limit >= 2, "--limit: expected at least 2 images");
-    let (v, ds, d) = split_features(&a.source, &a.data, &a.split, Some(a.limit))?;
+    let (v, ds, d) = split_features(&a.input, Some(a.limit))?;
     let t0 = std::time::Instant::now();
     let opts = crate::eval::tsne::TsneOpts { perplexity: a.perplexity, epochs: a.iters, theta: 0.5, seed: a.seed };
     let pts = crate::eval::tsne::tsne_2d(&v, d, &opts)?;
-    let title = format!("t-SNE of {} {} features ({} images)", a.source.checkpoint.display(), a.split, ds.len());
+    let title = format!("t-SNE of {} {} features ({} images)", a.input.source.checkpoint.display(), a.input.split, ds.len());
     crate::experiments::plot::scatter_chart(&a.out, &title, &pts, &ds.labels, &ds.class_names)?;
     let flat: Vec<f32> = pts.iter().flatten().copied().collect();
     let npy = a.out.with_extension("npy");

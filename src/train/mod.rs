@@ -278,7 +278,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
             let ctx = StepCtx { step, total_steps: total, epoch, beta: sched.beta(step), teacher_momentum: sched.teacher_momentum(step) };
             let (lr, wd) = (sched.lr(step), sched.weight_decay(step));
             tch::manual_seed(cfg.train.seed as i64 * 1_000_003 + step as i64);
-            let views: Vec<Tensor> = batch.views.iter().map(|v| if cfg.train.channels_last { channels_last(&v.to_device(device)) } else { v.to_device(device) }).collect();
+            let views: Vec<Tensor> = batch.views.iter().map(|v| v.to_device(device)).map(|v| if cfg.train.channels_last { channels_last(&v) } else { v }).collect();
             prof.lap("host to device");
             let out = method.loss(&views, &ctx);
             let loss_v = out.loss.double_value(&[]);
