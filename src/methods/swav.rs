@@ -48,13 +48,16 @@ impl SwavConfig {
 /// 1/K of the mass (SwAV's `distributed_sinkhorn` on one process).
 pub fn sinkhorn(scores: &Tensor, epsilon: f64, iters: usize) -> Tensor {
     let (b, k) = (scores.size()[0] as f64, scores.size()[1] as f64);
-    let mut q = (scores / epsilon).exp().transpose(0, 1); // [K, B]
-    q = &q / q.sum(Kind::Float);
+    // In the log domain: exp(scores / epsilon) overflows f32 once scores / epsilon passes ~88
+    // (cosines over a teacher temperature of 0.01), and plain normalisation then gives NaN.
+    let lse = |t: &Tensor, dim: i64| t.logsumexp([dim].as_slice(), true);
+    let mut log_q = (scores / epsilon).transpose(0, 1).to_kind(Kind::Float); // [K, B]
+    log_q = &log_q - log_q.flatten(0, -1).logsumexp([0i64].as_slice(), false);
     for _ in 0..iters {
-        q = &q / q.sum_dim_intlist(1, true, Kind::Float) / k;
-        q = &q / q.sum_dim_intlist(0, true, Kind::Float) / b;
+        log_q = &log_q - lse(&log_q, 1) - k.ln();
+        log_q = &log_q - lse(&log_q, 0) - b.ln();
     }
-    (q * b).transpose(0, 1)
+    (log_q + b.ln()).exp().transpose(0, 1)
 }
 
 const PROTOTYPES: &str = "prototypes.weight";

@@ -75,3 +75,21 @@ fn prototypes_are_renormalised_and_frozen_first_and_queue_fills() {
     assert_eq!(m.frozen(0), vec![PROTOTYPES.to_string()]);
     assert!(m.frozen(1).is_empty());
 }
+
+#[test]
+fn sinkhorn_stays_finite_where_exp_of_the_scores_overflows_f32() {
+    // scores / epsilon up to 400: exp overflows f32 (max ~3.4e38) but not f64, so the direct
+    // formula in double precision is the reference for the log-domain version in f32
+    let s = Tensor::from_slice(&[0.0f64, 1.0, 2.0, 0.5, -0.3, 1.7]).view([3, 2]);
+    let (eps, iters) = (0.005, 3);
+    let mut q = (&s / eps).exp().transpose(0, 1);
+    q = &q / q.sum(Kind::Double);
+    for _ in 0..iters {
+        q = &q / q.sum_dim_intlist(1, true, Kind::Double) / 2.0;
+        q = &q / q.sum_dim_intlist(0, true, Kind::Double) / 3.0;
+    }
+    let want = (q * 3.0).transpose(0, 1);
+    let got = sinkhorn(&s.to_kind(Kind::Float), eps, iters).to_kind(Kind::Double);
+    assert!(got.isfinite().all().int64_value(&[]) == 1, "{got}");
+    assert!(got.allclose(&want, 1e-5, 1e-6, false), "{got} vs {want}");
+}
