@@ -93,3 +93,41 @@ fn arch_strings_and_errors() {
     assert!(ArchConfig::parse("resnet18:depht=3").unwrap_err().to_string().contains("depht"));
     assert!(ArchConfig::parse("vit_small:heads=5").unwrap_err().to_string().contains("model.heads"));
 }
+
+/// Output of a one-block ViT and the gradient of a fixed function of it w.r.t. the input and
+/// the qkv weight. `explicit` takes the attention path that writes softmax(q k^T / sqrt(d)) v
+/// out (the one `svib attention` uses) instead of the fused kernel behind unbind.
+fn vit_out_and_grads(v: &vit::Vit, vs: &nn::VarStore, x: &Tensor, explicit: bool) -> (Tensor, Tensor, Tensor) {
+    let x = x.detach().set_requires_grad(true);
+    let (t, _) = v.forward_tokens(&x, true, explicit);
+    let w = Tensor::linspace(-1.0, 1.0, t.numel() as i64, (Kind::Float, Device::Cpu)).reshape(t.size());
+    for mut t in vs.trainable_variables() {
+        t.zero_grad();
+    }
+    (&t * w).sum(Kind::Float).backward();
+    (t.detach(), x.grad().copy(), vs.variables()["blocks.0.attn.qkv.weight"].grad().copy())
+}
+
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[]) / b.abs().max().double_value(&[])
+}
+
+#[test]
+fn vit_fused_attention_and_bf16_agree_with_the_written_out_attention() {
+    let (vs, mut b) = build("vit_tiny:dim=48,depth=1,heads=3,patch_size=4,img_size=16,drop_path=0", 1);
+    let x = Tensor::randn([4, 1, 16, 16], (Kind::Float, Device::Cpu));
+    let (t_ref, gx_ref, gw_ref) = vit_out_and_grads(b.as_vit().unwrap(), &vs, &x, true);
+    // f32 fused kernel (q, k, v by unbind): the same numbers up to summation order (1e-5 seen)
+    let (t, gx, gw) = vit_out_and_grads(b.as_vit().unwrap(), &vs, &x, false);
+    for (name, a, r) in [("output", &t, &t_ref), ("input grad", &gx, &gx_ref), ("qkv grad", &gw, &gw_ref)] {
+        assert!(rel_err(a, r) < 1e-4, "f32 {name}: {}", rel_err(a, r));
+    }
+    // bfloat16 projections (8-bit mantissa): within a few percent, and not bit-identical
+    let Backbone::Vit(v) = &mut b else { unreachable!() };
+    v.set_bf16(true);
+    let (t, gx, gw) = vit_out_and_grads(v, &vs, &x, false);
+    for (name, a, r) in [("output", &t, &t_ref), ("input grad", &gx, &gx_ref), ("qkv grad", &gw, &gw_ref)] {
+        let e = rel_err(a, r);
+        assert!(e < 3e-2 && e > 0.0, "bf16 {name}: {e}");
+    }
+}

@@ -70,12 +70,18 @@ impl Block {
         // the attention weights (drawn by `svib attention`) are computed in f32
         let low = self.bf16 && !want_attn;
         let qkv = lin(x, &self.qkv, low).reshape([b, n, 3, self.heads, hd]).permute([2, 0, 3, 1, 4]);
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        // libtorch's CPU flash-attention backward is ~7x slower in bfloat16 than in f32 (measured,
+        // docs/PERFORMANCE.md), so attention itself runs in f32 around the bf16 projections
+        let qkv = if low { qkv.to_kind(Kind::Float) } else { qkv };
+        // unbind, not three selects (DINO's `qkv[0], qkv[1], qkv[2]`): the backward of each select
+        // zero-fills a tensor the size of all of qkv; unbind's backward is one stack (as in timm)
+        let qkv = qkv.unbind(0);
+        let (q, k, v) = (&qkv[0], &qkv[1], &qkv[2]);
         let (out, attn) = if want_attn {
             let a = (q.matmul(&k.transpose(-2, -1)) * (hd as f64).powf(-0.5)).softmax(-1, Kind::Float);
-            (a.matmul(&v), Some(a))
+            (a.matmul(v), Some(a))
         } else {
-            (Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false), None)
+            (Tensor::scaled_dot_product_attention::<Tensor>(q, k, v, None, 0.0, false, None, false), None)
         };
         (lin(&out.transpose(1, 2).reshape([b, n, d]), &self.proj, low).to_kind(Kind::Float), attn)
     }
