@@ -31,8 +31,9 @@ pub struct ArchConfig {
     pub heads: Option<i64>,
     /// ViT: stochastic-depth rate of the last block.
     pub drop_path: f64,
-    /// ViT: linear layers and attention in bfloat16 (CPUs with AVX-512-BF16/AMX, or CUDA);
-    /// weights, gradients, norms, residuals and the loss stay f32. See docs/PERFORMANCE.md.
+    /// ViT: the linear layers (qkv, proj, MLP) in bfloat16, attention itself in f32 (libtorch's bf16
+    /// CPU attention backward is slow); for CPUs with AVX-512-BF16/AMX, or CUDA. Weights, gradients,
+    /// norms, residuals and the loss stay f32. See docs/PERFORMANCE.md.
     pub bf16: bool,
 }
 

@@ -34,7 +34,7 @@ struct Block {
     fc2: nn::Linear,
     heads: i64,
     drop_path: f64,
-    /// Linear layers and attention in bfloat16 (norms, residuals and the loss stay f32).
+    /// Linear layers in bfloat16 (attention, norms, residuals and the loss stay f32).
     bf16: bool,
 }
 
@@ -126,7 +126,7 @@ impl Vit {
         Vit { proj, cls_token, pos_embed, blocks, norm: layer_norm(p / "norm", dim), patch_size, out_dim: dim, heads }
     }
 
-    /// Runs the blocks' linear layers and attention in bfloat16 (f32 master weights and gradients).
+    /// Runs the blocks' linear layers in bfloat16 (f32 master weights and gradients).
     pub fn set_bf16(&mut self, on: bool) {
         for b in &mut self.blocks {
             b.bf16 = on;
