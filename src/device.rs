@@ -46,3 +46,37 @@ pub fn parse(spec: &str) -> Result<Device> {
         other => bail!("--device: expected cpu, cuda, cuda:N or auto, got `{other}`"),
     }
 }
+
+/// Whether the CPU reports AMX bfloat16 units (Linux: the `amx_bf16` flag of /proc/cpuinfo).
+/// libtorch's bfloat16 matrix products beat f32 only with them: on AVX-512-BF16 alone the
+/// `vit` bench config ran at 0.85x its f32 speed with `model.bf16` (docs/PERFORMANCE.md).
+pub fn cpu_has_amx_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| cpuinfo_has_flag(&s, "amx_bf16"))
+}
+
+/// Whether a `flags` line of /proc/cpuinfo text lists `flag` (a whole word).
+pub fn cpuinfo_has_flag(cpuinfo: &str, flag: &str) -> bool {
+    cpuinfo.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|w| w == flag))
+}
+
+/// A warning for `model.bf16` where it would slow training down, if any.
+pub fn bf16_warning(bf16: bool, device: Device) -> Option<String> {
+    (bf16 && device == Device::Cpu && !cpu_has_amx_bf16()).then(|| {
+        "warning: model.bf16 = true, but this CPU has no AMX units (no amx_bf16 in /proc/cpuinfo): bfloat16 matrix products are slower than f32 here (0.85x on the vit bench config); set model.bf16 = false unless you want bf16 numerics".to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpuinfo_flag_is_matched_as_a_whole_word_on_flags_lines_only() {
+        let info = "model name\t: amx_bf16 in a name\nflags\t\t: fpu avx512_bf16 amx_tile\n";
+        assert!(!cpuinfo_has_flag(info, "amx_bf16"));
+        assert!(cpuinfo_has_flag(info, "amx_tile"));
+        assert!(cpuinfo_has_flag("flags : a amx_bf16 b\n", "amx_bf16"));
+        assert!(bf16_warning(false, Device::Cpu).is_none());
+        assert!(bf16_warning(true, Device::Cuda(0)).is_none());
+    }
+}

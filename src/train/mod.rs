@@ -210,6 +210,9 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     check_or_write_config(cfg, dir)?;
     let device = crate::device::parse(&cfg.train.device).context("train.device")?;
+    if let Some(w) = crate::device::bf16_warning(cfg.model.bf16, device) {
+        eprintln!("{w}");
+    }
     let (spec, train) = load_train_data(cfg)?;
     let test = data::load(&spec, Split::Test, &LoadOptions { skip_corrupt: cfg.data.skip_corrupt })?;
     let bs = cfg.train.batch_size;
