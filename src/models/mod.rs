@@ -32,8 +32,8 @@ pub struct ArchConfig {
     /// ViT: stochastic-depth rate of the last block.
     pub drop_path: f64,
     /// ViT: the linear layers (qkv, proj, MLP) in bfloat16, attention itself in f32 (libtorch's bf16
-    /// CPU attention backward is slow); for CPUs with AVX-512-BF16/AMX, or CUDA. Weights, gradients,
-    /// norms, residuals and the loss stay f32. See docs/PERFORMANCE.md.
+    /// CPU attention backward is slow); for CPUs with AMX (slower than f32 on AVX-512-BF16 alone), or
+    /// CUDA. Weights, gradients, norms, residuals and the loss stay f32. See docs/PERFORMANCE.md.
     pub bf16: bool,
 }
 
