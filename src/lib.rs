@@ -11,6 +11,7 @@ pub mod device;
 pub mod eval;
 pub mod experiments;
 pub mod interop;
+pub mod malloc;
 pub mod methods;
 pub mod models;
 pub mod train;

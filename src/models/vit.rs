@@ -69,13 +69,16 @@ impl Block {
         let hd = d / self.heads;
         // the attention weights (drawn by `svib attention`) are computed in f32
         let low = self.bf16 && !want_attn;
-        let qkv = lin(x, &self.qkv, low).reshape([b, n, 3, self.heads, hd]).permute([2, 0, 3, 1, 4]);
+        let qkv = lin(x, &self.qkv, low).reshape([b, n, 3, self.heads, hd]);
         // libtorch's CPU flash-attention backward is ~7x slower in bfloat16 than in f32 (measured,
         // docs/PERFORMANCE.md), so attention itself runs in f32 around the bf16 projections
         let qkv = if low { qkv.to_kind(Kind::Float) } else { qkv };
         // unbind, not three selects (DINO's `qkv[0], qkv[1], qkv[2]`): the backward of each select
-        // zero-fills a tensor the size of all of qkv; unbind's backward is one stack (as in timm)
-        let qkv = qkv.unbind(0);
+        // zero-fills a tensor the size of all of qkv; unbind's backward is one stack. Unbinding the
+        // `3` axis in place (strided [B, H, N, hd] views; attention reads strides) rather than
+        // after timm's permute makes that stack write the [B, N, 3·D] layout the qkv layer's
+        // backward reads, instead of a permuted one that reshape must copy again
+        let qkv: Vec<Tensor> = qkv.unbind(2).iter().map(|t| t.transpose(1, 2)).collect();
         let (q, k, v) = (&qkv[0], &qkv[1], &qkv[2]);
         let (out, attn) = if want_attn {
             let a = (q.matmul(&k.transpose(-2, -1)) * (hd as f64).powf(-0.5)).softmax(-1, Kind::Float);
