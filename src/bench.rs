@@ -136,25 +136,21 @@ fn run_sampled(cmd: &mut Command) -> Result<(f64, f64, String)> {
     let t0 = Instant::now();
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("cannot start {cmd:?}"))?;
     let pid = child.id();
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut peak = 0u64;
-            let mut last: Option<Instant> = None;
-            while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                if last.is_none_or(|t| t.elapsed() >= PSS_EVERY) {
-                    peak = peak.max(tree_pss_kb(pid));
-                    last = Some(Instant::now());
-                }
-                std::thread::sleep(Duration::from_millis(20));
+    // the sampler reads PSS, then waits up to PSS_EVERY for the end signal: dropping `stop`
+    // (also on an early return) ends it at once
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0u64;
+        loop {
+            peak = peak.max(tree_pss_kb(pid));
+            if stopped.recv_timeout(PSS_EVERY) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                return peak;
             }
-            peak
-        })
-    };
+        }
+    });
     let out = child.wait_with_output()?;
     let wall = t0.elapsed().as_secs_f64();
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(stop);
     let peak = sampler.join().unwrap_or(0);
     if !out.status.success() {
         bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).lines().rev().take(5).collect::<Vec<_>>().join(" | "));

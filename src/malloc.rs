@@ -15,7 +15,7 @@ pub const ENV: &str = "SVIB_MALLOC";
 
 /// Applies the settings unless `SVIB_MALLOC=default`; returns whether they were applied.
 pub fn tune_for_training() -> bool {
-    if std::env::var(ENV).map(|v| v == "default").unwrap_or(false) {
+    if std::env::var(ENV).is_ok_and(|v| v == "default") {
         return false;
     }
     keep_freed_memory()
