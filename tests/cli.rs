@@ -183,6 +183,37 @@ fn compare_writes_table_and_curve_and_resumes() {
 }
 
 #[test]
+fn quality_reports_raw_pixels_untrained_and_methods_and_resumes() {
+    let d = tempfile::tempdir().unwrap();
+    write_two_class_idx(d.path(), 32);
+    let spec = format!("data.spec=\"idx:{}\"", d.path().display());
+    let out = d.path().join("q");
+    let mut sets = TINY.to_vec();
+    sets.push(spec.as_str());
+    let args = with_sets(vec!["quality", "--methods", "svib,dino", "--seeds", "2", "--steps", "6", "--data", "fmnist,fmnist-8k", "--out", out.to_str().unwrap()], &sets);
+    let o = svib(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("| data set | raw pixels | untrained | svib | dino |"), "{md}");
+    for v in ["fmnist", "fmnist-8k"] {
+        let row = md.lines().find(|l| l.starts_with(&format!("| {v} |"))).unwrap_or_else(|| panic!("{v} row missing:\n{md}"));
+        // raw pixels separate the two classes perfectly; every other cell is mean ± std
+        assert!(row.starts_with(&format!("| {v} | 100.00 | ")), "{row}");
+        assert_eq!(row.matches(" ± ").count(), 3, "{row}");
+        let png = std::fs::read(out.join(format!("knn_{v}.png"))).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        let cfg = std::fs::read_to_string(out.join(format!("{v}/svib-seed1/config.toml"))).unwrap();
+        assert!(cfg.contains("steps = 6"), "{cfg}");
+    }
+    // the kNN of the untrained backbone is step 0 of every run's metrics
+    let m = std::fs::read_to_string(out.join("fmnist/dino-seed0/metrics.jsonl")).unwrap();
+    assert!(m.lines().next().unwrap().contains("\"untrained\":true"), "{m}");
+    let o = svib(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(out.join("results.md")).unwrap(), md);
+}
+
+#[test]
 fn ablate_reports_every_task_and_diverged_runs() {
     let d = tempfile::tempdir().unwrap();
     write_two_class_idx(d.path(), 32);

@@ -286,7 +286,7 @@ def svib_loss(student, teacher, means, center, crops, g, beta, use_center, sk_it
                 ce = ce + (-(q * lp).sum(-1)).mean()
                 n += 1
     ce = ce / n
-    logp_t = logits_t.log_softmax(-1)
+    logp_t = (sim_t / g["sigma_teacher"] ** 2).log_softmax(-1)  # the plain GMM posterior
     kl = (logp_t.exp() * (logp_t + math.log(g["k"]))).sum(-1).mean()
     return ce + beta * kl, ce, kl, sim_t.detach()
 

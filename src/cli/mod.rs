@@ -29,6 +29,9 @@ pub enum Command {
     Presets,
     /// Pre-train SVIB and the baselines at equal settings; results.md and kNN curves (resumable).
     Compare(experiment_cmd::CompareArgs),
+    /// Does pre-training beat raw pixels and the untrained backbone? Every method on several
+    /// data set variants at one step budget: a Markdown table and kNN-against-step plots.
+    Quality(experiment_cmd::QualityArgs),
     /// The paper's ablation grid (re-init x bottleneck x beta); results.md and beta curves (resumable).
     Ablate(experiment_cmd::AblateArgs),
     /// Weighted kNN classification of frozen features (SPEC §5): top-1/top-5 on the test split.
@@ -74,6 +77,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train_cmd::run_train(a),
         Command::Presets => train_cmd::list_presets(),
         Command::Compare(a) => experiment_cmd::run_compare(a),
+        Command::Quality(a) => experiment_cmd::run_quality(a),
         Command::Ablate(a) => experiment_cmd::run_ablate(a),
         Command::Knn(a) => knn_cmd::run(a),
         Command::Linear(a) => eval_cmd::run_linear(a),

@@ -1,5 +1,5 @@
 //! `svib train` and `svib presets`.
-use crate::train::config::{apply_method, load_table, set_key, Config, METHOD_OVERLAYS, PRESETS};
+use crate::train::config::{set_epochs, apply_method, load_table, set_key, Config, METHOD_OVERLAYS, PRESETS};
 use crate::train::{run, RunOptions};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -19,6 +19,10 @@ pub struct TrainArgs {
     /// Epochs, overriding train.epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Wall-clock budget (e.g. 30m, 1h30m): sets train.steps from the throughput measured in a
+    /// short probe of the same recipe; every schedule spans those steps. A resumed run keeps its steps.
+    #[arg(long)]
+    pub budget: Option<String>,
     /// Any config key, e.g. --set gmm.k=4096 --set ib.prior=marginal (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -46,7 +50,7 @@ pub fn resolve(config: &str, method: Option<&str>, data: Option<&str>, epochs: O
         set_key(&mut table, &format!("data.spec=\"{d}\""))?;
     }
     if let Some(e) = epochs {
-        set_key(&mut table, &format!("train.epochs={e}"))?;
+        set_epochs(&mut table, e)?;
     }
     for s in sets {
         set_key(&mut table, s)?;
@@ -55,7 +59,11 @@ pub fn resolve(config: &str, method: Option<&str>, data: Option<&str>, epochs: O
 }
 
 pub fn run_train(a: TrainArgs) -> Result<()> {
-    let cfg = resolve(&a.config, a.method.as_deref(), a.data.as_deref(), a.epochs, &a.set)?;
+    let mut cfg = resolve(&a.config, a.method.as_deref(), a.data.as_deref(), a.epochs, &a.set)?;
+    if let Some(b) = &a.budget {
+        let secs = crate::train::budget::parse_duration(b)?;
+        cfg.train.steps = crate::train::budget::steps_for_budget(&cfg, &a.out, secs)?;
+    }
     let opts = RunOptions { max_steps: a.max_steps, quiet: a.quiet };
     if let Some(r) = run(&cfg, &a.out, &opts)? {
         if a.json {
@@ -80,7 +88,8 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
 
 pub fn list_presets() -> Result<()> {
     for (name, about, _) in PRESETS {
-        println!("{name:<16} {about}");
+        let cfg = Config::from_table(load_table(name)?)?;
+        println!("{name:<20} {about}\n{:<20} objective: {}", "", cfg.objective());
     }
     let methods: Vec<&str> = METHOD_OVERLAYS.iter().map(|m| m.0).collect();
     println!("\nBaselines: prefix a preset with {}- (e.g. dino-fmnist-cpu), or pass --method; the", methods.join("-, "));

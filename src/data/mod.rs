@@ -74,6 +74,28 @@ impl Dataset {
         self.images.truncate(n);
         self.labels.truncate(n);
     }
+
+    /// Keeps a seeded random choice of `n` images (all when there are fewer), in file order.
+    pub fn subset(&mut self, n: usize, seed: u64) {
+        let mut keep = vec![false; self.len()];
+        subset_indices(self.len(), n, seed).into_iter().for_each(|i| keep[i] = true);
+        let mut k = keep.iter();
+        self.images.retain(|_| *k.next().expect("one flag per image"));
+        let mut k = keep.iter();
+        self.labels.retain(|_| *k.next().expect("one flag per label"));
+    }
+}
+
+/// The indices, ascending, of a seeded random choice of `n` of `len` items (all when n >= len).
+pub fn subset_indices(len: usize, n: usize, seed: u64) -> Vec<usize> {
+    use rand::SeedableRng;
+    if n >= len {
+        return (0..len).collect();
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut keep = rand::seq::index::sample(&mut rng, len, n).into_vec();
+    keep.sort_unstable();
+    keep
 }
 
 /// Options that change how a data set is read.
@@ -119,3 +141,31 @@ pub(crate) fn find_file(dir: &Path, names: &[&str]) -> Option<std::path::PathBuf
 
 #[cfg(test)]
 pub(crate) mod testutil;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_subset_keeps_pairs_in_order_and_is_reproducible() {
+        let make = || Dataset {
+            images: (0..100u8).map(|i| ImageU8::new(1, 1, 1, vec![i])).collect(),
+            labels: (0..100).collect(),
+            num_classes: 100,
+            class_names: vec![],
+        };
+        let (mut a, mut b, mut c) = (make(), make(), make());
+        a.subset(10, 0);
+        b.subset(10, 0);
+        c.subset(10, 1);
+        assert_eq!(a.len(), 10);
+        assert_eq!(a.labels, b.labels, "same seed, same subset");
+        assert_ne!(a.labels, c.labels, "another seed, another subset");
+        assert!(a.labels.windows(2).all(|w| w[0] < w[1]), "file order kept");
+        assert!(a.images.iter().zip(&a.labels).all(|(im, &l)| im.data[0] as i64 == l), "images stay with their labels");
+        assert_ne!(a.labels, (0..10).collect::<Vec<i64>>(), "not the first ten");
+        let mut d = make();
+        d.subset(1000, 0);
+        assert_eq!(d.len(), 100);
+    }
+}

@@ -2,7 +2,7 @@
 //! beta) on any preset, with kNN at regular epochs (Fig. 3's beta curves).
 use super::plot::{line_chart, Series};
 use super::{run_jobs, sets_note, Job, Outcome};
-use crate::train::config::{load_table, set_key, Config};
+use crate::train::config::{set_epochs, load_table, set_key, Config};
 use anyhow::Result;
 use std::fmt::Write;
 use std::path::Path;
@@ -65,7 +65,7 @@ fn row_config(spec: &AblateSpec, row: &Row) -> Result<Config> {
     let mut t = load_table(&spec.preset)?;
     set_key(&mut t, "method=\"svib\"")?;
     if let Some(e) = spec.epochs {
-        set_key(&mut t, &format!("train.epochs={e}"))?;
+        set_epochs(&mut t, e)?;
     }
     for s in &spec.sets {
         set_key(&mut t, s)?;

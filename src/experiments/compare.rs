@@ -2,7 +2,7 @@
 //! backbone, crops, optimiser, budget and seeds); a results table and kNN curves.
 use super::plot::{line_chart, Series};
 use super::{mean_std, run_jobs, sets_note, Job, Outcome};
-use crate::train::config::{apply_method, load_table, set_key, Config};
+use crate::train::config::{set_epochs, apply_method, load_table, set_key, Config};
 use anyhow::Result;
 use std::fmt::Write;
 use std::path::Path;
@@ -21,7 +21,7 @@ pub fn job_config(spec: &CompareSpec, method: &str, seed: u64) -> Result<Config>
     let mut t = load_table(&spec.preset)?;
     apply_method(&mut t, method)?;
     if let Some(e) = spec.epochs {
-        set_key(&mut t, &format!("train.epochs={e}"))?;
+        set_epochs(&mut t, e)?;
     }
     set_key(&mut t, &format!("train.knn_every={}", spec.knn_every))?;
     for s in &spec.sets {

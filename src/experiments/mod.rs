@@ -4,6 +4,7 @@
 pub mod ablate;
 pub mod compare;
 pub mod plot;
+pub mod quality;
 
 use crate::train::config::Config;
 use crate::train::{metrics, RunResult};

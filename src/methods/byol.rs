@@ -67,7 +67,7 @@ impl Byol {
         let online = Encoder::new(&student_vs.root(), &cfg.model, cfg)?;
         let h = &cfg.head;
         let hidden = if cfg.byol.predictor_hidden > 0 { cfg.byol.predictor_hidden } else { h.hidden };
-        let predictor = ProjectionHead::new(&(student_vs.root() / "predictor"), h.out, hidden, h.out, 2, h.bn, h.act);
+        let predictor = ProjectionHead::new(&(student_vs.root() / "predictor"), h.out, hidden, h.out, 2, (h.bn, false), h.act);
         let target = Encoder::new(&teacher_vs.root(), &cfg.model, cfg)?;
         let ema = Ema::new(&student_vs, &mut teacher_vs);
         Ok(Byol { student_vs, teacher_vs, online, predictor, target, ema })

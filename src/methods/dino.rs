@@ -36,13 +36,14 @@ impl DinoConfig {
         ensure!(self.warmup_teacher_temp > 0.0 && self.teacher_temp > 0.0 && self.student_temp > 0.0, "dino.*_temp: expected > 0");
         Ok(())
     }
-    /// The teacher temperature in `epoch` (0-based): linear warm-up, then constant.
+    /// The teacher temperature in `epoch` (0-based): DINO's `np.linspace(warmup, teacher, W)`
+    /// for the first W epochs (the last of them already at `teacher_temp`), then constant.
     pub fn teacher_temp_at(&self, epoch: usize) -> f64 {
         let w = self.warmup_teacher_temp_epochs;
-        if epoch >= w {
+        if epoch + 1 >= w {
             self.teacher_temp
         } else {
-            self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * epoch as f64 / w as f64
+            self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * epoch as f64 / (w - 1) as f64
         }
     }
 }
@@ -55,6 +56,12 @@ pub fn dino_loss(student_out: &Tensor, n_views: i64, teacher_out: &Tensor, cente
     let logp_s = (student_out / student_temp).log_softmax(-1, Kind::Float).chunk(n_views, 0);
     let p_t = ((teacher_out - center) / teacher_temp).softmax(-1, Kind::Float).detach();
     (consistency_ce(&p_t.chunk(2, 0), &logp_s), p_t)
+}
+
+/// DINO's centre update after a step: `momentum * center + (1 - momentum) * mean`, the mean taken
+/// over all rows of the teacher's outputs `[2B, K]` (both global views together).
+pub fn update_center(center: &Tensor, teacher_out: &Tensor, momentum: f64) -> Tensor {
+    center * momentum + teacher_out.mean_dim([0i64].as_slice(), true, Kind::Float) * (1.0 - momentum)
 }
 
 const LAST_LAYER: &str = "head.last_layer.weight_v";
@@ -70,6 +77,7 @@ pub struct Dino {
     ema: Ema,
     /// Running centre of the teacher's outputs, `[1, K]`.
     center: Tensor,
+    /// The teacher's outputs of the last `loss`, for the centre update in `after_step`.
     pending_center: Option<Tensor>,
 }
 
@@ -104,7 +112,7 @@ impl Method for Dino {
         let out_s = self.last_s.similarities(&self.student.embed(&resolution_groups(views), true));
         let out_t = tch::no_grad(|| self.last_t.similarities(&self.teacher.embed(&resolution_groups(&views[..2]), true)));
         let (loss, p_t) = dino_loss(&out_s, views.len() as i64, &out_t, &self.center, d.teacher_temp_at(ctx.epoch), d.student_temp);
-        self.pending_center = Some(out_t.mean_dim([0i64].as_slice(), true, Kind::Float));
+        self.pending_center = Some(out_t.shallow_clone());
         let log_k = (self.cfg.gmm.k as f64).ln();
         let h_marginal = entropy(&p_t.mean_dim([0i64].as_slice(), true, Kind::Float)).double_value(&[0]);
         let h_sample = entropy(&p_t).mean(Kind::Float).double_value(&[]);
@@ -117,14 +125,13 @@ impl Method for Dino {
 
     fn after_step(&mut self, ctx: &StepCtx) {
         self.ema.update(ctx.teacher_momentum);
-        if let Some(c) = self.pending_center.take() {
-            let m = self.cfg.teacher.center_momentum;
-            self.center = &self.center * m + c * (1.0 - m);
+        if let Some(out_t) = self.pending_center.take() {
+            self.center = update_center(&self.center, &out_t, self.cfg.teacher.center_momentum);
         }
     }
 
-    fn frozen(&self, epoch: usize) -> Vec<String> {
-        if epoch < self.cfg.dino.freeze_last_layer {
+    fn frozen(&self, ctx: &StepCtx) -> Vec<String> {
+        if ctx.epoch < self.cfg.dino.freeze_last_layer {
             vec![LAST_LAYER.into()]
         } else {
             vec![]

@@ -17,7 +17,7 @@ impl Encoder {
     pub fn new(p: &nn::Path, arch: &ArchConfig, cfg: &Config) -> Result<Encoder> {
         let backbone = Backbone::new(&(p / "backbone"), arch, cfg.augment.channels as i64)?;
         let h = &cfg.head;
-        let head = ProjectionHead::new(&(p / "head"), backbone.out_dim(), h.hidden, h.out, h.layers, h.bn, h.act);
+        let head = ProjectionHead::new(&(p / "head"), backbone.out_dim(), h.hidden, h.out, h.layers, (h.bn, h.bn_out), h.act);
         Ok(Encoder { backbone, head })
     }
     /// Projections of groups of same-sized views, one backbone pass per group, concatenated.

@@ -16,16 +16,19 @@ pub enum Act {
     Relu,
 }
 
-/// MLP: (Linear [BN] act) x (layers - 1), Linear; numbered as DINO's nn.Sequential.
+/// MLP: (Linear [BN] act) x (layers - 1), Linear [BN without affine, as SimSiam's projector];
+/// numbered as DINO's nn.Sequential.
 #[derive(Debug)]
 pub struct ProjectionHead {
     linears: Vec<nn::Linear>,
     bns: Vec<Option<nn::BatchNorm>>,
+    out_bn: Option<nn::BatchNorm>,
     act: Act,
 }
 
 impl ProjectionHead {
-    pub fn new(p: &nn::Path, input: i64, hidden: i64, out: i64, layers: i64, bn: bool, act: Act) -> Self {
+    pub fn new(p: &nn::Path, input: i64, hidden: i64, out: i64, layers: i64, bn: (bool, bool), act: Act) -> Self {
+        let (bn, bn_out) = bn;
         let mp = p / "mlp";
         let mut idx = 0;
         let (mut linears, mut bns) = (vec![], vec![]);
@@ -42,7 +45,11 @@ impl ProjectionHead {
                 idx += 1; // activation
             }
         }
-        ProjectionHead { linears, bns, act }
+        let out_bn = bn_out.then(|| {
+            let c = nn::BatchNormConfig { affine: false, ..Default::default() };
+            nn::batch_norm1d(&mp / idx.to_string(), out, c)
+        });
+        ProjectionHead { linears, bns, out_bn, act }
     }
 }
 
@@ -61,7 +68,10 @@ impl ModuleT for ProjectionHead {
                 };
             }
         }
-        y
+        match &self.out_bn {
+            Some(bn) => y.apply_t(bn, train),
+            None => y,
+        }
     }
 }
 

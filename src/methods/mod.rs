@@ -41,9 +41,18 @@ pub trait Method {
     fn loss(&mut self, views: &[Tensor], ctx: &StepCtx) -> LossOutput;
     /// After the optimiser step: EMA of the teacher, running centres and priors.
     fn after_step(&mut self, _ctx: &StepCtx) {}
-    /// Names of student variables that get no gradient in `epoch` (e.g. the frozen GMM means).
-    fn frozen(&self, _epoch: usize) -> Vec<String> {
+    /// Names of student variables that get no gradient at this step (e.g. the frozen GMM means).
+    fn frozen(&self, _ctx: &StepCtx) -> Vec<String> {
         vec![]
+    }
+    /// Student variables whose learning rate is scaled, with the factor (none by default).
+    fn lr_scales(&self) -> Vec<(String, f64)> {
+        vec![]
+    }
+    /// After `step` steps are done (counted from 1); returns the student variables whose
+    /// optimiser state must be reset (e.g. GMM means re-initialised every N steps).
+    fn at_step(&mut self, _step: usize, _train: &Dataset, _prep: &EvalPrep, _seed: u64) -> Result<Vec<String>> {
+        Ok(vec![])
     }
     /// At the end of an epoch; returns the student variables whose optimiser state must be reset.
     fn end_epoch(&mut self, _epoch: usize, _train: &Dataset, _prep: &EvalPrep, _seed: u64) -> Result<Vec<String>> {

@@ -107,12 +107,18 @@ impl Method for Svib {
             None => self.gmm.similarities(&z_t),
             Some(tg) => tch::no_grad(|| tg.similarities(&z_t)),
         };
-        let centred = if self.cfg.teacher.center { &sim_t - &self.center } else { sim_t.shallow_clone() };
-        let logits_t = centred / (g.sigma_teacher * g.sigma_teacher);
+        // The GMM posterior p(c|z2) (paper eq. 19): the KL term, the marginal prior and the
+        // collapse statistics read it; centring and Sinkhorn balancing (options, not SPEC's
+        // objective) change only the consistency target.
+        let t2 = g.sigma_teacher * g.sigma_teacher;
+        let logits_t = &sim_t / t2;
+        let posterior = logits_t.detach().softmax(-1, Kind::Float);
+        let target = if self.cfg.teacher.center { (&sim_t - &self.center) / t2 } else { logits_t.detach() };
         let p_t = match self.cfg.teacher.sinkhorn_iters {
-            0 => logits_t.detach().softmax(-1, Kind::Float),
+            0 if !self.cfg.teacher.center => posterior.shallow_clone(),
+            0 => target.softmax(-1, Kind::Float),
             // DINOv2: balance the target over the batch; exp(logits) = exp(sim / sigma_t^2)
-            n => tch::no_grad(|| sinkhorn(&logits_t, 1.0, n)),
+            n => tch::no_grad(|| sinkhorn(&target, 1.0, n)),
         };
         let ce = consistency_ce(&p_t.chunk(2, 0), &logp_s);
         let log_q = match self.cfg.ib.prior {
@@ -121,17 +127,19 @@ impl Method for Svib {
         };
         let kl = kl_to_prior(&logits_t, &log_q);
         let loss = &ce + &kl * ctx.beta;
-        let marginal = p_t.mean_dim([0i64].as_slice(), false, Kind::Float);
+        let marginal = posterior.mean_dim([0i64].as_slice(), false, Kind::Float);
         let log_k = (g.k as f64).ln();
         let h_marginal = entropy(&marginal.unsqueeze(0)).double_value(&[0]);
-        let h_sample = entropy(&p_t).mean(Kind::Float).double_value(&[]);
+        let h_sample = entropy(&posterior).mean(Kind::Float).double_value(&[]);
         self.pending_center = self.cfg.teacher.center.then(|| sim_t.detach().mean_dim([0i64].as_slice(), true, Kind::Float));
         self.pending_marginal = Some(marginal);
-        LossOutput {
-            loss,
-            terms: vec![("ce", ce), ("kl", kl)],
-            stats: vec![("h_marginal", h_marginal), ("h_marginal_rel", h_marginal / log_k), ("h_sample", h_sample), ("h_sample_rel", h_sample / log_k)],
+        let mut stats = vec![("h_marginal", h_marginal), ("h_marginal_rel", h_marginal / log_k), ("h_sample", h_sample), ("h_sample_rel", h_sample / log_k)];
+        if self.cfg.teacher.center || self.cfg.teacher.sinkhorn_iters > 0 {
+            // the variant's consistency target, which is not the posterior
+            let m = p_t.mean_dim([0i64].as_slice(), false, Kind::Float).unsqueeze(0);
+            stats.push(("h_target_marginal_rel", entropy(&m).double_value(&[0]) / log_k));
         }
+        LossOutput { loss, terms: vec![("ce", ce), ("kl", kl)], stats }
     }
 
     fn after_step(&mut self, ctx: &StepCtx) {
@@ -150,16 +158,32 @@ impl Method for Svib {
         });
     }
 
-    fn frozen(&self, epoch: usize) -> Vec<String> {
-        if epoch < self.cfg.gmm.freeze_epochs {
+    fn frozen(&self, ctx: &StepCtx) -> Vec<String> {
+        let g = &self.cfg.gmm;
+        let frozen = if g.freeze_steps > 0 { ctx.step < g.freeze_steps } else { ctx.epoch < g.freeze_epochs };
+        if frozen {
             vec!["gmm.means".into()]
         } else {
             vec![]
         }
     }
 
+    fn lr_scales(&self) -> Vec<(String, f64)> {
+        vec![("gmm.means".into(), self.cfg.gmm.lr_scale)]
+    }
+
+    fn at_step(&mut self, step: usize, train: &Dataset, prep: &EvalPrep, seed: u64) -> Result<Vec<String>> {
+        let every = self.cfg.gmm.reinit_every_steps;
+        if self.cfg.gmm.reinit == Reinit::Never || every == 0 || step % every != 0 {
+            return Ok(vec![]);
+        }
+        // seeds distinct from the epoch-end draws (which use the epoch number)
+        self.reinit_means(1 << 40 | step as u64, train, prep, seed).with_context(|| format!("GMM re-initialisation after step {step}"))?;
+        Ok(vec!["gmm.means".into()])
+    }
+
     fn end_epoch(&mut self, epoch: usize, train: &Dataset, prep: &EvalPrep, seed: u64) -> Result<Vec<String>> {
-        if self.cfg.gmm.reinit == Reinit::Never {
+        if self.cfg.gmm.reinit == Reinit::Never || self.cfg.gmm.reinit_every_steps > 0 {
             return Ok(vec![]);
         }
         self.reinit_means(epoch as u64, train, prep, seed).with_context(|| format!("GMM re-initialisation at the end of epoch {}", epoch + 1))?;

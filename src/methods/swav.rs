@@ -126,8 +126,8 @@ impl Method for Swav {
         LossOutput { terms: vec![("swapped_ce", loss.shallow_clone())], loss, stats: vec![] }
     }
 
-    fn frozen(&self, epoch: usize) -> Vec<String> {
-        if epoch < self.cfg.swav.freeze_prototypes {
+    fn frozen(&self, ctx: &StepCtx) -> Vec<String> {
+        if ctx.epoch < self.cfg.swav.freeze_prototypes {
             vec![PROTOTYPES.into()]
         } else {
             vec![]

@@ -41,8 +41,12 @@ pub const METHODS: [&str; 5] = ["svib", "dino", "byol", "mocov2", "swav"];
 pub struct DataConfig {
     /// Dataset spec: fashion-mnist | mnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR
     pub spec: String,
-    /// Use only the first N training images (0: all).
+    /// Use only N training images (0: all): the first N, or a seeded random subset.
     pub limit: usize,
+    /// Seed of a random subset of `limit` images, the same for every training seed (unset: the
+    /// first N images of the file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_seed: Option<u64>,
     /// STL-10: pre-train on train + unlabeled images.
     pub use_unlabeled: bool,
     /// ImageFolder: skip undecodable images (with a warning count) instead of stopping.
@@ -60,6 +64,9 @@ pub struct HeadConfig {
     pub layers: i64,
     /// BatchNorm after hidden layers (DINO: off for ViT).
     pub bn: bool,
+    /// BatchNorm without affine parameters on the projection output, before the L2
+    /// normalisation (SimSiam's projector). An architecture choice: the loss is unchanged.
+    pub bn_out: bool,
     /// Hidden activation: gelu (DINO, SVIB) | relu (BYOL, MoCo v2, SwAV).
     pub act: Act,
 }
@@ -97,6 +104,13 @@ pub struct GmmConfig {
     pub sigma_student: f64,
     /// Epochs during which the means get no gradient (DINO's freeze_last_layer).
     pub freeze_epochs: usize,
+    /// Steps during which the means get no gradient; when > 0 it replaces freeze_epochs.
+    pub freeze_steps: usize,
+    /// Multiplies the learning rate of the means (an optimiser setting: the loss is unchanged).
+    pub lr_scale: f64,
+    /// Re-initialise the means every N steps instead of at epoch ends (0: at epoch ends), so
+    /// that the interval does not depend on the size of the data set.
+    pub reinit_every_steps: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,11 +143,13 @@ pub struct IbConfig {
 pub struct TeacherConfig {
     pub momentum_start: f64,
     pub momentum_end: f64,
-    /// DINO's teacher centring (off for SVIB).
+    /// DINO's teacher centring of the consistency target (off for SVIB; not SPEC's objective).
+    /// The KL term, the marginal prior and the collapse statistics keep the plain posterior.
     pub center: bool,
     pub center_momentum: f64,
     /// Sinkhorn-Knopp iterations that balance the teacher's target over the batch (DINOv2's
-    /// replacement for centring; 0 = off). The bottleneck KL keeps the plain GMM posterior.
+    /// replacement for centring; 0 = off; not SPEC's objective). The KL term, the marginal prior
+    /// and the collapse statistics keep the plain GMM posterior.
     pub sinkhorn_iters: usize,
 }
 
@@ -153,6 +169,8 @@ pub struct OptimConfig {
     pub lr: f64,
     pub min_lr: f64,
     pub warmup_epochs: f64,
+    /// Warm-up in steps; when > 0 it replaces warmup_epochs.
+    pub warmup_steps: usize,
     pub weight_decay: f64,
     pub weight_decay_end: f64,
     /// Per-parameter gradient-norm clipping (0: off), as DINO.
@@ -169,6 +187,9 @@ pub struct OptimConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     pub epochs: usize,
+    /// Optimiser steps of the run; when > 0 it replaces epochs (the run ends mid-epoch if it
+    /// must), and every schedule spans these steps.
+    pub steps: usize,
     pub batch_size: usize,
     pub seed: u64,
     /// cpu | cuda | cuda:N | auto
@@ -177,6 +198,10 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// kNN on the test split every E epochs (0: only at the end).
     pub knn_every: usize,
+    /// kNN on the test split every N steps as well (0: off).
+    pub knn_every_steps: usize,
+    /// kNN of the untrained backbone before the first step; later evaluations below it warn.
+    pub knn_at_start: bool,
     /// Also checkpoint every N steps within an epoch (0: at epoch ends only).
     pub checkpoint_every_steps: usize,
     pub keep_checkpoints: usize,
@@ -185,9 +210,13 @@ pub struct TrainConfig {
     /// Convolution weights and inputs in NHWC layout (oneDNN's preferred layout on CPU); the
     /// numbers are the same, the speed is not (docs/PERFORMANCE.md). No effect on ViTs.
     pub channels_last: bool,
-    /// Collapse warning when the teacher's batch-marginal entropy / log K stays below this.
+    /// Collapse warning when the teacher's batch-marginal entropy / log K stays below this
+    /// (assignments on a few components) ...
     pub collapse_threshold: f64,
-    /// ... for this many consecutive steps.
+    /// ... or when the assignment hardly depends on the image: (H(mean assignment) - mean
+    /// H(assignment)) / log K, an estimate of I(C; X) / log K, stays below this ...
+    pub collapse_mi_threshold: f64,
+    /// ... for this many consecutive steps after the warm-up.
     pub collapse_patience: usize,
 }
 
@@ -224,17 +253,17 @@ impl Default for Config {
 }
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { spec: "fashion-mnist".into(), limit: 0, use_unlabeled: false, skip_corrupt: false }
+        DataConfig { spec: "fashion-mnist".into(), limit: 0, limit_seed: None, use_unlabeled: false, skip_corrupt: false }
     }
 }
 impl Default for HeadConfig {
     fn default() -> Self {
-        HeadConfig { hidden: 2048, out: 256, layers: 3, bn: false, act: Act::Gelu }
+        HeadConfig { hidden: 2048, out: 256, layers: 3, bn: false, bn_out: false, act: Act::Gelu }
     }
 }
 impl Default for GmmConfig {
     fn default() -> Self {
-        GmmConfig { k: 65536, init: GmmInit::Random, shared: true, reinit: Reinit::EveryEpoch, reinit_samples: 0, reinit_noise: 0.01, sigma_teacher: 0.2, sigma_student: 0.32, freeze_epochs: 1 }
+        GmmConfig { k: 65536, init: GmmInit::Random, shared: true, reinit: Reinit::EveryEpoch, reinit_samples: 0, reinit_noise: 0.01, sigma_teacher: 0.2, sigma_student: 0.32, freeze_epochs: 1, freeze_steps: 0, lr_scale: 1.0, reinit_every_steps: 0 }
     }
 }
 impl Default for IbConfig {
@@ -254,6 +283,7 @@ impl Default for OptimConfig {
             lr: 0.0005,
             min_lr: 1e-6,
             warmup_epochs: 10.0,
+            warmup_steps: 0,
             weight_decay: 0.04,
             weight_decay_end: 0.4,
             clip_grad: 3.0,
@@ -268,17 +298,21 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             epochs: 300,
+            steps: 0,
             batch_size: 256,
             seed: 0,
             device: "cpu".into(),
             log_every: 10,
             knn_every: 0,
+            knn_every_steps: 0,
+            knn_at_start: true,
             checkpoint_every_steps: 0,
             keep_checkpoints: 2,
             prefetch: 3,
             channels_last: false,
             collapse_threshold: 0.05,
-            collapse_patience: 50,
+            collapse_mi_threshold: 0.01,
+            collapse_patience: 10,
         }
     }
 }
@@ -289,11 +323,12 @@ impl Default for EvalConfig {
 }
 
 /// Built-in presets: (name, one-line description, TOML).
-pub const PRESETS: [(&str, &str, &str); 4] = [
+pub const PRESETS: [(&str, &str, &str); 5] = [
     ("paper-vit-s16", "the paper's ViT-S/16 recipe on ImageNet-sized images (SPEC §4): 300 epochs, K 65536, 10 local crops, AdamW", include_str!("../../presets/paper-vit-s16.toml")),
     ("paper-rn50", "the paper's ResNet-50 recipe (SPEC §4): LARS, 6 local crops of scale (0.05, 0.14), 300 epochs", include_str!("../../presets/paper-rn50.toml")),
     ("paper-ablation", "the ablation setting (Table 4): ViT-S/16, K 8192, 2 local crops, 100 epochs, batch 512", include_str!("../../presets/paper-ablation.toml")),
     ("fmnist-cpu", "Fashion-MNIST on 2 CPU cores in at most 30 minutes: a small ResNet-18 (width 16), K 256", include_str!("../../presets/fmnist-cpu.toml")),
+    ("fmnist-cpu-balanced", "fmnist-cpu with a Sinkhorn-balanced, centred teacher target (a variant of the objective)", include_str!("../../presets/fmnist-cpu-balanced.toml")),
 ];
 
 /// The baselines as overlays on any base preset (`presets/methods/*.toml`): the method and
@@ -306,6 +341,27 @@ pub const METHOD_OVERLAYS: [(&str, &str); 4] = [
     ("swav", include_str!("../../presets/methods/swav.toml")),
 ];
 
+impl Config {
+    /// Which objective the config trains: SPEC's, or which additions make it a variant.
+    pub fn objective(&self) -> String {
+        if self.method != "svib" {
+            return format!("{} (baseline)", self.method);
+        }
+        let mut extra = vec![];
+        if self.teacher.sinkhorn_iters > 0 {
+            extra.push(format!("Sinkhorn-balanced target ({} iterations)", self.teacher.sinkhorn_iters));
+        }
+        if self.teacher.center {
+            extra.push("centred target".to_string());
+        }
+        if extra.is_empty() {
+            "SVIB, the paper's objective".into()
+        } else {
+            format!("SVIB variant: {}", extra.join(", "))
+        }
+    }
+}
+
 /// Sets `method` in a config table, with the method's overlay (svib: none).
 pub fn apply_method(table: &mut toml::Table, method: &str) -> Result<()> {
     if method == "svib" {
@@ -317,6 +373,12 @@ pub fn apply_method(table: &mut toml::Table, method: &str) -> Result<()> {
     };
     merge(table, toml::from_str(text).expect("method overlays are valid TOML"));
     Ok(())
+}
+
+/// Sets the run length to `epochs` whole epochs (a step budget of the preset gives way).
+pub fn set_epochs(table: &mut toml::Table, epochs: usize) -> Result<()> {
+    set_key(table, &format!("train.epochs={epochs}"))?;
+    set_key(table, "train.steps=0")
 }
 
 /// Recursively overwrites `base` with `over`.
@@ -405,6 +467,7 @@ impl Config {
         ensure!(g.k >= 2, "gmm.k: expected at least 2 components, got {}", g.k);
         ensure!(g.sigma_teacher > 0.0 && g.sigma_student > 0.0, "gmm.sigma_teacher/sigma_student: expected > 0");
         ensure!(g.reinit_noise >= 0.0, "gmm.reinit_noise: expected >= 0");
+        ensure!(g.lr_scale >= 0.0 && g.lr_scale.is_finite(), "gmm.lr_scale: expected a finite value >= 0");
         let ib = &self.ib;
         ensure!(ib.beta_start >= 0.0 && ib.beta_end >= 0.0, "ib.beta_start/beta_end: expected >= 0");
         ensure!(ib.schedule == BetaSchedule::Const || ib.beta_start == 0.0 || ib.beta_end > 0.0, "ib.beta_end: an exponential schedule needs beta_end > 0 (or ib.schedule = \"const\")");
@@ -421,6 +484,7 @@ impl Config {
         ensure!(tr.epochs >= 1, "train.epochs: expected at least 1");
         ensure!(tr.batch_size >= 2, "train.batch_size: expected at least 2");
         ensure!(tr.log_every >= 1, "train.log_every: expected at least 1");
+        ensure!((0.0..=1.0).contains(&tr.collapse_mi_threshold) && (0.0..=1.0).contains(&tr.collapse_threshold), "train.collapse_threshold/collapse_mi_threshold: expected values in [0, 1]");
         ensure!(tr.keep_checkpoints >= 1, "train.keep_checkpoints: expected at least 1");
         ensure!(self.eval.k >= 1 && self.eval.temperature > 0.0, "eval.k/temperature: expected k >= 1 and temperature > 0");
         Ok(())
@@ -445,6 +509,19 @@ pub(crate) fn tiny_for_tests() -> Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 14: a preset trains SPEC's objective unless its name says it is a variant.
+    #[test]
+    fn presets_train_the_papers_objective_unless_named_as_a_variant() {
+        for (name, about, _) in PRESETS {
+            let c = Config::from_table(load_table(name).unwrap()).unwrap();
+            let variant = name.ends_with("-balanced");
+            assert_eq!(c.objective() == "SVIB, the paper's objective", !variant, "{name}: {}", c.objective());
+            assert_eq!(about.contains("variant"), variant, "{name}: the description must say so");
+        }
+        let b = Config::from_table(load_table("fmnist-cpu-balanced").unwrap()).unwrap();
+        assert_eq!(b.objective(), "SVIB variant: Sinkhorn-balanced target (3 iterations), centred target");
+    }
 
     #[test]
     fn presets_parse_and_validate_against_defaults() {

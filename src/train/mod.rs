@@ -1,7 +1,9 @@
 //! The training loop: data, schedules, optimiser, checkpoints, logs; the method supplies the loss.
+pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod metrics;
+pub mod monitor;
 pub mod optim;
 pub mod profile;
 pub mod schedule;
@@ -44,7 +46,7 @@ pub struct RunResult {
 }
 
 /// Keys that may differ when a run directory is resumed.
-const RESUME_FREE_KEYS: [&str; 7] = ["train.device", "train.prefetch", "train.channels_last", "train.log_every", "train.knn_every", "train.keep_checkpoints", "eval"];
+const RESUME_FREE_KEYS: [&str; 9] = ["train.device", "train.prefetch", "train.channels_last", "train.log_every", "train.knn_every", "train.knn_every_steps", "train.knn_at_start", "train.keep_checkpoints", "eval"];
 
 fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
     match v {
@@ -84,8 +86,10 @@ pub fn load_train_data(cfg: &Config) -> Result<(DataSpec, Dataset)> {
         ds.images.extend(extra.images);
         ds.labels.extend(extra.labels);
     }
-    if cfg.data.limit > 0 {
-        ds.truncate(cfg.data.limit);
+    match (cfg.data.limit, cfg.data.limit_seed) {
+        (0, _) => {}
+        (n, None) => ds.truncate(n),
+        (n, Some(seed)) => ds.subset(n, seed),
     }
     Ok((spec, ds))
 }
@@ -224,6 +228,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
     let steps_per_epoch = train.len() / bs;
     let sched = schedule::Schedules::new(cfg, steps_per_epoch);
     let total = sched.total_steps;
+    let epochs_total = total.div_ceil(steps_per_epoch);
 
     tch::manual_seed(cfg.train.seed as i64);
     let mut method = build_method(cfg, device)?;
@@ -238,23 +243,27 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
     }
     let named: Vec<(String, Tensor)> = method.student().variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
     let mut opt = optim::Optimizer::new(&cfg.optim, named);
+    opt.set_lr_scale(&method.lr_scales());
     let (mut step, mut epoch, mut skip, mut seconds_before) = (0usize, 0usize, 0usize, 0f64);
-    if let Some((meta, tensors, path)) = checkpoint::load_latest(dir)? {
-        restore(method.as_mut(), Some(&mut opt), &tensors, &path)?;
+    let resumed = checkpoint::load_latest(dir)?;
+    if let Some((meta, tensors, path)) = &resumed {
+        restore(method.as_mut(), Some(&mut opt), tensors, path)?;
         (step, epoch, skip, seconds_before) = (meta.step, meta.epoch, meta.batch_in_epoch, meta.seconds);
-        if !opts.quiet && epoch < cfg.train.epochs {
+        if !opts.quiet && step < total {
             eprintln!("resuming {} at step {step} (epoch {}, batch {skip})", dir.display(), epoch + 1);
         }
     } else {
         method.init_from_data(&train, &prep, cfg.train.seed)?;
     }
+    drop(resumed);
     let mut log = metrics::MetricsLog::open(&dir.join("metrics.jsonl"), step)?;
-    let train = Arc::new(train);
-    if epoch >= cfg.train.epochs {
+    if step >= total {
         if let Some(r) = std::fs::read(dir.join("result.json")).ok().and_then(|b| serde_json::from_slice::<RunResult>(&b).ok()) {
             return Ok(Some(r));
         }
     }
+    let untrained = untrained_knn(method.as_ref(), cfg, (&train, &test), &prep, device, step, &mut log, dir)?;
+    let train = Arc::new(train);
     let interrupted = interrupt_flag();
     let should_stop = |step: usize| opts.max_steps.is_some_and(|m| step >= m) || interrupted.load(Ordering::SeqCst);
     let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
@@ -268,11 +277,18 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
     };
     let mut last_ckpt: Option<PathBuf> = checkpoint::list(dir).pop().map(|x| x.1);
     let (mut window_images, mut window_start) = (0usize, Instant::now());
-    let mut low_entropy_steps = 0usize;
-    let mut collapse_reported = false;
+    let mut monitor = monitor::CollapseMonitor::new(cfg.train.collapse_threshold, cfg.train.collapse_mi_threshold, cfg.train.collapse_patience);
     let mut images_per_second = 0.0;
     let mut prof = profile::Profile::from_env(device);
-    while epoch < cfg.train.epochs {
+    let evaluate = |method: &dyn Method, step: usize, epoch: usize, log: &mut metrics::MetricsLog| -> Result<KnnResult> {
+        let r = knn_eval(method, cfg, &train, &test, &prep, device);
+        log.write(knn_line(step, epoch, &r))?;
+        if let Some(w) = untrained.and_then(|u| monitor::below_untrained(step, r.top1, u)) {
+            pb.suspend(|| eprintln!("{w}"));
+        }
+        Ok(r)
+    };
+    while step < total {
         let loader = Loader::new(train.clone(), cfg.augment.clone(), norm.clone(), bs, cfg.train.seed, epoch as u64, skip, cfg.train.prefetch);
         let mut batch_idx = skip;
         prof.lap("other");
@@ -299,33 +315,32 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
             if cfg.optim.clip_grad > 0.0 {
                 opt.clip_grad_per_param(cfg.optim.clip_grad);
             }
-            opt.cancel_grad(&method.frozen(epoch));
+            opt.cancel_grad(&method.frozen(&ctx));
             opt.step(lr, wd);
             prof.lap("clip + optimiser");
             method.after_step(&ctx);
-            prof.lap("EMA + centre");
             step += 1;
             batch_idx += 1;
             window_images += bs;
+            let reset = method.at_step(step, &train, &prep, cfg.train.seed)?;
+            opt.reset_state(&reset);
+            prof.lap("EMA + centre");
             pb.inc(1);
 
-            let stat = |name: &str| out.stats.iter().find(|s| s.0 == name).map(|s| s.1);
-            if let Some(h) = stat("h_marginal_rel") {
-                low_entropy_steps = if h < cfg.train.collapse_threshold { low_entropy_steps + 1 } else { 0 };
-                if low_entropy_steps >= cfg.train.collapse_patience && !collapse_reported {
-                    collapse_reported = true;
-                    let msg = format!(
-                        "warning: collapse at step {step}: the teacher assigns (almost) every image to the same few components — the entropy of its mean assignment has stayed below {:.0}% of log K for {} steps. Representations learnt from here on are likely useless; try a larger ib.beta_start, gmm.reinit = \"every_epoch\" or a lower optim.lr.",
-                        cfg.train.collapse_threshold * 100.0, cfg.train.collapse_patience
-                    );
-                    pb.suspend(|| eprintln!("{msg}"));
-                    let mut m = Map::new();
-                    m.insert("step".into(), json!(step));
-                    m.insert("event".into(), json!("collapse"));
-                    log.write(m)?;
+            if step > sched.warmup_steps {
+                let stat = |name: &str| out.stats.iter().find(|s| s.0 == name).map(|s| s.1);
+                if let (Some(m), Some(s)) = (stat("h_marginal_rel"), stat("h_sample_rel")) {
+                    let e = monitor::Entropies { marginal_rel: m, sample_rel: s };
+                    if let Some(c) = monitor.observe(e) {
+                        pb.suspend(|| eprintln!("{}", c.message(step, monitor.patience(), e)));
+                        let mut m = Map::new();
+                        m.insert("step".into(), json!(step));
+                        m.insert("event".into(), json!(c.event()));
+                        log.write(m)?;
+                    }
                 }
             }
-            if step % cfg.train.log_every == 0 || batch_idx == steps_per_epoch {
+            if step % cfg.train.log_every == 0 || batch_idx == steps_per_epoch || step == total {
                 images_per_second = window_images as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
                 let mut m = Map::new();
                 m.insert("step".into(), json!(step));
@@ -346,9 +361,15 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
                     m.insert(n.to_string(), json!(v));
                 }
                 log.write(m)?;
-                pb.set_message(format!("epoch {}/{} loss {loss_v:.4} {images_per_second:.0} img/s", epoch + 1, cfg.train.epochs));
+                pb.set_message(format!("epoch {}/{epochs_total} loss {loss_v:.4} {images_per_second:.0} img/s", epoch + 1));
                 window_images = 0;
                 window_start = Instant::now();
+            }
+            if cfg.train.knn_every_steps > 0 && step % cfg.train.knn_every_steps == 0 && step < total {
+                evaluate(method.as_ref(), step, epoch, &mut log)?;
+            }
+            if step == total && batch_idx < steps_per_epoch {
+                break; // the step budget ends the run inside this epoch
             }
             let stop_now = should_stop(step);
             prof.lap("logs");
@@ -364,16 +385,19 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
                 return Ok(None);
             }
         }
+        if batch_idx < steps_per_epoch {
+            save(method.as_ref(), &opt, step, epoch, batch_idx, seconds(&started))?;
+            break;
+        }
         // end of epoch: GMM re-initialisation, checkpoint, optional kNN
         let reset = method.end_epoch(epoch, &train, &prep, cfg.train.seed)?;
         opt.reset_state(&reset);
         epoch += 1;
         skip = 0;
         last_ckpt = Some(save(method.as_ref(), &opt, step, epoch, 0, seconds(&started))?);
-        let mut line = format!("epoch {epoch}/{} done, step {step}, {images_per_second:.0} img/s", cfg.train.epochs);
-        if cfg.train.knn_every > 0 && epoch % cfg.train.knn_every == 0 && epoch < cfg.train.epochs {
-            let r = knn_eval(method.as_ref(), cfg, &train, &test, &prep, device);
-            log.write(knn_line(step, epoch, &r))?;
+        let mut line = format!("epoch {epoch}/{epochs_total} done, step {step}, {images_per_second:.0} img/s");
+        if cfg.train.knn_every > 0 && epoch % cfg.train.knn_every == 0 && step < total {
+            let r = evaluate(method.as_ref(), step, epoch, &mut log)?;
             line += &format!(", kNN-{} top-1 {:.2}", r.k, r.top1);
         }
         if !opts.quiet {
@@ -381,7 +405,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
         }
         prof.lap("epoch end (re-init, kNN)");
         let stop_now = should_stop(step);
-        if stop_now && epoch < cfg.train.epochs {
+        if stop_now && step < total {
             pb.finish_and_clear();
             prof.report().inspect(|r| eprint!("{r}"));
             eprintln!("stopped at step {step} {STOPPED}");
@@ -392,10 +416,13 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
     prof.report().inspect(|r| eprint!("{r}"));
     let secs = seconds(&started);
     let r = knn_eval(method.as_ref(), cfg, &train, &test, &prep, device);
+    if let Some(w) = untrained.and_then(|u| monitor::below_untrained(step, r.top1, u)) {
+        eprintln!("{w}");
+    }
     let result = RunResult {
         knn_top1: r.top1,
         knn_top5: r.top5,
-        epochs: cfg.train.epochs,
+        epochs: epochs_total,
         seconds: secs,
         steps: step,
         images_per_second: (step * bs) as f64 / secs.max(1e-9),
@@ -406,6 +433,23 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
     log.write(m)?;
     crate::util::write_atomic(&dir.join("result.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;
     Ok(Some(result))
+}
+
+/// The untrained backbone's kNN top-1 (train.knn_at_start): measured and logged as step 0 of a
+/// new run, read back from the log when a run resumes.
+fn untrained_knn(method: &dyn Method, cfg: &Config, data: (&Dataset, &Dataset), prep: &EvalPrep, device: Device, step: usize, log: &mut metrics::MetricsLog, dir: &Path) -> Result<Option<f64>> {
+    if !cfg.train.knn_at_start {
+        return Ok(None);
+    }
+    if step > 0 {
+        let lines = metrics::read(&dir.join("metrics.jsonl")).unwrap_or_default();
+        return Ok(lines.iter().find(|l| l.get("untrained").is_some()).and_then(|l| l.get("knn_top1")).and_then(Value::as_f64));
+    }
+    let r = knn_eval(method, cfg, data.0, data.1, prep, device);
+    let mut m = knn_line(0, 0, &r);
+    m.insert("untrained".into(), Value::Bool(true));
+    log.write(m)?;
+    Ok(Some(r.top1))
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ struct Slot {
     v: Option<Tensor>,
     step: i64,
     regularized: bool,
+    /// Multiplies the learning rate of this variable (1: the schedule's).
+    lr_scale: f64,
 }
 
 pub struct Optimizer {
@@ -29,10 +31,19 @@ impl Optimizer {
             .map(|(name, p)| {
                 let regularized = p.dim() > 1;
                 let v = (cfg.name == OptimName::Adamw).then(|| p.zeros_like());
-                (name, Slot { m: p.zeros_like(), v, step: 0, regularized, param: p })
+                (name, Slot { m: p.zeros_like(), v, step: 0, regularized, lr_scale: 1.0, param: p })
             })
             .collect();
         Optimizer { cfg: cfg.clone(), slots, skip: vec![] }
+    }
+
+    /// Scales the learning rate (and so the decoupled weight decay) of the named variables.
+    pub fn set_lr_scale(&mut self, names: &[(String, f64)]) {
+        for (n, f) in names {
+            if let Some(s) = self.slots.get_mut(n) {
+                s.lr_scale = *f;
+            }
+        }
     }
 
     pub fn zero_grad(&mut self) {
@@ -90,6 +101,7 @@ impl Optimizer {
                     continue;
                 }
                 let wd = if s.regularized { wd } else { 0.0 };
+                let lr = lr * s.lr_scale;
                 let p = &mut s.param;
                 match c.name {
                     OptimName::Adamw => {

@@ -7,6 +7,14 @@ pub fn cosine(start: f64, end: f64, progress: f64) -> f64 {
     end + 0.5 * (start - end) * (1.0 + (PI * progress).cos())
 }
 
+/// The run's length in steps: `train.steps`, or `train.epochs` whole epochs.
+pub fn total_steps(cfg: &Config, steps_per_epoch: usize) -> usize {
+    match cfg.train.steps {
+        0 => (cfg.train.epochs * steps_per_epoch).max(1),
+        n => n,
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Schedules {
     pub total_steps: usize,
@@ -21,8 +29,12 @@ pub struct Schedules {
 
 impl Schedules {
     pub fn new(cfg: &Config, steps_per_epoch: usize) -> Schedules {
-        let total_steps = (cfg.train.epochs * steps_per_epoch).max(1);
-        let warmup_steps = ((cfg.optim.warmup_epochs * steps_per_epoch as f64).round() as usize).min(total_steps);
+        let total_steps = total_steps(cfg, steps_per_epoch);
+        let warmup = match cfg.optim.warmup_steps {
+            0 => (cfg.optim.warmup_epochs * steps_per_epoch as f64).round() as usize,
+            n => n,
+        };
+        let warmup_steps = warmup.min(total_steps);
         Schedules {
             total_steps,
             warmup_steps,
@@ -108,5 +120,30 @@ mod tests {
         c.ib.schedule = BetaSchedule::Const;
         c.ib.beta_start = 0.1;
         assert_eq!(Schedules::new(&c, 10).beta(1234), 0.1);
+    }
+
+    /// With train.steps the schedules span the steps, whatever the epoch length: 8,000 and
+    /// 60,000 images get the same values at the same step.
+    #[test]
+    fn step_budget_replaces_epochs() {
+        let mut c = Config::default();
+        c.train.steps = 1000;
+        c.train.epochs = 3;
+        c.train.batch_size = 256;
+        c.optim.warmup_steps = 100;
+        c.optim.lr = 0.001;
+        c.optim.min_lr = 0.0;
+        for spe in [62, 468] {
+            let s = Schedules::new(&c, spe);
+            assert_eq!((s.total_steps, s.warmup_steps), (1000, 100));
+            assert_eq!(s.lr(0), 0.0);
+            assert!((s.lr(99) - 0.001).abs() < 1e-15);
+            assert!((s.lr(550) - 0.0005).abs() < 1e-12); // cosine midpoint of 900 steps
+            assert!((s.beta(0) - 0.5).abs() < 1e-12);
+            assert!((s.beta(500) - (0.5f64 * 0.01).sqrt()).abs() < 1e-12);
+            assert!((s.beta(1000) - 0.01).abs() < 1e-12);
+            assert!((s.teacher_momentum(500) - 0.998).abs() < 1e-12);
+            assert!((s.weight_decay(1000) - 0.4).abs() < 1e-12);
+        }
     }
 }

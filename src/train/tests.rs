@@ -36,6 +36,8 @@ fn two_epoch_run_logs_everything_and_loss_decreases() {
     assert_eq!((r.epochs, r.steps), (2, 12));
     assert!((0.0..=100.0).contains(&r.knn_top1));
     let lines = metrics::read(&out.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(lines[0].get("untrained"), Some(&serde_json::Value::Bool(true)), "step 0: the untrained backbone's kNN");
+    let lines = &lines[1..];
     for key in ["step", "epoch", "loss", "ce", "kl", "beta", "lr", "weight_decay", "teacher_momentum", "images_per_second", "h_marginal_rel", "h_sample_rel"] {
         assert!(lines[0].get(key).is_some(), "{key} missing in {}", lines[0]);
     }
@@ -139,4 +141,37 @@ fn every_baseline_trains_and_resumes_exactly() {
         assert_eq!(la, losses(b.path()), "{method}: resumed losses differ");
         assert_eq!(resumed.knn_top1, full.knn_top1, "{method}");
     }
+}
+
+/// train.steps ends the run inside an epoch; every-N-step re-initialisation and evaluations
+/// happen on their steps; a stop and resume gives the same losses; the untrained backbone's kNN
+/// is logged once, as step 0.
+#[test]
+fn step_budget_ends_mid_epoch_and_resumes_exactly() {
+    let data = tempfile::tempdir().unwrap();
+    write_idx_dir(data.path(), 40, 12, 12, false);
+    let mut cfg = tiny(data.path()); // 5 steps per epoch
+    cfg.train.steps = 7;
+    cfg.optim.warmup_steps = 2;
+    cfg.gmm.reinit_every_steps = 3;
+    cfg.gmm.freeze_steps = 2;
+    cfg.train.knn_every_steps = 4;
+    let a = tempfile::tempdir().unwrap();
+    let full = run(&cfg, a.path(), &quiet(None)).unwrap().unwrap();
+    assert_eq!((full.steps, full.epochs), (7, 2));
+    let lines = metrics::read(&a.path().join("metrics.jsonl")).unwrap();
+    let knn_steps: Vec<u64> = lines.iter().filter(|l| l.get("knn_top1").is_some()).map(|l| l["step"].as_u64().unwrap()).collect();
+    assert_eq!(knn_steps, vec![0, 4, 7], "untrained, every 4 steps, final");
+    assert_eq!(lines.iter().filter(|l| l.get("untrained").is_some()).count(), 1);
+    for stop in [3usize, 6] {
+        let b = tempfile::tempdir().unwrap();
+        assert!(run(&cfg, b.path(), &quiet(Some(stop))).unwrap().is_none());
+        let resumed = run(&cfg, b.path(), &quiet(None)).unwrap().unwrap();
+        assert_eq!(losses(a.path()), losses(b.path()), "stopped after {stop} steps");
+        assert_eq!(resumed.knn_top1, full.knn_top1);
+        let again = metrics::read(&b.path().join("metrics.jsonl")).unwrap();
+        assert_eq!(again.iter().filter(|l| l.get("untrained").is_some()).count(), 1);
+    }
+    // re-running a finished run returns its result
+    assert_eq!(run(&cfg, a.path(), &quiet(None)).unwrap().unwrap(), full);
 }

@@ -16,7 +16,8 @@ fn softmax(x: &[f64]) -> Vec<f64> {
 fn teacher_temperature_warms_up_linearly() {
     let d = DinoConfig::default();
     assert_eq!(d.teacher_temp_at(0), 0.04);
-    assert!((d.teacher_temp_at(15) - 0.055).abs() < 1e-12);
+    assert!((d.teacher_temp_at(15) - (0.04 + 0.03 * 15.0 / 29.0)).abs() < 1e-12);
+    assert_eq!(d.teacher_temp_at(29), 0.07);
     assert_eq!(d.teacher_temp_at(30), 0.07);
     assert_eq!(d.teacher_temp_at(299), 0.07);
 }
@@ -55,6 +56,48 @@ fn centre_follows_teacher_outputs_and_last_layer_is_frozen_in_epoch_one() {
     m.after_step(&ctx);
     // centre starts at 0: 0.9 * 0 + 0.1 * mean
     assert!(m.center.allclose(&(batch_mean * 0.1), 1e-5, 1e-6, false));
-    assert_eq!(m.frozen(0), vec![LAST_LAYER.to_string()]);
-    assert!(m.frozen(1).is_empty());
+    assert_eq!(m.frozen(&StepCtx { step: 0, total_steps: 10, epoch: 0, beta: 0.0, teacher_momentum: 0.9 }), vec![LAST_LAYER.to_string()]);
+    assert!(m.frozen(&StepCtx { step: 0, total_steps: 10, epoch: 1, beta: 0.0, teacher_momentum: 0.9 }).is_empty());
+}
+
+/// Peer check against the Python library lightly 1.6.0 (`DINOLoss`, committed fixture
+/// tests/fixtures/lightly_losses.pth of scripts/fixtures/make_lightly_dino.py): the same teacher
+/// outputs (2 global views x 8 rows x K 16), student outputs (4 views: the 2 global ones first,
+/// then 2 local) and non-zero centre give the same loss and the same updated centre, over two
+/// chained steps (epoch 1, inside a 3-epoch warm-up, then epoch 5).
+///
+/// Like with like: the pairs (teacher view i, student view v != i), the mean over pairs of the
+/// mean over rows, the centre used before its update, and the centre update (EMA of the mean over
+/// all 2B teacher rows) are the same definition in both, and so is the teacher-temperature
+/// warm-up (`linspace(warmup, teacher, W)`, as DINO's main_dino.py: `teacher_temp` from epoch
+/// W - 1 on; svib's used `e / W` until this test showed the difference).
+#[test]
+fn dino_loss_matches_lightly() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lightly_losses.pth");
+    let all = crate::interop::pth::read_pth(&path).unwrap();
+    let get = |k: &str| all.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("fixture: no {k}")).1.shallow_clone();
+    let (teacher, student) = (get("dino.teacher"), get("dino.student"));
+    let (n_views, b, k) = (student.size()[0], student.size()[1], student.size()[2]);
+    // ours takes the views stacked along rows: [2B, K] and [V*B, K], view-major
+    let (teacher, student) = (teacher.reshape([-1, k]), student.reshape([-1, k]));
+    assert_eq!((teacher.size()[0], n_views, b, k), (16, 4, 8, 16));
+    let h = get("dino.hparams");
+    let hp = |i: i64| h.double_value(&[i]);
+    let cfg = DinoConfig { warmup_teacher_temp: hp(0), teacher_temp: hp(1), warmup_teacher_temp_epochs: hp(2) as usize, student_temp: hp(3), freeze_last_layer: 0 };
+    let momentum = hp(4);
+    let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
+    let mut center = get("dino.center_init");
+    for epoch in [1usize, 5] {
+        let t_temp = get(&format!("dino.epoch{epoch}.teacher_temp")).double_value(&[]);
+        assert!(rel(cfg.teacher_temp_at(epoch), t_temp) < 1e-7, "epoch {epoch}: teacher temperature {} vs lightly {t_temp}", cfg.teacher_temp_at(epoch));
+        let want_loss = get(&format!("dino.epoch{epoch}.loss")).double_value(&[]);
+        let want_center = get(&format!("dino.epoch{epoch}.center"));
+        let (loss, _) = dino_loss(&student, n_views, &teacher, &center, t_temp, cfg.student_temp);
+        let got = loss.double_value(&[]);
+        assert!(rel(got, want_loss) < 1e-5, "epoch {epoch}: loss {got} vs lightly {want_loss}");
+        center = update_center(&center, &teacher, momentum);
+        let err = (&center - &want_center).abs().max().double_value(&[]) / want_center.abs().max().double_value(&[]);
+        assert!(err < 1e-5, "epoch {epoch}: centre max relative error {err}");
+    }
+    assert_eq!(cfg.teacher_temp_at(0), hp(0));
 }

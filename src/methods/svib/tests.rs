@@ -80,11 +80,14 @@ fn sinkhorn_teacher_balances_assignments_that_softmax_puts_on_one_component() {
         let center = Tensor::from_slice(&[-20.0f32, 0.0, 0.0, 0.0, 0.0, 0.0]).view([1, 6]);
         m.load_extra_state(&[("center".into(), center)]).unwrap();
         let out = m.loss(&views(4), &ctx(0.0));
-        out.stats.iter().find(|s| s.0 == "h_marginal_rel").unwrap().1
+        let stat = |n: &str| out.stats.iter().find(|s| s.0 == n).unwrap().1;
+        (stat("h_target_marginal_rel"), stat("h_marginal_rel"))
     };
-    let (plain, balanced) = (marginal_entropy(0), marginal_entropy(30));
+    let ((plain, posterior_a), (balanced, posterior_b)) = (marginal_entropy(0), marginal_entropy(30));
     assert!(plain < 0.01, "softmax: {plain}");
     assert!(balanced > 0.9, "sinkhorn: {balanced}");
+    // the collapse statistics read the GMM posterior, which neither centring nor Sinkhorn changes
+    assert_eq!(posterior_a, posterior_b);
 }
 
 #[test]

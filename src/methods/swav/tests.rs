@@ -72,8 +72,8 @@ fn prototypes_are_renormalised_and_frozen_first_and_queue_fills() {
     let q = m.queue.as_ref().unwrap();
     let qn = q.norm_scalaropt_dim(2, [2], false);
     assert!(qn.allclose(&Tensor::ones([2, 6], (Kind::Float, Device::Cpu)), 1e-5, 1e-5, false));
-    assert_eq!(m.frozen(0), vec![PROTOTYPES.to_string()]);
-    assert!(m.frozen(1).is_empty());
+    assert_eq!(m.frozen(&StepCtx { step: 0, total_steps: 10, epoch: 0, beta: 0.0, teacher_momentum: 0.9 }), vec![PROTOTYPES.to_string()]);
+    assert!(m.frozen(&StepCtx { step: 0, total_steps: 10, epoch: 1, beta: 0.0, teacher_momentum: 0.9 }).is_empty());
 }
 
 #[test]

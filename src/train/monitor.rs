@@ -1,0 +1,140 @@
+//! Guards that watch a run and say in plain words when it goes wrong: the two collapses of
+//! self-distillation (onto a few components, and to assignments that do not depend on the
+//! image) and evaluations that fall below the untrained network.
+
+/// What the collapse monitor reads of a step: the entropies of the teacher's mean assignment
+/// and of its per-image assignments, as fractions of log K.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Entropies {
+    pub marginal_rel: f64,
+    pub sample_rel: f64,
+}
+
+/// A collapse the monitor names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Collapse {
+    /// Every image goes to the same few components (low H(mean assignment)).
+    FewComponents,
+    /// Every image gets the same assignment, here the uniform one (CE at log K, KL near 0).
+    Uniform,
+    /// Every image gets the same assignment, not uniform (the output ignores the image).
+    Constant,
+}
+
+impl Collapse {
+    pub fn event(self) -> &'static str {
+        match self {
+            Collapse::FewComponents => "collapse_few_components",
+            Collapse::Uniform => "collapse_uniform",
+            Collapse::Constant => "collapse_constant",
+        }
+    }
+
+    /// The warning, with what to try.
+    pub fn message(self, step: usize, patience: usize, e: Entropies) -> String {
+        let what = match self {
+            Collapse::FewComponents => format!("the teacher assigns (almost) every image to the same few components (entropy of its mean assignment {:.0}% of log K)", e.marginal_rel * 100.0),
+            Collapse::Uniform => "the teacher's assignments are uniform for every image (the consistency loss sits at log K and the KL term near 0), so the student learns nothing".to_string(),
+            Collapse::Constant => format!("the teacher gives every image the same assignment (its information about the image is {:.1}% of log K)", (e.marginal_rel - e.sample_rel).max(0.0) * 100.0),
+        };
+        let hint = match self {
+            Collapse::FewComponents => "try a larger ib.beta_start, more frequent GMM re-initialisation (gmm.reinit_every_steps) or a lower optim.lr",
+            Collapse::Uniform | Collapse::Constant => "try head.bn_out = true, a sharper teacher (lower gmm.sigma_teacher) or more frequent GMM re-initialisation (gmm.reinit_every_steps)",
+        };
+        format!("warning: collapse at step {step}: {what}, for {patience} steps in a row. Representations learnt from here on are likely useless; {hint}.")
+    }
+}
+
+/// Counts consecutive collapsed steps and reports each kind of collapse once.
+#[derive(Debug)]
+pub struct CollapseMonitor {
+    few_threshold: f64,
+    mi_threshold: f64,
+    patience: usize,
+    run: Option<(Collapse, usize)>,
+    reported: Vec<Collapse>,
+}
+
+impl CollapseMonitor {
+    pub fn new(few_threshold: f64, mi_threshold: f64, patience: usize) -> Self {
+        CollapseMonitor { few_threshold, mi_threshold, patience: patience.max(1), run: None, reported: vec![] }
+    }
+
+    /// The collapse a single step shows, if any.
+    pub fn classify(&self, e: Entropies) -> Option<Collapse> {
+        if e.marginal_rel < self.few_threshold {
+            Some(Collapse::FewComponents)
+        } else if e.marginal_rel - e.sample_rel < self.mi_threshold {
+            Some(if e.sample_rel > 0.98 { Collapse::Uniform } else { Collapse::Constant })
+        } else {
+            None
+        }
+    }
+
+    /// Feeds one step; returns the collapse the first time it has lasted `patience` steps.
+    pub fn observe(&mut self, e: Entropies) -> Option<Collapse> {
+        let now = self.classify(e);
+        self.run = match (now, self.run) {
+            (None, _) => None,
+            (Some(c), Some((prev, n))) if prev == c => Some((c, n + 1)),
+            (Some(c), _) => Some((c, 1)),
+        };
+        let (c, n) = self.run?;
+        if n >= self.patience && !self.reported.contains(&c) {
+            self.reported.push(c);
+            return Some(c);
+        }
+        None
+    }
+
+    pub fn patience(&self) -> usize {
+        self.patience
+    }
+}
+
+/// The learning-curve guard's warning when an evaluation falls below the untrained backbone.
+pub fn below_untrained(step: usize, top1: f64, untrained: f64) -> Option<String> {
+    (top1 < untrained).then(|| {
+        format!(
+            "warning: at step {step} the kNN top-1 ({top1:.2}) is below the untrained backbone's ({untrained:.2}, measured before the first step): pre-training has made the features worse so far. Look for a collapse warning above; if there is none, try more steps, milder augmentations for small images, or a lower optim.lr."
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(m: f64, s: f64) -> Entropies {
+        Entropies { marginal_rel: m, sample_rel: s }
+    }
+
+    #[test]
+    fn names_each_collapse_after_patience_steps_once() {
+        let mut mon = CollapseMonitor::new(0.05, 0.01, 3);
+        assert_eq!(mon.classify(e(0.9, 0.3)), None); // healthy: confident and spread
+        assert_eq!(mon.classify(e(0.02, 0.01)), Some(Collapse::FewComponents));
+        assert_eq!(mon.classify(e(0.999, 0.995)), Some(Collapse::Uniform));
+        assert_eq!(mon.classify(e(0.78, 0.775)), Some(Collapse::Constant)); // the run of issue 14
+        assert_eq!(mon.observe(e(1.0, 0.999)), None);
+        assert_eq!(mon.observe(e(1.0, 0.999)), None);
+        assert_eq!(mon.observe(e(1.0, 0.999)), Some(Collapse::Uniform));
+        assert_eq!(mon.observe(e(1.0, 0.999)), None, "reported once");
+        // a healthy step resets the count; another kind is reported on its own
+        assert_eq!(mon.observe(e(0.9, 0.3)), None);
+        assert_eq!(mon.observe(e(0.5, 0.495)), None);
+        assert_eq!(mon.observe(e(0.9, 0.3)), None);
+        assert_eq!(mon.observe(e(0.5, 0.495)), None);
+        assert_eq!(mon.observe(e(0.5, 0.495)), None);
+        assert_eq!(mon.observe(e(0.5, 0.495)), Some(Collapse::Constant));
+        let msg = Collapse::Constant.message(124, 3, e(0.78, 0.775));
+        assert!(msg.starts_with("warning: collapse at step 124: the teacher gives every image the same assignment (its information about the image is 0.5% of log K)"), "{msg}");
+    }
+
+    #[test]
+    fn warns_only_below_the_untrained_backbone() {
+        assert_eq!(below_untrained(100, 80.0, 79.3), None);
+        let w = below_untrained(558, 57.55, 79.30).unwrap();
+        assert!(w.starts_with("warning: at step 558 the kNN top-1 (57.55) is below the untrained backbone's (79.30"), "{w}");
+    }
+}
