@@ -75,7 +75,10 @@ fn peer_top1(cfg: &Config, v: Variant, seed: u64, dir: &Path) -> Result<f64> {
         };
         let idx_path = dir.join("train_indices.json");
         crate::util::write_atomic(&idx_path, serde_json::to_string(&idx)?.as_bytes())?;
-        let warmup_epochs = cfg.optim.warmup_steps as f64 / (n / cfg.train.batch_size).max(1) as f64;
+        let warmup_epochs = match cfg.optim.warmup_steps {
+            0 => cfg.optim.warmup_epochs,
+            w => w as f64 / (n / cfg.train.batch_size).max(1) as f64,
+        };
         let args = [
             "--steps".into(), cfg.train.steps.to_string(), "--seed".into(), seed.to_string(), "--indices".into(), idx_path.display().to_string(),
             "--lr".into(), cfg.optim.lr.to_string(), "--momentum-start".into(), cfg.teacher.momentum_start.to_string(),
@@ -87,6 +90,7 @@ fn peer_top1(cfg: &Config, v: Variant, seed: u64, dir: &Path) -> Result<f64> {
             bail!("the peer ({PEER_SCRIPT}) failed ({})", o.status);
         }
         let line = String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or_default().to_string();
+        serde_json::from_str::<serde_json::Value>(&line).with_context(|| format!("the peer printed `{line}`, not a JSON line"))?;
         crate::util::write_atomic(&out, line.as_bytes())?;
     }
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out)?).with_context(|| format!("{}: not the peer's JSON line", out.display()))?;
@@ -98,7 +102,10 @@ pub fn job_config(spec: &QualitySpec, v: Variant, method: &str, seed: u64) -> Re
     let mut t = load_table(&spec.preset)?;
     apply_method(&mut t, method)?;
     let every = (spec.steps / 6).max(1);
-    let edits = [format!("train.steps={}", spec.steps), format!("train.knn_every_steps={every}"), "train.knn_every=0".into(), "train.knn_at_start=true".into(), format!("train.seed={seed}")];
+    let mut edits = vec![format!("train.knn_every_steps={every}"), "train.knn_every=0".into(), "train.knn_at_start=true".into(), format!("train.seed={seed}")];
+    if spec.steps > 0 {
+        edits.push(format!("train.steps={}", spec.steps));
+    }
     for s in spec.sets.iter().chain(&v.sets()).chain(&edits) {
         set_key(&mut t, s)?;
     }

@@ -40,8 +40,10 @@ impl DinoConfig {
     /// for the first W epochs (the last of them already at `teacher_temp`), then constant.
     pub fn teacher_temp_at(&self, epoch: usize) -> f64 {
         let w = self.warmup_teacher_temp_epochs;
-        if epoch + 1 >= w {
+        if epoch >= w {
             self.teacher_temp
+        } else if w == 1 {
+            self.warmup_teacher_temp // linspace(a, b, 1) = [a]
         } else {
             self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * epoch as f64 / (w - 1) as f64
         }

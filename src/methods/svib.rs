@@ -113,7 +113,7 @@ impl Method for Svib {
         let t2 = g.sigma_teacher * g.sigma_teacher;
         let logits_t = &sim_t / t2;
         let posterior = logits_t.detach().softmax(-1, Kind::Float);
-        let target = if self.cfg.teacher.center { (&sim_t - &self.center) / t2 } else { logits_t.detach() };
+        let target = if self.cfg.teacher.center { ((&sim_t - &self.center) / t2).detach() } else { logits_t.detach() };
         let p_t = match self.cfg.teacher.sinkhorn_iters {
             0 if !self.cfg.teacher.center => posterior.shallow_clone(),
             0 => target.softmax(-1, Kind::Float),

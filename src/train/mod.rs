@@ -46,7 +46,10 @@ pub struct RunResult {
 }
 
 /// Keys that may differ when a run directory is resumed.
-const RESUME_FREE_KEYS: [&str; 9] = ["train.device", "train.prefetch", "train.channels_last", "train.log_every", "train.knn_every", "train.knn_every_steps", "train.knn_at_start", "train.keep_checkpoints", "eval"];
+const RESUME_FREE_KEYS: [&str; 12] = [
+    "train.device", "train.prefetch", "train.channels_last", "train.log_every", "train.knn_every", "train.knn_every_steps", "train.knn_at_start", "train.keep_checkpoints",
+    "train.collapse_threshold", "train.collapse_mi_threshold", "train.collapse_patience", "eval",
+];
 
 fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
     match v {
@@ -61,7 +64,10 @@ fn check_or_write_config(cfg: &Config, dir: &Path) -> Result<()> {
     let text = cfg.to_toml();
     if path.is_file() {
         let old = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let old: toml::Value = toml::from_str(&old).map_err(|e| anyhow::anyhow!("{}: not valid TOML ({})", path.display(), e.message()))?;
+        let old: toml::Table = toml::from_str(&old).map_err(|e| anyhow::anyhow!("{}: not valid TOML ({})", path.display(), e.message()))?;
+        // a run written before a key existed has that key's default (which reproduces the old
+        // behaviour), so compare through the config with today's defaults filled in
+        let old: toml::Value = toml::from_str(&Config::from_table(old).with_context(|| path.display().to_string())?.to_toml())?;
         let (mut a, mut b) = (vec![], vec![]);
         flatten("", &old, &mut a);
         flatten("", &toml::from_str(&text)?, &mut b);
@@ -177,7 +183,7 @@ pub fn load_run(path: &Path, device: Device) -> Result<(Config, Box<dyn Method>)
 }
 
 /// A metrics line with a kNN result.
-fn knn_line(step: usize, epoch: usize, r: &KnnResult) -> Map<String, Value> {
+fn knn_line(step: usize, epoch: f64, r: &KnnResult) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("step".into(), json!(step));
     m.insert("epoch".into(), json!(epoch));
@@ -280,7 +286,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
     let mut monitor = monitor::CollapseMonitor::new(cfg.train.collapse_threshold, cfg.train.collapse_mi_threshold, cfg.train.collapse_patience);
     let mut images_per_second = 0.0;
     let mut prof = profile::Profile::from_env(device);
-    let evaluate = |method: &dyn Method, step: usize, epoch: usize, log: &mut metrics::MetricsLog| -> Result<KnnResult> {
+    let evaluate = |method: &dyn Method, step: usize, epoch: f64, log: &mut metrics::MetricsLog| -> Result<KnnResult> {
         let r = knn_eval(method, cfg, &train, &test, &prep, device);
         log.write(knn_line(step, epoch, &r))?;
         if let Some(w) = untrained.and_then(|u| monitor::below_untrained(step, r.top1, u)) {
@@ -365,8 +371,9 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
                 window_images = 0;
                 window_start = Instant::now();
             }
-            if cfg.train.knn_every_steps > 0 && step % cfg.train.knn_every_steps == 0 && step < total {
-                evaluate(method.as_ref(), step, epoch, &mut log)?;
+            let epoch_end_knn = batch_idx == steps_per_epoch && cfg.train.knn_every > 0 && (epoch + 1) % cfg.train.knn_every == 0;
+            if cfg.train.knn_every_steps > 0 && step % cfg.train.knn_every_steps == 0 && step < total && !epoch_end_knn {
+                evaluate(method.as_ref(), step, epoch as f64 + batch_idx as f64 / steps_per_epoch as f64, &mut log)?;
             }
             if step == total && batch_idx < steps_per_epoch {
                 break; // the step budget ends the run inside this epoch
@@ -397,7 +404,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
         last_ckpt = Some(save(method.as_ref(), &opt, step, epoch, 0, seconds(&started))?);
         let mut line = format!("epoch {epoch}/{epochs_total} done, step {step}, {images_per_second:.0} img/s");
         if cfg.train.knn_every > 0 && epoch % cfg.train.knn_every == 0 && step < total {
-            let r = evaluate(method.as_ref(), step, epoch, &mut log)?;
+            let r = evaluate(method.as_ref(), step, epoch as f64, &mut log)?;
             line += &format!(", kNN-{} top-1 {:.2}", r.k, r.top1);
         }
         if !opts.quiet {
@@ -428,7 +435,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
         images_per_second: (step * bs) as f64 / secs.max(1e-9),
         peak_rss_mib: metrics::peak_rss_mib(),
     };
-    let mut m = knn_line(step, epoch, &r);
+    let mut m = knn_line(step, step as f64 / steps_per_epoch as f64, &r);
     m.insert("final".into(), Value::Bool(true));
     log.write(m)?;
     crate::util::write_atomic(&dir.join("result.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;
@@ -441,12 +448,14 @@ fn untrained_knn(method: &dyn Method, cfg: &Config, data: (&Dataset, &Dataset), 
     if !cfg.train.knn_at_start {
         return Ok(None);
     }
-    if step > 0 {
-        let lines = metrics::read(&dir.join("metrics.jsonl")).unwrap_or_default();
-        return Ok(lines.iter().find(|l| l.get("untrained").is_some()).and_then(|l| l.get("knn_top1")).and_then(Value::as_f64));
+    // a resumed run, or one restarted before its first checkpoint, has the line already
+    let lines = metrics::read(&dir.join("metrics.jsonl")).unwrap_or_default();
+    let logged = lines.iter().find(|l| l.get("untrained").is_some()).and_then(|l| l.get("knn_top1")).and_then(Value::as_f64);
+    if logged.is_some() || step > 0 {
+        return Ok(logged);
     }
     let r = knn_eval(method, cfg, data.0, data.1, prep, device);
-    let mut m = knn_line(0, 0, &r);
+    let mut m = knn_line(0, 0.0, &r);
     m.insert("untrained".into(), Value::Bool(true));
     log.write(m)?;
     Ok(Some(r.top1))
