@@ -31,12 +31,26 @@ pub const CASES: &[BenchCase] = &[
     BenchCase {
         name: "vits16",
         what: "ViT-S/16-shaped (dim 384, depth 12, 6 heads, patch 16): 2x224 + 2x96 px crops, batch 16, 2,048 images",
-        sets: &["model.name=vit_small", "model.patch_size=16", "model.img_size=224", "model.drop_path=0.0", "augment.global_size=224", "augment.local_size=96", "train.batch_size=16", "data.limit=2048", "gmm.k=1024", "head.hidden=2048"],
+        sets: &[
+            "model.name=vit_small",
+            "model.patch_size=16",
+            "model.img_size=224",
+            "model.drop_path=0.0",
+            "augment.global_size=224",
+            "augment.local_size=96",
+            "train.batch_size=16",
+            "data.limit=2048",
+            "gmm.k=1024",
+            "head.hidden=2048",
+        ],
     },
 ];
 
 pub fn case(name: &str) -> Result<&'static BenchCase> {
-    CASES.iter().find(|c| c.name == name).ok_or_else(|| anyhow::anyhow!("--configs: unknown `{name}` (expected one of {})", CASES.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")))
+    CASES
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| anyhow::anyhow!("--configs: unknown `{name}` (expected one of {})", CASES.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")))
 }
 
 /// The resolved config of a case (fmnist-cpu + its overrides + `extra`).
@@ -173,7 +187,10 @@ pub fn run_svib(exe: &Path, r: &RunSpec) -> Result<Measured> {
     let out = r.work.join("svib-run");
     let _ = std::fs::remove_dir_all(&out);
     let mut cmd = Command::new(exe);
-    cmd.args(["--threads", &r.threads.to_string(), "train", "--config"]).arg(r.config_path).args(["--max-steps", &r.steps.to_string(), "--set", &format!("train.log_every={}", r.warmup), "--out"]).arg(&out);
+    cmd.args(["--threads", &r.threads.to_string(), "train", "--config"])
+        .arg(r.config_path)
+        .args(["--max-steps", &r.steps.to_string(), "--set", &format!("train.log_every={}", r.warmup), "--out"])
+        .arg(&out);
     let (wall, pss, _) = run_sampled(&mut cmd)?;
     let text = std::fs::read_to_string(out.join("metrics.jsonl"))?;
     let at = |step: usize| -> Option<f64> {

@@ -105,8 +105,18 @@ fn train_then_knn_checkpoint_reproduces_result() {
     let out = d.path().join("run");
     let spec = format!("idx:{}", d.path().display());
     let sets = [
-        "model.name=\"resnet18\"", "model.small_stem=true", "model.width=4", "augment.global_size=8", "augment.local_size=4",
-        "augment.local_crops=1", "augment.channels=1", "head.hidden=16", "head.out=8", "gmm.k=4", "train.batch_size=8", "eval.k=3",
+        "model.name=\"resnet18\"",
+        "model.small_stem=true",
+        "model.width=4",
+        "augment.global_size=8",
+        "augment.local_size=4",
+        "augment.local_crops=1",
+        "augment.channels=1",
+        "head.hidden=16",
+        "head.out=8",
+        "gmm.k=4",
+        "train.batch_size=8",
+        "eval.k=3",
     ];
     let mut args = vec!["train", "--config", "fmnist-cpu", "--data", &spec, "--epochs", "2", "--out", out.to_str().unwrap(), "--quiet", "--json"];
     for s in &sets {
@@ -139,8 +149,18 @@ fn train_then_knn_checkpoint_reproduces_result() {
 }
 
 const TINY: [&str; 12] = [
-    "model.name=\"resnet18\"", "model.small_stem=true", "model.width=4", "augment.global_size=8", "augment.local_size=4",
-    "augment.local_crops=1", "augment.channels=1", "head.hidden=16", "head.out=8", "gmm.k=4", "train.batch_size=8", "eval.k=3",
+    "model.name=\"resnet18\"",
+    "model.small_stem=true",
+    "model.width=4",
+    "augment.global_size=8",
+    "augment.local_size=4",
+    "augment.local_crops=1",
+    "augment.channels=1",
+    "head.hidden=16",
+    "head.out=8",
+    "gmm.k=4",
+    "train.batch_size=8",
+    "eval.k=3",
 ];
 
 fn with_sets<'a>(mut args: Vec<&'a str>, sets: &[&'a str]) -> Vec<&'a str> {
@@ -229,7 +249,11 @@ fn ablate_reports_every_task_and_diverged_runs() {
     }
     // task 1 has no bottleneck: beta 0 in every metrics line; task 3 keeps beta at 0.5
     let betas = |t: &str| -> Vec<f64> {
-        std::fs::read_to_string(out.join(t).join("metrics.jsonl")).unwrap().lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("beta")?.as_f64()).collect()
+        std::fs::read_to_string(out.join(t).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("beta")?.as_f64())
+            .collect()
     };
     assert!(betas("task1").iter().all(|&b| b == 0.0) && !betas("task1").is_empty());
     assert!(betas("task3").iter().all(|&b| b == 0.5));
@@ -270,7 +294,8 @@ fn linear_finetune_and_export_on_a_trained_run() {
     let w = d.path().join("backbone.safetensors");
     let o = svib(&["export", "--checkpoint", run.to_str().unwrap(), "--out", w.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = svib(&["knn", "--data", &spec, "--checkpoint", w.to_str().unwrap(), "--arch", "resnet18:small_stem=true,width=4,stem_stride=2", "--channels", "1", "--k", "3", "--json"]);
+    let o =
+        svib(&["knn", "--data", &spec, "--checkpoint", w.to_str().unwrap(), "--arch", "resnet18:small_stem=true,width=4,stem_stride=2", "--channels", "1", "--k", "3", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let k: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(k["top1"], trained["knn_top1"]);
@@ -302,9 +327,21 @@ fn attention_maps_and_tsne_plot_on_a_tiny_vit_run() {
     let spec = format!("idx:{}", d.path().display());
     let run = d.path().join("vit");
     let vit = [
-        "model.name=\"vit_tiny\"", "model.patch_size=4", "model.img_size=8", "model.dim=16", "model.depth=2", "model.heads=2",
-        "augment.global_size=8", "augment.local_size=4", "augment.local_crops=1", "augment.channels=1", "head.hidden=16", "head.out=8",
-        "gmm.k=4", "train.batch_size=8", "eval.k=3",
+        "model.name=\"vit_tiny\"",
+        "model.patch_size=4",
+        "model.img_size=8",
+        "model.dim=16",
+        "model.depth=2",
+        "model.heads=2",
+        "augment.global_size=8",
+        "augment.local_size=4",
+        "augment.local_crops=1",
+        "augment.channels=1",
+        "head.hidden=16",
+        "head.out=8",
+        "gmm.k=4",
+        "train.batch_size=8",
+        "eval.k=3",
     ];
     let o = svib(&with_sets(vec!["train", "--config", "fmnist-cpu", "--data", &spec, "--epochs", "1", "--out", run.to_str().unwrap(), "--quiet", "--json"], &vit));
     assert!(o.status.success(), "{}", stderr(&o));

@@ -41,11 +41,7 @@ impl Loader {
             for b in skip..batches {
                 let idx = &order[b * batch..(b + 1) * batch];
                 let bufs = augment_batch(&ds, idx, &cfg, &norm, seed, epoch);
-                let views = bufs
-                    .views
-                    .into_iter()
-                    .map(|(data, shape)| Tensor::from_slice(&data).reshape(shape.map(|s| s as i64)))
-                    .collect();
+                let views = bufs.views.into_iter().map(|(data, shape)| Tensor::from_slice(&data).reshape(shape.map(|s| s as i64))).collect();
                 let labels = Tensor::from_slice(&idx.iter().map(|&i| ds.labels[i]).collect::<Vec<_>>());
                 if tx.send(CropBatch { views, labels, indices: idx.to_vec() }).is_err() {
                     return; // consumer dropped the loader
@@ -81,12 +77,8 @@ mod tests {
 
     #[test]
     fn yields_all_full_batches_in_seeded_order() {
-        let ds = Arc::new(Dataset {
-            images: (0..10).map(|i| ImageU8::new(8, 8, 1, vec![i as u8 * 20; 64])).collect(),
-            labels: (0..10).collect(),
-            num_classes: 10,
-            class_names: vec![],
-        });
+        let ds =
+            Arc::new(Dataset { images: (0..10).map(|i| ImageU8::new(8, 8, 1, vec![i as u8 * 20; 64])).collect(), labels: (0..10).collect(), num_classes: 10, class_names: vec![] });
         let cfg = MultiCropConfig { global_size: 8, local_size: 4, local_crops: 1, ..MultiCropConfig::default() };
         let norm = Norm { mean: vec![0.5], std: vec![0.5] };
         let batches: Vec<CropBatch> = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 0, 2).collect();

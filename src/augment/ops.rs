@@ -45,9 +45,7 @@ pub fn crop_resize(img: &ImageU8, crop: (u32, u32, u32, u32), out_w: u32, out_h:
     let (top, left, ch, cw) = crop;
     let src = fir::images::ImageRef::new(img.w, img.h, &img.data, pixel_type(img.c)).expect("image buffer matches its size");
     let mut dst = fir::images::Image::new(out_w, out_h, pixel_type(img.c));
-    let opts = fir::ResizeOptions::new()
-        .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::CatmullRom))
-        .crop(left as f64, top as f64, cw as f64, ch as f64);
+    let opts = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::CatmullRom)).crop(left as f64, top as f64, cw as f64, ch as f64);
     resizer.resize(&src, &mut dst, &opts).expect("crop inside the image");
     ImageU8::new(out_w, out_h, img.c, dst.into_vec())
 }
@@ -87,11 +85,7 @@ pub fn adjust_brightness(img: &mut ImageU8, f: f32) {
 }
 
 pub fn adjust_contrast(img: &mut ImageU8, f: f32) {
-    let sum: u64 = if img.c == 1 {
-        img.data.iter().map(|&v| v as u64).sum()
-    } else {
-        img.data.chunks_exact(3).map(|p| luma(p[0], p[1], p[2]) as u64).sum()
-    };
+    let sum: u64 = if img.c == 1 { img.data.iter().map(|&v| v as u64).sum() } else { img.data.chunks_exact(3).map(|p| luma(p[0], p[1], p[2]) as u64).sum() };
     let mean = ((sum as f64 / (img.w * img.h) as f64) + 0.5) as u8;
     img.data.iter_mut().for_each(|v| *v = blend(mean, *v, f));
 }

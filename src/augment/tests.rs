@@ -120,9 +120,7 @@ fn batches_are_identical_for_any_thread_count() {
     let ds = Dataset { images: (0..16).map(|i| colour_image(24, i)).collect(), labels: vec![0; 16], num_classes: 1, class_names: vec![] };
     let norm = Norm::preset("cifar10").unwrap();
     let idx: Vec<usize> = (0..16).rev().collect();
-    let run = |threads| {
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| augment_batch(&ds, &idx, &cfg, &norm, 3, 2))
-    };
+    let run = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| augment_batch(&ds, &idx, &cfg, &norm, 3, 2));
     let (a, b) = (run(1), run(3));
     for (x, y) in a.views.iter().zip(&b.views) {
         assert_eq!(x.0, y.0);

@@ -106,7 +106,13 @@ pub fn run(cmd: AugmentCommand) -> Result<()> {
             let crops = (batches * batch_size * cfg.views().len()) as f64;
             println!(
                 "{:.0} crops/s, {:.0} images/s ({} views each: 2 x {} px + {} x {} px) on {} thread(s)",
-                crops / s, (batches * batch_size) as f64 / s, cfg.views().len(), cfg.global_size, cfg.local_crops, cfg.local_size, rayon::current_num_threads()
+                crops / s,
+                (batches * batch_size) as f64 / s,
+                cfg.views().len(),
+                cfg.global_size,
+                cfg.local_crops,
+                cfg.local_size,
+                rayon::current_num_threads()
             );
             Ok(())
         }

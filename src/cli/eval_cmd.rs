@@ -105,7 +105,17 @@ pub fn run_linear(a: LinearArgs) -> Result<()> {
     let lr = a.lr.unwrap_or(if b.arch.is_vit() { 0.001 } else { 0.3 });
     ensure!(lr > 0.0, "--lr: expected > 0");
     let n_last = if b.arch.is_vit() { a.n_last_blocks.max(1) } else { 1 };
-    let opts = LinearOpts { epochs: a.epochs, batch_size: a.batch_size, lr, momentum: 0.9, weight_decay: a.weight_decay, augment: a.augment, n_last_blocks: n_last, seed: a.seed, quiet: a.quiet };
+    let opts = LinearOpts {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr,
+        momentum: 0.9,
+        weight_decay: a.weight_decay,
+        augment: a.augment,
+        n_last_blocks: n_last,
+        seed: a.seed,
+        quiet: a.quiet,
+    };
     let r = linear_probe(&b.model, &train, &test, &prep, &opts, device);
     println!("{}", serde_json::to_string(&r)?);
     Ok(())

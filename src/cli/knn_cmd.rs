@@ -84,7 +84,11 @@ pub fn run(a: KnnArgs) -> Result<()> {
     let prep = EvalPrep { size, channels, norm };
     // A run directory (or one of its checkpoints) brings its own architecture and preprocessing.
     let run = a.checkpoint.as_ref().filter(|c| crate::eval::source::is_run(c));
-    ensure!(run.is_some() || a.checkpoint.is_none() || arch.is_some(), "--checkpoint {}: not a run directory (no config.toml beside it), so --arch is needed to read it as backbone weights", a.checkpoint.as_ref().map_or(String::new(), |c| c.display().to_string()));
+    ensure!(
+        run.is_some() || a.checkpoint.is_none() || arch.is_some(),
+        "--checkpoint {}: not a run directory (no config.toml beside it), so --arch is needed to read it as backbone weights",
+        a.checkpoint.as_ref().map_or(String::new(), |c| c.display().to_string())
+    );
     let (ftrain, ftest) = if a.raw_pixels {
         (pixel_features(&train, &prep, a.batch_size, device), pixel_features(&test, &prep, a.batch_size, device))
     } else if let Some(run) = run {

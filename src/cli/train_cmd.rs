@@ -1,5 +1,5 @@
 //! `svib train` and `svib presets`.
-use crate::train::config::{set_epochs, apply_method, load_table, set_key, Config, METHOD_OVERLAYS, PRESETS};
+use crate::train::config::{apply_method, load_table, set_epochs, set_key, Config, METHOD_OVERLAYS, PRESETS};
 use crate::train::{run, RunOptions};
 use anyhow::{Context, Result};
 use clap::Args;

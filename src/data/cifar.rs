@@ -33,7 +33,9 @@ pub fn load(dir: &Path, split: Split, hundred: bool) -> Result<Dataset> {
         if bytes.is_empty() || bytes.len() % record != 0 {
             bail!(
                 "{}: truncated or corrupt: {} bytes is not a whole number of {record}-byte records (last record starts at offset {})",
-                path.display(), bytes.len(), bytes.len() / record * record
+                path.display(),
+                bytes.len(),
+                bytes.len() / record * record
             );
         }
         for (i, r) in bytes.chunks_exact(record).enumerate() {

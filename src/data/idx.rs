@@ -14,16 +14,19 @@ pub(crate) fn parse_idx<'a>(bytes: &'a [u8], path: &Path, want_ndim: u8) -> Resu
     if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] != want_ndim {
         bail!(
             "{p}: bad magic {:02x} {:02x} {:02x} {:02x} at offset 0, expected 00 00 08 {:02x} (IDX unsigned bytes, {}-D)",
-            bytes[0], bytes[1], bytes[2], bytes[3], want_ndim, want_ndim
+            bytes[0],
+            bytes[1],
+            bytes[2],
+            bytes[3],
+            want_ndim,
+            want_ndim
         );
     }
     let header = 4 + 4 * want_ndim as usize;
     if bytes.len() < header {
         bail!("{p}: truncated header: {} bytes, expected {header}", bytes.len());
     }
-    let dims: Vec<usize> = (0..want_ndim as usize)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
-        .collect();
+    let dims: Vec<usize> = (0..want_ndim as usize).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
     let n: usize = dims.iter().product();
     let have = bytes.len() - header;
     if have < n {
@@ -43,10 +46,8 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
     };
     let img_names = [format!("{prefix}-images-idx3-ubyte"), format!("{prefix}-images.idx3-ubyte")];
     let lbl_names = [format!("{prefix}-labels-idx1-ubyte"), format!("{prefix}-labels.idx1-ubyte")];
-    let img_path = find_file(dir, &[&img_names[0], &img_names[1]])
-        .ok_or_else(|| anyhow::anyhow!("{}: no {}[.gz] found", dir.display(), img_names[0]))?;
-    let lbl_path = find_file(dir, &[&lbl_names[0], &lbl_names[1]])
-        .ok_or_else(|| anyhow::anyhow!("{}: no {}[.gz] found", dir.display(), lbl_names[0]))?;
+    let img_path = find_file(dir, &[&img_names[0], &img_names[1]]).ok_or_else(|| anyhow::anyhow!("{}: no {}[.gz] found", dir.display(), img_names[0]))?;
+    let lbl_path = find_file(dir, &[&lbl_names[0], &lbl_names[1]]).ok_or_else(|| anyhow::anyhow!("{}: no {}[.gz] found", dir.display(), lbl_names[0]))?;
     let img_bytes = read_maybe_gz(&img_path)?;
     let lbl_bytes = read_maybe_gz(&lbl_path)?;
     let (dims, pixels) = parse_idx(&img_bytes, &img_path, 3)?;
@@ -61,16 +62,12 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
     let images = pixels.chunks_exact(h * w).map(|c| ImageU8::new(w as u32, h as u32, 1, c.to_vec())).collect();
     let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
     let num_classes = labels.iter().copied().max().map_or(0, |m| m as usize + 1).max(10);
-    let class_names = if dir.to_string_lossy().contains("fashion") {
-        FASHION_CLASSES.iter().map(|s| s.to_string()).collect()
-    } else {
-        (0..num_classes).map(|i| i.to_string()).collect()
-    };
+    let class_names =
+        if dir.to_string_lossy().contains("fashion") { FASHION_CLASSES.iter().map(|s| s.to_string()).collect() } else { (0..num_classes).map(|i| i.to_string()).collect() };
     Ok(Dataset { images, labels, num_classes, class_names })
 }
 
-const FASHION_CLASSES: [&str; 10] =
-    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+const FASHION_CLASSES: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 #[cfg(test)]
 mod tests {

@@ -125,9 +125,7 @@ pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     if path.extension().is_some_and(|e| e == "gz") {
         let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| anyhow::anyhow!("{}: corrupt or truncated gzip stream ({e})", path.display()))?;
+        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| anyhow::anyhow!("{}: corrupt or truncated gzip stream ({e})", path.display()))?;
         Ok(out)
     } else {
         Ok(raw)
@@ -148,12 +146,7 @@ mod tests {
 
     #[test]
     fn seeded_subset_keeps_pairs_in_order_and_is_reproducible() {
-        let make = || Dataset {
-            images: (0..100u8).map(|i| ImageU8::new(1, 1, 1, vec![i])).collect(),
-            labels: (0..100).collect(),
-            num_classes: 100,
-            class_names: vec![],
-        };
+        let make = || Dataset { images: (0..100u8).map(|i| ImageU8::new(1, 1, 1, vec![i])).collect(), labels: (0..100).collect(), num_classes: 100, class_names: vec![] };
         let (mut a, mut b, mut c) = (make(), make(), make());
         a.subset(10, 0);
         b.subset(10, 0);

@@ -103,12 +103,7 @@ mod tests {
     #[test]
     fn computed_statistics_match_hand_values() {
         // two 1x2 grey images: pixels 0, 255, 51, 204 -> values 0, 1, .2, .8: mean .5
-        let ds = Dataset {
-            images: vec![ImageU8::new(2, 1, 1, vec![0, 255]), ImageU8::new(2, 1, 1, vec![51, 204])],
-            labels: vec![0, 1],
-            num_classes: 2,
-            class_names: vec![],
-        };
+        let ds = Dataset { images: vec![ImageU8::new(2, 1, 1, vec![0, 255]), ImageU8::new(2, 1, 1, vec![51, 204])], labels: vec![0, 1], num_classes: 2, class_names: vec![] };
         let n = Norm::compute(&ds);
         let var = (0.25 + 0.25 + 0.09 + 0.09) / 4.0f32;
         assert!((n.mean[0] - 0.5).abs() < 1e-6);

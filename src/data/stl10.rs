@@ -22,7 +22,9 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
     if xs.is_empty() || xs.len() % PIXELS != 0 {
         bail!(
             "{}: truncated or corrupt: {} bytes is not a whole number of {PIXELS}-byte 96x96x3 images (last image starts at offset {})",
-            x_path.display(), xs.len(), xs.len() / PIXELS * PIXELS
+            x_path.display(),
+            xs.len(),
+            xs.len() / PIXELS * PIXELS
         );
     }
     let n = xs.len() / PIXELS;

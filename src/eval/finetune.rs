@@ -60,7 +60,12 @@ pub fn finetune(vs: &nn::VarStore, model: &Backbone, train: &Dataset, test: &Dat
     let subset = balanced_subset(&train.labels, opts.fraction, opts.seed);
     let classes = train.num_classes.max(test.num_classes) as i64;
     tch::manual_seed(opts.seed as i64);
-    let fc = nn::linear(vs.root() / "fc", model.out_dim(), classes, nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.01 }, bs_init: Some(nn::Init::Const(0.0)), bias: true });
+    let fc = nn::linear(
+        vs.root() / "fc",
+        model.out_dim(),
+        classes,
+        nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.01 }, bs_init: Some(nn::Init::Const(0.0)), bias: true },
+    );
     let bs = opts.batch_size.min(subset.len());
     let lr0 = opts.lr * bs as f64 / 256.0;
     let mut opt = nn::Sgd { momentum: opts.momentum, dampening: 0.0, wd: opts.weight_decay, nesterov: false }.build(vs, lr0).expect("an SGD optimiser builds");
@@ -100,7 +105,17 @@ mod tests {
     #[test]
     fn subset_is_class_balanced_seeded_and_distinct() {
         // 3 classes of 100, 50, 10 images
-        let labels: Vec<i64> = (0..160).map(|i| if i < 100 { 0 } else if i < 150 { 1 } else { 2 }).collect();
+        let labels: Vec<i64> = (0..160)
+            .map(|i| {
+                if i < 100 {
+                    0
+                } else if i < 150 {
+                    1
+                } else {
+                    2
+                }
+            })
+            .collect();
         let s = balanced_subset(&labels, 0.1, 3);
         let count = |c: i64| s.iter().filter(|&&i| labels[i] == c).count();
         assert_eq!((count(0), count(1), count(2)), (10, 5, 1));

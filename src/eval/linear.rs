@@ -66,7 +66,16 @@ pub fn topk_accuracy(logits: &Tensor, labels: &Tensor) -> (f64, f64) {
 }
 
 /// Trains a linear classifier on `[N, D]` features; returns it.
-pub fn train_linear(features: impl Fn(usize) -> Tensor, n_train: usize, dim: i64, labels: &Tensor, classes: i64, opts: &LinearOpts, device: Device, pb: &ProgressBar) -> nn::Linear {
+pub fn train_linear(
+    features: impl Fn(usize) -> Tensor,
+    n_train: usize,
+    dim: i64,
+    labels: &Tensor,
+    classes: i64,
+    opts: &LinearOpts,
+    device: Device,
+    pb: &ProgressBar,
+) -> nn::Linear {
     let vs = nn::VarStore::new(device);
     tch::manual_seed(opts.seed as i64);
     let cfg = nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.01 }, bs_init: Some(nn::Init::Const(0.0)), bias: true };

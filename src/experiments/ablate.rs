@@ -2,7 +2,7 @@
 //! beta) on any preset, with kNN at regular epochs (Fig. 3's beta curves).
 use super::plot::{line_chart, Series};
 use super::{run_jobs, sets_note, Job, Outcome};
-use crate::train::config::{set_epochs, load_table, set_key, Config};
+use crate::train::config::{load_table, set_epochs, set_key, Config};
 use anyhow::Result;
 use std::fmt::Write;
 use std::path::Path;
@@ -106,7 +106,17 @@ pub fn run(spec: &AblateSpec, dir: &Path) -> Result<String> {
         let beta = row.beta.map_or("–".to_string(), |b| b.label());
         match o {
             Outcome::Done { result, knn_curve } => {
-                writeln!(md, "| {} | {} | {} | {beta} | {:.2} | {} | {:.0} | {:.0} |", row.task, mark(row.reinit), mark(row.beta.is_some()), result.knn_top1, row.paper, result.images_per_second, result.seconds)?;
+                writeln!(
+                    md,
+                    "| {} | {} | {} | {beta} | {:.2} | {} | {:.0} | {:.0} |",
+                    row.task,
+                    mark(row.reinit),
+                    mark(row.beta.is_some()),
+                    result.knn_top1,
+                    row.paper,
+                    result.images_per_second,
+                    result.seconds
+                )?;
                 if row.reinit && row.beta.is_some() {
                     series.push(Series { label: format!("β = {beta}"), points: knn_curve.clone() });
                 }

@@ -2,7 +2,7 @@
 //! backbone, crops, optimiser, budget and seeds); a results table and kNN curves.
 use super::plot::{line_chart, Series};
 use super::{mean_std, run_jobs, sets_note, Job, Outcome};
-use crate::train::config::{set_epochs, apply_method, load_table, set_key, Config};
+use crate::train::config::{apply_method, load_table, set_epochs, set_key, Config};
 use anyhow::Result;
 use std::fmt::Write;
 use std::path::Path;

@@ -21,7 +21,10 @@ pub struct Job {
 
 /// What became of a run.
 pub enum Outcome {
-    Done { result: RunResult, knn_curve: Vec<(f64, f64)> },
+    Done {
+        result: RunResult,
+        knn_curve: Vec<(f64, f64)>,
+    },
     /// The loss became non-finite; the message names the step and the term.
     Diverged(String),
 }
@@ -32,10 +35,7 @@ pub const DIVERGED: &str = "diverged.txt";
 
 /// kNN top-1 against epoch from a run's metrics (periodic and final evaluations).
 pub fn knn_curve(run_dir: &Path) -> Result<Vec<(f64, f64)>> {
-    let mut pts: Vec<(f64, f64)> = metrics::read(&run_dir.join("metrics.jsonl"))?
-        .iter()
-        .filter_map(|l| Some((l.get("epoch")?.as_f64()?, l.get("knn_top1")?.as_f64()?)))
-        .collect();
+    let mut pts: Vec<(f64, f64)> = metrics::read(&run_dir.join("metrics.jsonl"))?.iter().filter_map(|l| Some((l.get("epoch")?.as_f64()?, l.get("knn_top1")?.as_f64()?))).collect();
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     pts.dedup_by(|a, b| a.0 == b.0);
     Ok(pts)

@@ -49,7 +49,14 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
             chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| err(&e))?;
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 14)).position(SeriesLabelPosition::LowerRight).draw().map_err(|e| err(&e))?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))
@@ -69,23 +76,23 @@ pub fn scatter_chart(path: &Path, title: &str, points: &[[f32; 2]], labels: &[i6
         let root = BitMapBackend::new(&tmp, (900, 800)).into_drawing_area();
         let err = |e: &dyn std::fmt::Display| anyhow!("{}: cannot draw: {e}", path.display());
         root.fill(&WHITE).map_err(|e| err(&e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 22))
-            .margin(15)
-            .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))
-            .map_err(|e| err(&e))?;
+        let mut chart =
+            ChartBuilder::on(&root).caption(title, ("sans-serif", 22)).margin(15).build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py)).map_err(|e| err(&e))?;
         let classes = labels.iter().copied().max().unwrap_or(0).max(0) as usize + 1;
         for c in 0..classes {
             let color = Palette99::pick(c).to_rgba();
             let name = class_names.get(c).cloned().unwrap_or_else(|| c.to_string());
             let pts = points.iter().zip(labels).filter(|(_, &l)| l == c as i64).map(|(p, _)| (p[0], p[1]));
-            chart
-                .draw_series(pts.map(|p| Circle::new(p, 2, color.filled())))
-                .map_err(|e| err(&e))?
-                .label(name)
-                .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+            chart.draw_series(pts.map(|p| Circle::new(p, 2, color.filled()))).map_err(|e| err(&e))?.label(name).legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 14)).position(SeriesLabelPosition::UpperRight).draw().map_err(|e| err(&e))?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))

@@ -80,12 +80,30 @@ fn peer_top1(cfg: &Config, v: Variant, seed: u64, dir: &Path) -> Result<f64> {
             w => w as f64 / (n / cfg.train.batch_size).max(1) as f64,
         };
         let args = [
-            "--steps".into(), cfg.train.steps.to_string(), "--seed".into(), seed.to_string(), "--indices".into(), idx_path.display().to_string(),
-            "--lr".into(), cfg.optim.lr.to_string(), "--momentum-start".into(), cfg.teacher.momentum_start.to_string(),
-            "--warmup-epochs".into(), warmup_epochs.to_string(), "--batch-size".into(), cfg.train.batch_size.to_string(), "--k".into(), cfg.gmm.k.to_string(),
+            "--steps".into(),
+            cfg.train.steps.to_string(),
+            "--seed".into(),
+            seed.to_string(),
+            "--indices".into(),
+            idx_path.display().to_string(),
+            "--lr".into(),
+            cfg.optim.lr.to_string(),
+            "--momentum-start".into(),
+            cfg.teacher.momentum_start.to_string(),
+            "--warmup-epochs".into(),
+            warmup_epochs.to_string(),
+            "--batch-size".into(),
+            cfg.train.batch_size.to_string(),
+            "--k".into(),
+            cfg.gmm.k.to_string(),
         ];
         eprintln!("[peer] {} lightly DINO seed {seed} -> {}", v.name(), out.display());
-        let o = std::process::Command::new(PEER_PYTHON).arg(PEER_SCRIPT).args(args).stderr(std::process::Stdio::inherit()).output().with_context(|| format!("cannot start {PEER_PYTHON} (run bench/peer/setup.sh first, from the checkout)"))?;
+        let o = std::process::Command::new(PEER_PYTHON)
+            .arg(PEER_SCRIPT)
+            .args(args)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot start {PEER_PYTHON} (run bench/peer/setup.sh first, from the checkout)"))?;
         if !o.status.success() {
             bail!("the peer ({PEER_SCRIPT}) failed ({})", o.status);
         }

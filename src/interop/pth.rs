@@ -20,8 +20,17 @@ enum V {
     Tuple(Vec<V>),
     Dict(Vec<(V, V)>),
     Global(String, String),
-    Storage { key: String, kind: Kind },
-    Tensor { key: String, kind: Kind, offset: i64, size: Vec<i64>, stride: Vec<i64> },
+    Storage {
+        key: String,
+        kind: Kind,
+    },
+    Tensor {
+        key: String,
+        kind: Kind,
+        offset: i64,
+        size: Vec<i64>,
+        stride: Vec<i64>,
+    },
     /// Values and objects that hold no tensor (floats, bools, bytes, arbitrary classes).
     Opaque,
     Mark,
@@ -296,7 +305,8 @@ fn flatten(prefix: &str, v: &V, out: &mut Vec<(String, V)>) {
 /// All tensors of a torch.save file, with dotted names for nested dicts.
 pub fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|_| anyhow!("{}: not a torch.save zip archive (files from torch < 1.6 must be re-saved with a newer torch)", path.display()))?;
+    let mut zip =
+        zip::ZipArchive::new(file).map_err(|_| anyhow!("{}: not a torch.save zip archive (files from torch < 1.6 must be re-saved with a newer torch)", path.display()))?;
     let names: Vec<String> = zip.file_names().map(str::to_string).collect();
     let pkl = names.iter().find(|n| n.ends_with("data.pkl") && n.matches('/').count() == 1).ok_or_else(|| anyhow!("{}: no data.pkl in the archive", path.display()))?.clone();
     let root = pkl.trim_end_matches("data.pkl").to_string();

@@ -97,7 +97,18 @@ impl Dino {
         };
         let (last_s, last_t) = (last(&student_vs), last(&teacher_vs));
         let ema = Ema::new(&student_vs, &mut teacher_vs);
-        Ok(Dino { cfg: cfg.clone(), student_vs, teacher_vs, student, teacher, last_s, last_t, ema, center: Tensor::zeros([1, cfg.gmm.k], (Kind::Float, device)), pending_center: None })
+        Ok(Dino {
+            cfg: cfg.clone(),
+            student_vs,
+            teacher_vs,
+            student,
+            teacher,
+            last_s,
+            last_t,
+            ema,
+            center: Tensor::zeros([1, cfg.gmm.k], (Kind::Float, device)),
+            pending_center: None,
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! Heads shared by methods: DINO's projection MLP (names `head.mlp.N` as DINO's `nn.Sequential`)
 //! and the GMM prototype layer whose means are normalised in the forward pass.
-use tch::nn::{self, Module, ModuleT};
 use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module, ModuleT};
 use tch::{Kind, Tensor};
 
 fn linear(p: nn::Path, i: i64, o: i64) -> nn::Linear {

@@ -39,7 +39,19 @@ pub struct ArchConfig {
 
 impl Default for ArchConfig {
     fn default() -> Self {
-        ArchConfig { name: "vit_small".into(), small_stem: false, stem_stride: 1, width: 64, patch_size: 16, img_size: 224, dim: None, depth: None, heads: None, drop_path: 0.1, bf16: false }
+        ArchConfig {
+            name: "vit_small".into(),
+            small_stem: false,
+            stem_stride: 1,
+            width: 64,
+            patch_size: 16,
+            img_size: 224,
+            dim: None,
+            depth: None,
+            heads: None,
+            drop_path: 0.1,
+            bf16: false,
+        }
     }
 }
 
@@ -53,7 +65,8 @@ impl ArchConfig {
         doc.insert("name".into(), toml::Value::String(name.into()));
         for kv in opts.split(',').filter(|kv| !kv.is_empty()) {
             let Some((k, v)) = kv.split_once('=') else { bail!("--arch `{s}`: expected key=value after the colon, got `{kv}`") };
-            let value: toml::Value = v.parse::<toml::Value>().or_else(|_| toml::from_str::<toml::Table>(&format!("v = {v}")).map(|t| t["v"].clone())).unwrap_or(toml::Value::String(v.into()));
+            let value: toml::Value =
+                v.parse::<toml::Value>().or_else(|_| toml::from_str::<toml::Table>(&format!("v = {v}")).map(|t| t["v"].clone())).unwrap_or(toml::Value::String(v.into()));
             doc.insert(k.into(), value);
         }
         let cfg: ArchConfig = toml::Value::Table(doc).try_into().map_err(|e| anyhow::anyhow!("--arch `{s}`: {}", e.to_string().trim()))?;

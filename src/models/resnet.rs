@@ -31,10 +31,7 @@ impl Block {
                 vec![bn(p / "bn1", planes), bn(p / "bn2", planes), bn(p / "bn3", cout)],
             )
         } else {
-            (
-                vec![conv(p / "conv1", cin, planes, 3, stride, 1), conv(p / "conv2", planes, planes, 3, 1, 1)],
-                vec![bn(p / "bn1", planes), bn(p / "bn2", planes)],
-            )
+            (vec![conv(p / "conv1", cin, planes, 3, stride, 1), conv(p / "conv2", planes, planes, 3, 1, 1)], vec![bn(p / "bn1", planes), bn(p / "bn2", planes)])
         };
         let downsample = (stride != 1 || cin != cout).then(|| (conv(p / "downsample" / "0", cin, cout, 1, stride, 0), bn(p / "downsample" / "1", cout)));
         Block { convs, bns, downsample }

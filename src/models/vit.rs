@@ -123,9 +123,7 @@ impl Vit {
         let cls_token = p.var("cls_token", &[1, 1, dim], nn::Init::Randn { mean: 0.0, stdev: 0.02 });
         let pos_embed = p.var("pos_embed", &[1, grid * grid + 1, dim], nn::Init::Randn { mean: 0.0, stdev: 0.02 });
         // DINO: drop-path rate grows linearly with depth
-        let blocks = (0..depth)
-            .map(|i| Block::new(&(p / "blocks" / i.to_string()), dim, heads, 4.0, drop_path * i as f64 / (depth - 1).max(1) as f64))
-            .collect();
+        let blocks = (0..depth).map(|i| Block::new(&(p / "blocks" / i.to_string()), dim, heads, 4.0, drop_path * i as f64 / (depth - 1).max(1) as f64)).collect();
         Vit { proj, cls_token, pos_embed, blocks, norm: layer_norm(p / "norm", dim), patch_size, out_dim: dim, heads }
     }
 

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use tch::{nn, Tensor};
 
-const PREFIXES: [&str; 10] = ["", "teacher.backbone.", "backbone.", "module.", "module.backbone.", "student.backbone.", "student.module.backbone.", "teacher.module.backbone.", "teacher.", "student."];
+const PREFIXES: [&str; 10] =
+    ["", "teacher.backbone.", "backbone.", "module.", "module.backbone.", "student.backbone.", "student.module.backbone.", "teacher.module.backbone.", "teacher.", "student."];
 
 fn ignored(key: &str) -> bool {
     key.ends_with("num_batches_tracked") || key.starts_with("fc.") || key.starts_with("head.") || key.starts_with("head_dist.")
@@ -16,11 +17,7 @@ fn ignored(key: &str) -> bool {
 pub fn load_named(vs: &nn::VarStore, named: Vec<(String, Tensor)>, source: &Path) -> Result<()> {
     let mut vars = vs.variables();
     let have: BTreeMap<String, Tensor> = named.into_iter().collect();
-    let prefix = PREFIXES
-        .iter()
-        .max_by_key(|p| vars.keys().filter(|k| have.contains_key(&format!("{p}{k}"))).count())
-        .copied()
-        .unwrap_or("");
+    let prefix = PREFIXES.iter().max_by_key(|p| vars.keys().filter(|k| have.contains_key(&format!("{p}{k}"))).count()).copied().unwrap_or("");
     let mut missing = vec![];
     let _guard = tch::no_grad_guard();
     for (name, var) in vars.iter_mut() {

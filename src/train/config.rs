@@ -263,7 +263,20 @@ impl Default for HeadConfig {
 }
 impl Default for GmmConfig {
     fn default() -> Self {
-        GmmConfig { k: 65536, init: GmmInit::Random, shared: true, reinit: Reinit::EveryEpoch, reinit_samples: 0, reinit_noise: 0.01, sigma_teacher: 0.2, sigma_student: 0.32, freeze_epochs: 1, freeze_steps: 0, lr_scale: 1.0, reinit_every_steps: 0 }
+        GmmConfig {
+            k: 65536,
+            init: GmmInit::Random,
+            shared: true,
+            reinit: Reinit::EveryEpoch,
+            reinit_samples: 0,
+            reinit_noise: 0.01,
+            sigma_teacher: 0.2,
+            sigma_student: 0.32,
+            freeze_epochs: 1,
+            freeze_steps: 0,
+            lr_scale: 1.0,
+            reinit_every_steps: 0,
+        }
     }
 }
 impl Default for IbConfig {
@@ -324,7 +337,11 @@ impl Default for EvalConfig {
 
 /// Built-in presets: (name, one-line description, TOML).
 pub const PRESETS: [(&str, &str, &str); 5] = [
-    ("paper-vit-s16", "the paper's ViT-S/16 recipe on ImageNet-sized images (SPEC §4): 300 epochs, K 65536, 10 local crops, AdamW", include_str!("../../presets/paper-vit-s16.toml")),
+    (
+        "paper-vit-s16",
+        "the paper's ViT-S/16 recipe on ImageNet-sized images (SPEC §4): 300 epochs, K 65536, 10 local crops, AdamW",
+        include_str!("../../presets/paper-vit-s16.toml"),
+    ),
     ("paper-rn50", "the paper's ResNet-50 recipe (SPEC §4): LARS, 6 local crops of scale (0.05, 0.14), 300 epochs", include_str!("../../presets/paper-rn50.toml")),
     ("paper-ablation", "the ablation setting (Table 4): ViT-S/16, K 8192, 2 local crops, 100 epochs, batch 512", include_str!("../../presets/paper-ablation.toml")),
     ("fmnist-cpu", "Fashion-MNIST on 2 CPU cores in at most 30 minutes: a small ResNet-18 (width 16), K 256", include_str!("../../presets/fmnist-cpu.toml")),
@@ -443,7 +460,11 @@ impl Config {
         let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
             let inner = one_line(&e.inner().to_string());
-            if path == "." { anyhow::anyhow!("config: {inner}") } else { anyhow::anyhow!("config key `{path}`: {inner}") }
+            if path == "." {
+                anyhow::anyhow!("config: {inner}")
+            } else {
+                anyhow::anyhow!("config key `{path}`: {inner}")
+            }
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -470,7 +491,10 @@ impl Config {
         ensure!(g.lr_scale >= 0.0 && g.lr_scale.is_finite(), "gmm.lr_scale: expected a finite value >= 0");
         let ib = &self.ib;
         ensure!(ib.beta_start >= 0.0 && ib.beta_end >= 0.0, "ib.beta_start/beta_end: expected >= 0");
-        ensure!(ib.schedule == BetaSchedule::Const || ib.beta_start == 0.0 || ib.beta_end > 0.0, "ib.beta_end: an exponential schedule needs beta_end > 0 (or ib.schedule = \"const\")");
+        ensure!(
+            ib.schedule == BetaSchedule::Const || ib.beta_start == 0.0 || ib.beta_end > 0.0,
+            "ib.beta_end: an exponential schedule needs beta_end > 0 (or ib.schedule = \"const\")"
+        );
         ensure!((0.0..1.0).contains(&ib.prior_momentum), "ib.prior_momentum: expected a value in [0, 1)");
         let t = &self.teacher;
         ensure!((0.0..=1.0).contains(&t.momentum_start) && (0.0..=1.0).contains(&t.momentum_end), "teacher.momentum_start/momentum_end: expected values in [0, 1]");
@@ -478,13 +502,19 @@ impl Config {
         ensure!(t.sinkhorn_iters <= 100, "teacher.sinkhorn_iters: expected 0 (off) to 100");
         let o = &self.optim;
         ensure!(o.lr > 0.0 && o.min_lr >= 0.0, "optim.lr: expected > 0 (and optim.min_lr >= 0)");
-        ensure!(o.warmup_epochs >= 0.0 && o.weight_decay >= 0.0 && o.weight_decay_end >= 0.0 && o.clip_grad >= 0.0, "optim.warmup_epochs/weight_decay/weight_decay_end/clip_grad: expected >= 0");
+        ensure!(
+            o.warmup_epochs >= 0.0 && o.weight_decay >= 0.0 && o.weight_decay_end >= 0.0 && o.clip_grad >= 0.0,
+            "optim.warmup_epochs/weight_decay/weight_decay_end/clip_grad: expected >= 0"
+        );
         ensure!((0.0..1.0).contains(&o.momentum), "optim.momentum: expected a value in [0, 1)");
         let tr = &self.train;
         ensure!(tr.epochs >= 1, "train.epochs: expected at least 1");
         ensure!(tr.batch_size >= 2, "train.batch_size: expected at least 2");
         ensure!(tr.log_every >= 1, "train.log_every: expected at least 1");
-        ensure!((0.0..=1.0).contains(&tr.collapse_mi_threshold) && (0.0..=1.0).contains(&tr.collapse_threshold), "train.collapse_threshold/collapse_mi_threshold: expected values in [0, 1]");
+        ensure!(
+            (0.0..=1.0).contains(&tr.collapse_mi_threshold) && (0.0..=1.0).contains(&tr.collapse_threshold),
+            "train.collapse_threshold/collapse_mi_threshold: expected values in [0, 1]"
+        );
         ensure!(tr.keep_checkpoints >= 1, "train.keep_checkpoints: expected at least 1");
         ensure!(self.eval.k >= 1 && self.eval.temperature > 0.0, "eval.k/temperature: expected k >= 1 and temperature > 0");
         Ok(())

@@ -47,8 +47,18 @@ pub struct RunResult {
 
 /// Keys that may differ when a run directory is resumed.
 const RESUME_FREE_KEYS: [&str; 12] = [
-    "train.device", "train.prefetch", "train.channels_last", "train.log_every", "train.knn_every", "train.knn_every_steps", "train.knn_at_start", "train.keep_checkpoints",
-    "train.collapse_threshold", "train.collapse_mi_threshold", "train.collapse_patience", "eval",
+    "train.device",
+    "train.prefetch",
+    "train.channels_last",
+    "train.log_every",
+    "train.knn_every",
+    "train.knn_every_steps",
+    "train.knn_at_start",
+    "train.keep_checkpoints",
+    "train.collapse_threshold",
+    "train.collapse_mi_threshold",
+    "train.collapse_patience",
+    "eval",
 ];
 
 fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
@@ -74,7 +84,14 @@ fn check_or_write_config(cfg: &Config, dir: &Path) -> Result<()> {
         let free = |k: &str| RESUME_FREE_KEYS.iter().any(|f| k == *f || k.starts_with(&format!("{f}.")));
         let a: std::collections::BTreeMap<_, _> = a.into_iter().filter(|(k, _)| !free(k)).collect();
         let b: std::collections::BTreeMap<_, _> = b.into_iter().filter(|(k, _)| !free(k)).collect();
-        let diff: Vec<String> = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).map(|k| format!("{k} ({} -> {})", a.get(k).map_or("unset", |s| s), b.get(k).map_or("unset", |s| s))).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let diff: Vec<String> = a
+            .keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| format!("{k} ({} -> {})", a.get(k).map_or("unset", |s| s), b.get(k).map_or("unset", |s| s)))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         if !diff.is_empty() {
             bail!("{} holds a run with another recipe; differing keys: {}. Use another --out to start a new run", dir.display(), diff.join(", "));
         }
@@ -278,7 +295,14 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
     let started = Instant::now();
     let seconds = |s: &Instant| seconds_before + s.elapsed().as_secs_f64();
     let save = |method: &dyn Method, opt: &optim::Optimizer, step: usize, epoch: usize, batch: usize, secs: f64| -> Result<PathBuf> {
-        let meta = checkpoint::Meta { step, epoch, batch_in_epoch: batch, seconds: secs, svib_version: env!("CARGO_PKG_VERSION").into(), rng: "derived from (train.seed, epoch, step)".into() };
+        let meta = checkpoint::Meta {
+            step,
+            epoch,
+            batch_in_epoch: batch,
+            seconds: secs,
+            svib_version: env!("CARGO_PKG_VERSION").into(),
+            rng: "derived from (train.seed, epoch, step)".into(),
+        };
         checkpoint::save(dir, &meta, &checkpoint_tensors(method, opt), cfg.train.keep_checkpoints)
     };
     let mut last_ckpt: Option<PathBuf> = checkpoint::list(dir).pop().map(|x| x.1);
@@ -444,7 +468,16 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
 
 /// The untrained backbone's kNN top-1 (train.knn_at_start): measured and logged as step 0 of a
 /// new run, read back from the log when a run resumes.
-fn untrained_knn(method: &dyn Method, cfg: &Config, data: (&Dataset, &Dataset), prep: &EvalPrep, device: Device, step: usize, log: &mut metrics::MetricsLog, dir: &Path) -> Result<Option<f64>> {
+fn untrained_knn(
+    method: &dyn Method,
+    cfg: &Config,
+    data: (&Dataset, &Dataset),
+    prep: &EvalPrep,
+    device: Device,
+    step: usize,
+    log: &mut metrics::MetricsLog,
+    dir: &Path,
+) -> Result<Option<f64>> {
     if !cfg.train.knn_at_start {
         return Ok(None);
     }

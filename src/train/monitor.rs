@@ -33,13 +33,21 @@ impl Collapse {
     /// The warning, with what to try.
     pub fn message(self, step: usize, patience: usize, e: Entropies) -> String {
         let what = match self {
-            Collapse::FewComponents => format!("the teacher assigns (almost) every image to the same few components (entropy of its mean assignment {:.0}% of log K)", e.marginal_rel * 100.0),
-            Collapse::Uniform => "the teacher's assignments are uniform for every image (the consistency loss sits at log K and the KL term near 0), so the student learns nothing".to_string(),
-            Collapse::Constant => format!("the teacher gives every image the same assignment (its information about the image is {:.1}% of log K)", (e.marginal_rel - e.sample_rel).max(0.0) * 100.0),
+            Collapse::FewComponents => {
+                format!("the teacher assigns (almost) every image to the same few components (entropy of its mean assignment {:.0}% of log K)", e.marginal_rel * 100.0)
+            }
+            Collapse::Uniform => {
+                "the teacher's assignments are uniform for every image (the consistency loss sits at log K and the KL term near 0), so the student learns nothing".to_string()
+            }
+            Collapse::Constant => {
+                format!("the teacher gives every image the same assignment (its information about the image is {:.1}% of log K)", (e.marginal_rel - e.sample_rel).max(0.0) * 100.0)
+            }
         };
         let hint = match self {
             Collapse::FewComponents => "try a larger ib.beta_start, more frequent GMM re-initialisation (gmm.reinit_every_steps) or a lower optim.lr",
-            Collapse::Uniform | Collapse::Constant => "try head.bn_out = true, a sharper teacher (lower gmm.sigma_teacher) or more frequent GMM re-initialisation (gmm.reinit_every_steps)",
+            Collapse::Uniform | Collapse::Constant => {
+                "try head.bn_out = true, a sharper teacher (lower gmm.sigma_teacher) or more frequent GMM re-initialisation (gmm.reinit_every_steps)"
+            }
         };
         format!("warning: collapse at step {step}: {what}, for {patience} steps in a row. Representations learnt from here on are likely useless; {hint}.")
     }

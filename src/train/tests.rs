@@ -15,11 +15,7 @@ fn tiny(dir: &Path) -> Config {
 }
 
 fn losses(dir: &Path) -> Vec<(u64, f64)> {
-    metrics::read(&dir.join("metrics.jsonl"))
-        .unwrap()
-        .iter()
-        .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("loss")?.as_f64()?)))
-        .collect()
+    metrics::read(&dir.join("metrics.jsonl")).unwrap().iter().filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("loss")?.as_f64()?))).collect()
 }
 
 fn quiet(max_steps: Option<usize>) -> RunOptions {
