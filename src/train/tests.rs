@@ -171,3 +171,15 @@ fn step_budget_ends_mid_epoch_and_resumes_exactly() {
     // re-running a finished run returns its result
     assert_eq!(run(&cfg, a.path(), &quiet(None)).unwrap().unwrap(), full);
 }
+
+/// result.json gives back the very numbers it was written from (the failure CI once saw:
+/// 13.833994678483197 read back as ...196 without exact float parsing).
+#[test]
+fn run_result_round_trips_exactly() {
+    let r = RunResult { knn_top1: 5.0, knn_top5: 50.0, epochs: 2, seconds: 4.047999244, steps: 7, images_per_second: 13.833994678483197, peak_rss_mib: Some(160.84375) };
+    for x in [r.images_per_second, 0.1 + 0.2, 1.0 / 3.0, 2.2250738585072014e-308, 123456.78901234567] {
+        let json = serde_json::to_string(&RunResult { images_per_second: x, ..r.clone() }).unwrap();
+        let back: RunResult = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.images_per_second.to_bits(), x.to_bits(), "{json}");
+    }
+}
