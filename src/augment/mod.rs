@@ -87,11 +87,14 @@ impl MultiCropConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         use anyhow::ensure;
         let unit = |p: f32| (0.0..=1.0).contains(&p);
-        ensure!(self.global_size >= 4 && self.local_size >= 4, "augment.global_size/local_size: expected at least 4 pixels");
+        for (k, v) in [("global_size", self.global_size), ("local_size", self.local_size)] {
+            ensure!((4..=4096).contains(&v), "augment.{k}: expected 4 to 4096 pixels, got {v}");
+        }
+        ensure!(self.local_crops <= 64, "augment.local_crops: expected 0 to 64, got {}", self.local_crops);
         for (k, s) in [("global_scale", self.global_scale), ("local_scale", self.local_scale)] {
             ensure!(s[0] > 0.0 && s[0] <= s[1] && s[1] <= 1.0, "augment.{k}: expected 0 < min <= max <= 1, got {s:?}");
         }
-        ensure!(self.ratio[0] > 0.0 && self.ratio[0] <= self.ratio[1], "augment.ratio: expected 0 < min <= max, got {:?}", self.ratio);
+        ensure!(self.ratio[0] > 0.0 && self.ratio[0] <= self.ratio[1] && self.ratio[1] <= 100.0, "augment.ratio: expected 0 < min <= max <= 100, got {:?}", self.ratio);
         ensure!(self.channels == 1 || self.channels == 3, "augment.channels: expected 1 or 3, got {}", self.channels);
         for (k, p) in [("flip_p", self.flip_p), ("jitter_p", self.jitter_p), ("grayscale_p", self.grayscale_p)] {
             ensure!(unit(p), "augment.{k}: expected a probability in [0, 1], got {p}");
@@ -99,9 +102,15 @@ impl MultiCropConfig {
         for (k, ps) in [("blur_p", self.blur_p), ("solarize_p", self.solarize_p)] {
             ensure!(ps.iter().all(|&p| unit(p)), "augment.{k}: expected probabilities in [0, 1], got {ps:?}");
         }
-        ensure!(self.brightness >= 0.0 && self.contrast >= 0.0 && self.saturation >= 0.0, "augment.brightness/contrast/saturation: expected >= 0");
+        for (k, v) in [("brightness", self.brightness), ("contrast", self.contrast), ("saturation", self.saturation)] {
+            ensure!((0.0..=10.0).contains(&v), "augment.{k}: expected a value in [0, 10], got {v}");
+        }
         ensure!((0.0..=0.5).contains(&self.hue), "augment.hue: expected a value in [0, 0.5], got {}", self.hue);
-        ensure!(self.blur_radius[0] > 0.0 && self.blur_radius[0] <= self.blur_radius[1], "augment.blur_radius: expected 0 < min <= max, got {:?}", self.blur_radius);
+        ensure!(
+            self.blur_radius[0] > 0.0 && self.blur_radius[0] <= self.blur_radius[1] && self.blur_radius[1] <= 100.0,
+            "augment.blur_radius: expected 0 < min <= max <= 100, got {:?}",
+            self.blur_radius
+        );
         Ok(())
     }
 

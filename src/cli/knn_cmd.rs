@@ -8,7 +8,7 @@ use clap::{ArgGroup, Args};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
-#[command(group(ArgGroup::new("features").required(true).args(["checkpoint", "random_init", "raw_pixels"])))]
+#[command(group(ArgGroup::new("features").required(true).args(["checkpoint", "random_init", "raw_pixels"])), allow_negative_numbers = true)]
 pub struct KnnArgs {
     /// Data set: fashion-mnist | mnist:DIR | kmnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR
     #[arg(long, default_value = "fashion-mnist")]
@@ -63,8 +63,10 @@ pub struct KnnArgs {
 
 pub fn run(a: KnnArgs) -> Result<()> {
     ensure!(a.k >= 1, "--k: expected at least 1, got {}", a.k);
-    ensure!(a.temperature > 0.0, "--temperature: expected > 0, got {}", a.temperature);
-    ensure!(a.batch_size >= 1, "--batch-size: expected at least 1");
+    ensure!(a.k <= 100_000, "--k: expected at most 100000, got {}", a.k);
+    ensure!(a.temperature.is_finite() && (1e-3..=1e3).contains(&a.temperature), "--temperature: expected a value in [0.001, 1000], got {}", a.temperature);
+    ensure!((1..=65536).contains(&a.batch_size), "--batch-size: expected 1 to 65536, got {}", a.batch_size);
+    ensure!(a.image_size.is_none_or(|s| (8..=4096).contains(&s)), "--image-size: expected 8 to 4096 pixels, got {}", a.image_size.unwrap_or(0));
     let device = crate::device::parse(&a.device)?;
     let arch = a.arch.as_deref().map(ArchConfig::parse).transpose()?;
     let opts = LoadOptions { skip_corrupt: a.skip_corrupt };

@@ -114,8 +114,10 @@ pub fn main() -> i32 {
         Err(e) => {
             // clap's message is several lines (tip, usage); keep the one that says what is wrong
             let text = e.render().to_string();
-            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments").trim_start_matches("error: ");
-            eprintln!("error: {first} (see `svib --help`)");
+            // the first paragraph, joined: "the following required arguments were not provided: --arch <ARCH>"
+            let first: Vec<&str> = text.lines().map(str::trim).skip_while(|l| l.is_empty()).take_while(|l| !l.is_empty()).collect();
+            let first = if first.is_empty() { "invalid arguments".to_string() } else { first.join(" ") };
+            eprintln!("error: {} (see `svib --help`)", first.trim_start_matches("error: "));
             return 2;
         }
     };

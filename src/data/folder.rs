@@ -40,9 +40,9 @@ pub fn decode(path: &Path) -> Result<ImageU8> {
     })
 }
 
-pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
-    let dir = split_dir(root, split)?;
-    let mut classes: Vec<String> = std::fs::read_dir(&dir)
+/// The sorted names of the class folders under `dir`.
+fn class_dirs(dir: &Path) -> Result<Vec<String>> {
+    let mut classes: Vec<String> = std::fs::read_dir(dir)
         .with_context(|| format!("{}: cannot list", dir.display()))?
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
@@ -52,9 +52,44 @@ pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
     if classes.is_empty() {
         bail!("{}: no class folders (expected {}/<class>/<images>)", dir.display(), dir.display());
     }
+    Ok(classes)
+}
+
+/// Whether a folder holds at least one file with an image extension.
+fn has_images(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).any(|e| EXTENSIONS.contains(&e.path().extension().map(|x| x.to_string_lossy().to_lowercase()).unwrap_or_default().as_str())))
+        .unwrap_or(false)
+}
+
+/// The class folders of `dir` and their indices. There is one class index per tree, from
+/// `train/`: the folders of another split must be among train's classes (an extra folder without
+/// images is skipped with a warning; one with images is an error).
+fn classes_of(root: &Path, dir: &Path, split: Split) -> Result<(Vec<String>, Vec<(String, usize)>)> {
+    let here = class_dirs(dir)?;
+    let train_dir = root.join("train");
+    if split == Split::Train || !train_dir.is_dir() {
+        let idx = here.iter().cloned().enumerate().map(|(i, c)| (c, i)).collect();
+        return Ok((here, idx));
+    }
+    let classes = class_dirs(&train_dir)?;
+    let mut idx = vec![];
+    for c in here {
+        match classes.binary_search(&c) {
+            Ok(i) => idx.push((c, i)),
+            Err(_) if !has_images(&dir.join(&c)) => eprintln!("warning: {}: no images, and not a class of {}; skipped", dir.join(&c).display(), train_dir.display()),
+            Err(_) => bail!("{}: `{c}` is not a class of {} (the classes are train's folders: {})", dir.join(&c).display(), train_dir.display(), classes.join(", ")),
+        }
+    }
+    Ok((classes, idx))
+}
+
+pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
+    let dir = split_dir(root, split)?;
+    let (classes, class_index) = classes_of(root, &dir, split)?;
     let mut files: Vec<(PathBuf, i64)> = vec![];
     let mut ignored = 0usize;
-    for (ci, c) in classes.iter().enumerate() {
+    for (c, ci) in &class_index {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir.join(c))
             .with_context(|| format!("{}: cannot list", dir.join(c).display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -64,7 +99,7 @@ pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
         for p in entries {
             let ext = p.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
             if EXTENSIONS.contains(&ext.as_str()) {
-                files.push((p, ci as i64));
+                files.push((p, *ci as i64));
             } else {
                 ignored += 1;
             }
@@ -147,5 +182,20 @@ mod tests {
         std::fs::create_dir_all(d.path().join("train/a")).unwrap();
         let e = format!("{:#}", load(d.path(), Split::Test, &LoadOptions::default()).unwrap_err());
         assert!(e.contains("no val or test folder"), "{e}");
+    }
+
+    #[test]
+    fn val_classes_take_train_indices() {
+        let d = tempfile::tempdir().unwrap();
+        tree(d.path());
+        // val/ without `cat` and with an empty extra folder that sorts first: dog is still 1
+        std::fs::remove_dir_all(d.path().join("val/cat")).unwrap();
+        std::fs::create_dir_all(d.path().join("val/aardvark")).unwrap();
+        let t = load(d.path(), Split::Test, &LoadOptions::default()).unwrap();
+        assert_eq!((t.labels.clone(), t.num_classes, t.class_names.clone()), (vec![1], 2, vec!["cat".to_string(), "dog".to_string()]));
+        // an extra class with images is an error naming it
+        image::GrayImage::from_pixel(3, 3, image::Luma([7])).save(d.path().join("val/aardvark/0.png")).unwrap();
+        let e = format!("{:#}", load(d.path(), Split::Test, &LoadOptions::default()).unwrap_err());
+        assert!(e.contains("val/aardvark") && e.contains("not a class of") && e.contains("cat, dog"), "{e}");
     }
 }

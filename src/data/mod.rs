@@ -10,8 +10,7 @@ mod stl10;
 pub use norm::Norm;
 pub use spec::{DataSpec, Format};
 
-use anyhow::{Context, Result};
-use std::io::Read;
+use anyhow::Result;
 use std::path::Path;
 
 /// An 8-bit image, row-major HWC, with 1 (grey) or 3 (RGB) channels.
@@ -118,18 +117,6 @@ pub fn load(spec: &DataSpec, split: Split, opts: &LoadOptions) -> Result<Dataset
         anyhow::bail!("{}: the {} split has no images", spec.dir.display(), split.name());
     }
     Ok(ds)
-}
-
-/// Reads a whole file, gunzipping it when its name ends in `.gz`.
-pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| anyhow::anyhow!("{}: corrupt or truncated gzip stream ({e})", path.display()))?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
 }
 
 /// Returns the first of `names` that exists in `dir` (each also tried with `.gz`).

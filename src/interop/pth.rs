@@ -5,6 +5,12 @@
 //! The reader is a small pickle machine that knows the opcodes torch.save emits and rebuilds
 //! tensors from `torch._utils._rebuild_tensor_v2` calls and persistent storage ids; any other
 //! object (argparse.Namespace, optimiser state) is kept opaque and skipped.
+//!
+//! Every file is treated as hostile: arithmetic on lengths, offsets, sizes and strides is
+//! checked; nesting depth, values copied through the pickle memo and the pickle's own size are
+//! bounded; a tensor's view is validated against its storage before any storage is read; and
+//! [`read_pth_where`] materialises only the tensors a caller wants (a model's names and shapes),
+//! reading no more of a storage than those tensors reach.
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -16,9 +22,9 @@ enum V {
     None,
     Int(i64),
     Str(String),
-    List(Vec<V>),
-    Tuple(Vec<V>),
-    Dict(Vec<(V, V)>),
+    List(Vec<V>, Meta),
+    Tuple(Vec<V>, Meta),
+    Dict(Vec<(V, V)>, Meta),
     Global(String, String),
     Storage {
         key: String,
@@ -34,6 +40,54 @@ enum V {
     /// Values and objects that hold no tensor (floats, bools, bytes, arbitrary classes).
     Opaque,
     Mark,
+}
+
+/// Nesting below a value and the values it holds: kept on every container so that copies
+/// through the memo can be charged without walking them.
+#[derive(Clone, Copy, Debug)]
+struct Meta {
+    depth: u16,
+    nodes: usize,
+}
+
+impl Meta {
+    /// An empty container: one value, nothing below it.
+    const EMPTY: Meta = Meta { depth: 0, nodes: 1 };
+}
+
+/// Containers nested deeper than this are refused (a hostile pickle nests millions).
+const MAX_DEPTH: u16 = 256;
+/// Values a pickle may build or copy through its memo (a state dict of a ViT-L with optimiser
+/// state holds tens of thousands; a memo-doubling pickle would hold billions).
+const MAX_NODES: usize = 2_000_000;
+/// data.pkl larger than this is refused (real ones are kilobytes to a few megabytes).
+const MAX_PICKLE_BYTES: u64 = 256 << 20;
+
+impl V {
+    fn meta(&self) -> Meta {
+        match self {
+            V::List(_, m) | V::Tuple(_, m) | V::Dict(_, m) => *m,
+            V::Str(s) => Meta { depth: 0, nodes: 1 + s.len() / 32 },
+            V::Global(a, b) => Meta { depth: 0, nodes: 1 + (a.len() + b.len()) / 32 },
+            V::Tensor { size, .. } => Meta { depth: 0, nodes: 1 + size.len() / 4 },
+            _ => Meta { depth: 0, nodes: 1 },
+        }
+    }
+    fn tuple(items: Vec<V>) -> Result<V> {
+        let mut m = Meta::EMPTY;
+        for i in &items {
+            grow(&mut m, i.meta())?;
+        }
+        Ok(V::Tuple(items, m))
+    }
+}
+
+/// Accounts for `item` placed inside a container with meta `m`.
+fn grow(m: &mut Meta, item: Meta) -> Result<()> {
+    m.depth = m.depth.max(item.depth.saturating_add(1));
+    m.nodes = m.nodes.saturating_add(item.nodes);
+    ensure!(m.depth <= MAX_DEPTH, "pickle nests containers deeper than {MAX_DEPTH} levels");
+    Ok(())
 }
 
 fn storage_kind(name: &str) -> Option<Kind> {
@@ -54,7 +108,7 @@ fn storage_kind(name: &str) -> Option<Kind> {
 
 fn ints(v: &V) -> Result<Vec<i64>> {
     match v {
-        V::Tuple(x) | V::List(x) => x.iter().map(|e| if let V::Int(i) = e { Ok(*i) } else { bail!("expected an integer tuple") }).collect(),
+        V::Tuple(x, _) | V::List(x, _) => x.iter().map(|e| if let V::Int(i) = e { Ok(*i) } else { bail!("expected an integer tuple") }).collect(),
         _ => bail!("expected an integer tuple"),
     }
 }
@@ -64,11 +118,13 @@ struct Machine<'a> {
     pos: usize,
     stack: Vec<V>,
     memo: HashMap<u32, V>,
+    /// Values built or copied so far (bounded by MAX_NODES).
+    nodes: usize,
 }
 
 impl<'a> Machine<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        ensure!(self.pos + n <= self.data.len(), "pickle ends early at byte {}", self.pos);
+        ensure!(n <= self.data.len() - self.pos, "pickle ends early at byte {}", self.pos);
         let s = &self.data[self.pos..self.pos + n];
         self.pos += n;
         Ok(s)
@@ -84,6 +140,23 @@ impl<'a> Machine<'a> {
         while self.u8()? != b'\n' {}
         Ok(String::from_utf8_lossy(&self.data[start..self.pos - 1]).into_owned())
     }
+    /// Charges `n` more values against MAX_NODES.
+    fn charge(&mut self, n: usize) -> Result<()> {
+        self.nodes = self.nodes.saturating_add(n);
+        ensure!(self.nodes <= MAX_NODES, "pickle builds more than {MAX_NODES} values (byte {}): not a state dict", self.pos);
+        Ok(())
+    }
+    fn push(&mut self, v: V) -> Result<()> {
+        self.charge(1)?;
+        self.stack.push(v);
+        Ok(())
+    }
+    /// A copy of the top of the stack (for the memo or DUP), charged by its size.
+    fn top_copy(&mut self) -> Result<V> {
+        let n = self.stack.last().ok_or_else(|| anyhow!("pickle stack underflow at byte {}", self.pos))?.meta().nodes;
+        self.charge(n)?;
+        self.stack.last().cloned().ok_or_else(|| anyhow!("pickle stack underflow at byte {}", self.pos))
+    }
     fn pop(&mut self) -> Result<V> {
         self.stack.pop().ok_or_else(|| anyhow!("pickle stack underflow at byte {}", self.pos))
     }
@@ -98,9 +171,9 @@ impl<'a> Machine<'a> {
     }
 
     fn reduce(f: V, args: V) -> V {
-        let args = if let V::Tuple(a) = args { a } else { vec![] };
+        let args = if let V::Tuple(a, _) = args { a } else { vec![] };
         match f {
-            V::Global(m, n) if m == "collections" && n == "OrderedDict" => V::Dict(vec![]),
+            V::Global(m, n) if m == "collections" && n == "OrderedDict" => V::Dict(vec![], Meta::EMPTY),
             V::Global(m, n) if m == "torch._utils" && n == "_rebuild_tensor_v2" && args.len() >= 4 => {
                 let (V::Storage { key, kind }, V::Int(offset)) = (&args[0], &args[1]) else { return V::Opaque };
                 match (ints(&args[2]), ints(&args[3])) {
@@ -109,232 +182,305 @@ impl<'a> Machine<'a> {
                 }
             }
             // nn.Parameter(data, requires_grad, hooks): the data
-            V::Global(m, n) if m == "torch._utils" && n == "_rebuild_parameter" && !args.is_empty() => args[0].clone(),
+            V::Global(m, n) if m == "torch._utils" && n == "_rebuild_parameter" => args.into_iter().next().unwrap_or(V::Opaque),
             _ => V::Opaque,
         }
+    }
+
+    /// SETITEM(S) / APPEND(S): `items` go into the dict or list on top of the stack.
+    fn extend_top(&mut self, items: Vec<V>) -> Result<()> {
+        match self.stack.last_mut() {
+            Some(V::Dict(d, m)) => {
+                let mut it = items.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    grow(m, k.meta())?;
+                    grow(m, v.meta())?;
+                    d.push((k, v));
+                }
+            }
+            Some(V::List(l, m)) => {
+                for v in items {
+                    grow(m, v.meta())?;
+                    l.push(v);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn int_le(&mut self, n: usize) -> Result<i64> {
+        ensure!(n <= 8, "pickle integer of {n} bytes is too large");
+        let b = self.take(n)?;
+        let mut buf = if b.last().is_some_and(|x| x & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
+        buf[..n].copy_from_slice(b);
+        Ok(i64::from_le_bytes(buf))
+    }
+
+    fn len_u32(&mut self) -> Result<usize> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into()?) as usize)
+    }
+
+    /// Opcodes that push a string, a number or an opaque scalar; false for any other opcode.
+    fn scalar(&mut self, op: u8) -> Result<bool> {
+        let v = match op {
+            b'X' | b'T' => {
+                let n = self.len_u32()?;
+                self.text(n)?
+            }
+            0x8c | b'U' => {
+                let n = self.u8()? as usize;
+                self.text(n)?
+            }
+            0x8d => {
+                let n = usize::try_from(u64::from_le_bytes(self.take(8)?.try_into()?)).unwrap_or(usize::MAX);
+                self.text(n)?
+            }
+            b'B' | b'C' | 0x8e => {
+                let n = match op {
+                    b'B' => self.len_u32()?,
+                    b'C' => self.u8()? as usize,
+                    _ => usize::try_from(u64::from_le_bytes(self.take(8)?.try_into()?)).unwrap_or(usize::MAX),
+                };
+                self.take(n)?;
+                V::Opaque
+            }
+            b'J' => V::Int(self.int_le(4)?),
+            b'K' => V::Int(self.u8()? as i64),
+            b'M' => V::Int(u16::from_le_bytes(self.take(2)?.try_into()?) as i64),
+            0x8a => {
+                let n = self.u8()? as usize;
+                V::Int(self.int_le(n)?)
+            }
+            b'G' => {
+                self.take(8)?;
+                V::Opaque
+            }
+            b'N' => V::None,
+            0x88 | 0x89 => V::Opaque,
+            _ => return Ok(false),
+        };
+        self.push(v)?;
+        Ok(true)
+    }
+
+    /// Opcodes of the memo (PUT, GET and their short forms).
+    fn memo_op(&mut self, op: u8) -> Result<bool> {
+        match op {
+            b'q' | b'r' | 0x94 => {
+                let i = match op {
+                    b'q' => self.u8()? as u32,
+                    b'r' => self.u32()?,
+                    _ => self.memo.len() as u32,
+                };
+                let top = self.top_copy()?;
+                self.memo.insert(i, top);
+            }
+            b'h' | b'j' => {
+                let i = if op == b'h' { self.u8()? as u32 } else { self.u32()? };
+                let n = self.memo.get(&i).ok_or_else(|| anyhow!("pickle memo {i} missing"))?.meta().nodes;
+                self.charge(n)?;
+                let v = self.memo[&i].clone();
+                self.stack.push(v);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// BINPERSID: a storage of torch.save's zip format.
+    fn persistent_id(&mut self) -> Result<()> {
+        let pid = self.pop()?;
+        let v = match pid {
+            V::Tuple(t, _) if t.len() >= 3 => match (&t[1], &t[2]) {
+                (V::Global(_, ty), V::Str(key)) => match storage_kind(ty) {
+                    Some(kind) => V::Storage { key: key.clone(), kind },
+                    None => bail!("unsupported storage type `{ty}`"),
+                },
+                _ => V::Opaque,
+            },
+            _ => V::Opaque,
+        };
+        self.push(v)
+    }
+
+    /// Opcodes that build containers, call globals or drop values; false for unknown opcodes.
+    fn structure(&mut self, op: u8) -> Result<bool> {
+        match op {
+            b'}' => self.push(V::Dict(vec![], Meta::EMPTY))?,
+            b']' => self.push(V::List(vec![], Meta::EMPTY))?,
+            b')' => self.push(V::Tuple(vec![], Meta::EMPTY))?,
+            b'(' => self.push(V::Mark)?,
+            b't' => {
+                let items = self.pop_mark()?;
+                self.stack.push(V::tuple(items)?);
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                ensure!(self.stack.len() >= n, "pickle stack underflow at byte {}", self.pos);
+                let items = self.stack.split_off(self.stack.len() - n);
+                self.stack.push(V::tuple(items)?);
+            }
+            b's' => {
+                let v = self.pop()?;
+                let k = self.pop()?;
+                self.extend_top(vec![k, v])?;
+            }
+            b'a' => {
+                let v = self.pop()?;
+                self.extend_top(vec![v])?;
+            }
+            b'u' | b'e' => {
+                let items = self.pop_mark()?;
+                self.extend_top(items)?;
+            }
+            b'c' => {
+                let module = self.line()?;
+                let name = self.line()?;
+                self.push(V::Global(module, name))?;
+            }
+            0x93 => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                let (V::Str(m), V::Str(n)) = (module, name) else { bail!("STACK_GLOBAL needs two strings") };
+                self.push(V::Global(m, n))?;
+            }
+            b'R' | 0x81 => {
+                let args = self.pop()?;
+                let f = self.pop()?;
+                self.push(Self::reduce(f, args))?;
+            }
+            b'Q' => self.persistent_id()?,
+            b'b' | b'0' => drop(self.pop()?), // BUILD: an object's state is not needed
+            b'1' => drop(self.pop_mark()?),
+            b'2' => {
+                let top = self.top_copy()?;
+                self.stack.push(top);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 
     fn run(mut self) -> Result<V> {
         loop {
             let op = self.u8()?;
             match op {
-                0x80 => {
-                    self.u8()?;
-                }
-                0x95 => {
-                    self.take(8)?;
-                }
+                0x80 => drop(self.u8()?),
+                0x95 => drop(self.take(8)?),
                 b'.' => return self.pop(),
-                b'}' => self.stack.push(V::Dict(vec![])),
-                b']' => self.stack.push(V::List(vec![])),
-                b')' => self.stack.push(V::Tuple(vec![])),
-                b'(' => self.stack.push(V::Mark),
-                b't' => {
-                    let items = self.pop_mark()?;
-                    self.stack.push(V::Tuple(items));
-                }
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
-                    ensure!(self.stack.len() >= n, "pickle stack underflow at byte {}", self.pos);
-                    let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(V::Tuple(items));
-                }
-                b's' | b'u' => {
-                    let items = if op == b's' {
-                        let v = self.pop()?;
-                        let k = self.pop()?;
-                        vec![k, v]
-                    } else {
-                        self.pop_mark()?
-                    };
-                    if let Some(V::Dict(d)) = self.stack.last_mut() {
-                        let mut it = items.into_iter();
-                        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                            d.push((k, v));
-                        }
-                    }
-                }
-                b'a' | b'e' => {
-                    let items = if op == b'a' { vec![self.pop()?] } else { self.pop_mark()? };
-                    if let Some(V::List(l)) = self.stack.last_mut() {
-                        l.extend(items);
-                    }
-                }
-                b'X' => {
-                    let n = self.u32()? as usize;
-                    let s = self.text(n)?;
-                    self.stack.push(s);
-                }
-                0x8c | b'U' => {
-                    let n = self.u8()? as usize;
-                    let s = self.text(n)?;
-                    self.stack.push(s);
-                }
-                0x8d => {
-                    let n = u64::from_le_bytes(self.take(8)?.try_into().unwrap()) as usize;
-                    let s = self.text(n)?;
-                    self.stack.push(s);
-                }
-                b'T' => {
-                    let n = self.u32()? as usize;
-                    let s = self.text(n)?;
-                    self.stack.push(s);
-                }
-                b'B' => {
-                    let n = self.u32()? as usize;
-                    self.take(n)?;
-                    self.stack.push(V::Opaque);
-                }
-                b'C' => {
-                    let n = self.u8()? as usize;
-                    self.take(n)?;
-                    self.stack.push(V::Opaque);
-                }
-                b'J' => {
-                    let v = i32::from_le_bytes(self.take(4)?.try_into().unwrap()) as i64;
-                    self.stack.push(V::Int(v));
-                }
-                b'K' => {
-                    let v = self.u8()? as i64;
-                    self.stack.push(V::Int(v));
-                }
-                b'M' => {
-                    let v = u16::from_le_bytes(self.take(2)?.try_into().unwrap()) as i64;
-                    self.stack.push(V::Int(v));
-                }
-                0x8a => {
-                    let n = self.u8()? as usize;
-                    let b = self.take(n)?;
-                    ensure!(n <= 8, "pickle integer of {n} bytes is too large");
-                    let mut buf = if b.last().is_some_and(|x| x & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
-                    buf[..n].copy_from_slice(b);
-                    self.stack.push(V::Int(i64::from_le_bytes(buf)));
-                }
-                b'G' => {
-                    self.take(8)?;
-                    self.stack.push(V::Opaque);
-                }
-                b'N' => self.stack.push(V::None),
-                0x88 | 0x89 => self.stack.push(V::Opaque),
-                b'c' => {
-                    let module = self.line()?;
-                    let name = self.line()?;
-                    self.stack.push(V::Global(module, name));
-                }
-                0x93 => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    let (V::Str(m), V::Str(n)) = (module, name) else { bail!("STACK_GLOBAL needs two strings") };
-                    self.stack.push(V::Global(m, n));
-                }
-                b'R' | 0x81 => {
-                    let args = self.pop()?;
-                    let f = self.pop()?;
-                    self.stack.push(Self::reduce(f, args));
-                }
-                b'b' => {
-                    self.pop()?; // state of an object: not needed
-                }
-                b'q' => {
-                    let i = self.u8()? as u32;
-                    let top = self.stack.last().cloned().unwrap_or(V::None);
-                    self.memo.insert(i, top);
-                }
-                b'r' => {
-                    let i = self.u32()?;
-                    let top = self.stack.last().cloned().unwrap_or(V::None);
-                    self.memo.insert(i, top);
-                }
-                0x94 => {
-                    let i = self.memo.len() as u32;
-                    let top = self.stack.last().cloned().unwrap_or(V::None);
-                    self.memo.insert(i, top);
-                }
-                b'h' | b'j' => {
-                    let i = if op == b'h' { self.u8()? as u32 } else { self.u32()? };
-                    let v = self.memo.get(&i).cloned().ok_or_else(|| anyhow!("pickle memo {i} missing"))?;
-                    self.stack.push(v);
-                }
-                b'Q' => {
-                    let pid = self.pop()?;
-                    let v = match pid {
-                        V::Tuple(t) if t.len() >= 3 => match (&t[1], &t[2]) {
-                            (V::Global(_, ty), V::Str(key)) => match storage_kind(ty) {
-                                Some(kind) => V::Storage { key: key.clone(), kind },
-                                None => bail!("unsupported storage type `{ty}`"),
-                            },
-                            _ => V::Opaque,
-                        },
-                        _ => V::Opaque,
-                    };
-                    self.stack.push(v);
-                }
-                b'0' => {
-                    self.pop()?;
-                }
-                b'1' => {
-                    self.pop_mark()?;
-                }
-                b'2' => {
-                    let top = self.stack.last().cloned().ok_or_else(|| anyhow!("pickle stack underflow"))?;
-                    self.stack.push(top);
-                }
+                _ if self.scalar(op)? || self.memo_op(op)? || self.structure(op)? => {}
                 other => bail!("unsupported pickle opcode 0x{other:02x} at byte {}", self.pos - 1),
             }
         }
     }
 }
 
-fn flatten(prefix: &str, v: &V, out: &mut Vec<(String, V)>) {
+fn flatten(prefix: &str, v: V, out: &mut Vec<(String, V)>) {
     match v {
-        V::Dict(items) => {
+        V::Dict(items, _) => {
             for (k, v) in items {
                 let key = match k {
-                    V::Str(s) => s.clone(),
+                    V::Str(s) => s,
                     V::Int(i) => i.to_string(),
                     _ => continue,
                 };
                 flatten(&if prefix.is_empty() { key } else { format!("{prefix}.{key}") }, v, out);
             }
         }
-        V::Tensor { .. } => out.push((prefix.to_string(), v.clone())),
+        V::Tensor { .. } => out.push((prefix.to_string(), v)),
         _ => {}
     }
 }
 
-/// All tensors of a torch.save file, with dotted names for nested dicts.
-pub fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut zip =
-        zip::ZipArchive::new(file).map_err(|_| anyhow!("{}: not a torch.save zip archive (files from torch < 1.6 must be re-saved with a newer torch)", path.display()))?;
+/// A tensor's view of its storage, validated: the number of elements it holds and the storage
+/// elements it reaches (offset + the farthest element + 1), both without overflow.
+fn view_extent(name: &str, offset: i64, size: &[i64], stride: &[i64]) -> Result<(i64, i64)> {
+    ensure!(size.len() == stride.len(), "tensor `{name}`: {} sizes but {} strides", size.len(), stride.len());
+    ensure!(offset >= 0 && size.iter().chain(stride).all(|&x| x >= 0), "tensor `{name}`: negative offset, size or stride");
+    let numel = size.iter().try_fold(1i64, |a, &s| a.checked_mul(s)).ok_or_else(|| anyhow!("tensor `{name}`: its size {size:?} overflows"))?;
+    ensure!(size.iter().zip(stride).all(|(&s, &st)| s <= 1 || st > 0), "tensor `{name}` repeats its storage (a stride of 0); re-save it with .contiguous()");
+    if numel == 0 {
+        return Ok((0, 0));
+    }
+    let last = size.iter().zip(stride).try_fold(offset, |a, (&s, &st)| (s - 1).checked_mul(st).and_then(|x| a.checked_add(x)));
+    let reach = last.and_then(|l| l.checked_add(1)).ok_or_else(|| anyhow!("tensor `{name}`: its offset and strides overflow"))?;
+    Ok((numel, reach))
+}
+
+/// One tensor of the pickle: which storage, which view.
+struct TensorView {
+    name: String,
+    key: String,
+    kind: Kind,
+    offset: i64,
+    size: Vec<i64>,
+    stride: Vec<i64>,
+    reach: i64,
+}
+
+/// The archive's pickle, parsed: its tensors in order, views validated.
+fn tensors_of(zip: &mut zip::ZipArchive<std::fs::File>, path: &Path) -> Result<(String, Vec<TensorView>)> {
     let names: Vec<String> = zip.file_names().map(str::to_string).collect();
     let pkl = names.iter().find(|n| n.ends_with("data.pkl") && n.matches('/').count() == 1).ok_or_else(|| anyhow!("{}: no data.pkl in the archive", path.display()))?.clone();
     let root = pkl.trim_end_matches("data.pkl").to_string();
-    let mut read = |name: &str| -> Result<Vec<u8>> {
-        let mut e = zip.by_name(name).map_err(|_| anyhow!("{}: archive entry `{name}` missing", path.display()))?;
-        let mut b = vec![];
-        e.read_to_end(&mut b).with_context(|| format!("{}: cannot read `{name}`", path.display()))?;
-        Ok(b)
-    };
-    let pickle = read(&pkl)?;
-    let top = Machine { data: &pickle, pos: 0, stack: vec![], memo: HashMap::new() }.run().with_context(|| format!("{}: {pkl}", path.display()))?;
+    let pickle = read_entry(zip, &pkl, MAX_PICKLE_BYTES, path)?;
+    let top = Machine { data: &pickle, pos: 0, stack: vec![], memo: HashMap::new(), nodes: 0 }.run().with_context(|| format!("{}: {pkl}", path.display()))?;
     let mut found = vec![];
-    flatten("", &top, &mut found);
-    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    flatten("", top, &mut found);
     let mut out = vec![];
     for (name, v) in found {
         let V::Tensor { key, kind, offset, size, stride } = v else { continue };
-        if !storages.contains_key(&key) {
-            let bytes = read(&format!("{root}data/{key}"))?;
-            storages.insert(key.clone(), bytes);
-        }
-        let bytes = &storages[&key];
-        let elem = kind.elt_size_in_bytes();
-        let numel = (bytes.len() / elem) as i64;
-        let storage = Tensor::from_data_size(bytes, &[numel], kind);
-        let last = offset + size.iter().zip(&stride).map(|(s, st)| (s - 1).max(0) * st).sum::<i64>();
-        ensure!(size.iter().any(|&s| s == 0) || last < numel, "{}: tensor `{name}` reaches past its storage", path.display());
-        out.push((name, storage.as_strided(&size, &stride, Some(offset)).contiguous()));
+        let (_, reach) = view_extent(&name, offset, &size, &stride).with_context(|| path.display().to_string())?;
+        out.push(TensorView { name, key, kind, offset, size, stride, reach });
+    }
+    Ok((root, out))
+}
+
+/// An archive entry, refused when it declares more than `limit` bytes, and read only as far
+/// as `limit` (a compressed entry cannot expand beyond it).
+fn read_entry(zip: &mut zip::ZipArchive<std::fs::File>, name: &str, limit: u64, path: &Path) -> Result<Vec<u8>> {
+    let e = zip.by_name(name).map_err(|_| anyhow!("{}: archive entry `{name}` missing", path.display()))?;
+    ensure!(e.size() <= limit || name.contains("/data/"), "{}: archive entry `{name}` declares {} bytes, more than the {limit} allowed", path.display(), e.size());
+    let mut b = Vec::with_capacity(limit.min(e.size()).min(1 << 30) as usize);
+    e.take(limit).read_to_end(&mut b).with_context(|| format!("{}: cannot read `{name}`", path.display()))?;
+    Ok(b)
+}
+
+/// All tensors of a torch.save file, with dotted names for nested dicts.
+pub fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    read_pth_where(path, |_, _| true)
+}
+
+/// The tensors of a torch.save file, with dotted names for nested dicts. Only the tensors for
+/// which `keep(name, size)` holds are read; every other one comes back as a placeholder of its
+/// size that holds no memory (a zero expanded to the size), so that a caller can still name it.
+pub fn read_pth_where(path: &Path, keep: impl Fn(&str, &[i64]) -> bool) -> Result<Vec<(String, Tensor)>> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut zip =
+        zip::ZipArchive::new(file).map_err(|_| anyhow!("{}: not a torch.save zip archive (files from torch < 1.6 must be re-saved with a newer torch)", path.display()))?;
+    let (root, metas) = tensors_of(&mut zip, path)?;
+    // the bytes of each storage that the kept tensors reach
+    let mut need: HashMap<&str, (Kind, i64)> = HashMap::new();
+    for m in metas.iter().filter(|m| keep(&m.name, &m.size)) {
+        let e = need.entry(&m.key).or_insert((m.kind, 0));
+        ensure!(e.0 == m.kind, "{}: storage `{}` is read as two kinds", path.display(), m.key);
+        e.1 = e.1.max(m.reach);
+    }
+    let mut storages: HashMap<&str, Tensor> = HashMap::new();
+    for (key, (kind, reach)) in need {
+        let bytes = (reach as u64).checked_mul(kind.elt_size_in_bytes() as u64).ok_or_else(|| anyhow!("{}: storage `{key}` overflows", path.display()))?;
+        let data = read_entry(&mut zip, &format!("{root}data/{key}"), bytes, path)?;
+        ensure!(data.len() as u64 == bytes, "{}: storage `{key}` holds {} bytes, its tensors reach {bytes}", path.display(), data.len());
+        storages.insert(key, Tensor::from_data_size(&data, &[reach], kind));
+    }
+    let mut out = vec![];
+    for m in &metas {
+        let t = match storages.get(m.key.as_str()) {
+            Some(s) if keep(&m.name, &m.size) => s.f_as_strided(&m.size, &m.stride, Some(m.offset))?.contiguous(),
+            _ => Tensor::zeros([], (m.kind, tch::Device::Cpu)).f_expand(&m.size, false)?,
+        };
+        out.push((m.name.clone(), t));
     }
     Ok(out)
 }

@@ -92,12 +92,15 @@ impl ArchConfig {
     pub fn validate(&self) -> Result<()> {
         match self.name.as_str() {
             "resnet18" | "resnet34" | "resnet50" => {
-                ensure!(self.width >= 1, "model.width: expected >= 1, got {}", self.width);
+                ensure!((1..=1024).contains(&self.width), "model.width: expected 1 to 1024, got {}", self.width);
                 ensure!(self.stem_stride == 1 || self.stem_stride == 2, "model.stem_stride: expected 1 or 2, got {}", self.stem_stride);
             }
             "vit_tiny" | "vit_small" | "vit_base" => {
                 let (dim, depth, heads) = self.vit_dims();
-                ensure!(self.patch_size >= 1, "model.patch_size: expected >= 1, got {}", self.patch_size);
+                ensure!((1..=1024).contains(&self.patch_size), "model.patch_size: expected 1 to 1024, got {}", self.patch_size);
+                ensure!(self.img_size <= 8192, "model.img_size: expected at most 8192, got {}", self.img_size);
+                ensure!((1..=8192).contains(&dim), "model.dim: expected 1 to 8192, got {dim}");
+                ensure!(depth <= 256, "model.depth: expected at most 256, got {depth}");
                 ensure!(self.img_size >= self.patch_size, "model.img_size: expected >= patch_size ({}), got {}", self.patch_size, self.img_size);
                 ensure!(depth >= 1, "model.depth: expected >= 1, got {depth}");
                 ensure!(heads >= 1 && dim % heads == 0, "model.heads: {heads} does not divide model.dim {dim}");

@@ -57,7 +57,10 @@ pub fn load_named(vs: &nn::VarStore, named: Vec<(String, Tensor)>, source: &Path
 pub fn load_safetensors(vs: &nn::VarStore, path: &Path) -> Result<()> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let named = if ["pth", "pt", "bin", "tar", "ckpt"].contains(&ext.as_str()) {
-        crate::interop::pth::read_pth(path)?
+        // only tensors whose name ends in a variable's name and whose shape is that variable's are read
+        let vars: Vec<(String, Vec<i64>)> = vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect();
+        let wanted = |name: &str, size: &[i64]| vars.iter().any(|(k, s)| s == size && name.strip_suffix(k.as_str()).is_some_and(|p| p.is_empty() || p.ends_with('.')));
+        crate::interop::pth::read_pth_where(path, wanted)?
     } else {
         Tensor::read_safetensors(path).map_err(|e| anyhow::anyhow!("{}: not a readable safetensors file ({e}); PyTorch files need a .pth or .pt name", path.display()))?
     };

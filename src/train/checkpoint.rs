@@ -19,6 +19,9 @@ pub struct Meta {
     pub svib_version: String,
     /// Random streams are derived from (seed, epoch, step), so none has to be stored.
     pub rng: String,
+    /// The collapse monitor's counts (absent in checkpoints of older versions).
+    #[serde(default)]
+    pub monitor: crate::train::monitor::MonitorState,
 }
 
 fn stem(step: usize) -> String {
@@ -30,6 +33,10 @@ pub fn save(dir: &Path, meta: &Meta, tensors: &[(String, Tensor)], keep: usize) 
     let st = dir.join(format!("{}.safetensors", stem(meta.step)));
     let tmp = dir.join(format!(".{}.safetensors.tmp", stem(meta.step)));
     let cpu: Vec<(String, Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous())).collect();
+    let bad = non_finite(cpu.iter().map(|(n, t)| (n, t)));
+    if let Some(first) = bad.first() {
+        bail!("step {}: {} tensor(s) hold non-finite values ({first} first), so no checkpoint is written: training has diverged", meta.step, bad.len());
+    }
     Tensor::write_safetensors(&cpu, &tmp).map_err(|e| anyhow::anyhow!("{}: cannot write checkpoint ({e})", tmp.display()))?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("{}: cannot sync", tmp.display()))?;
     std::fs::rename(&tmp, &st).with_context(|| format!("{}: cannot rename into place", st.display()))?;
@@ -59,13 +66,41 @@ pub fn list(dir: &Path) -> Vec<(usize, PathBuf)> {
     v
 }
 
-/// The newest complete checkpoint: its metadata and tensors by name.
+/// The newest checkpoint that reads back whole and finite, with its metadata and tensors by
+/// name. An unreadable or non-finite newer one is passed over with a warning naming it.
 pub fn load_latest(dir: &Path) -> Result<Option<(Meta, BTreeMap<String, Tensor>, PathBuf)>> {
-    let Some((_, path)) = list(dir).pop() else { return Ok(None) };
-    let (meta, tensors) = load(&path)?;
-    Ok(Some((meta, tensors, path)))
+    let all = list(dir);
+    let mut last_error = None;
+    for (step, path) in all.iter().rev() {
+        match load(path).and_then(|(meta, t)| check(*step, &meta, &t, path).map(|_| (meta, t))) {
+            Ok((meta, tensors)) => return Ok(Some((meta, tensors, path.clone()))),
+            Err(e) => {
+                eprintln!("warning: {e:#}; trying the checkpoint before it");
+                last_error = Some(e);
+            }
+        }
+    }
+    match last_error {
+        Some(e) => Err(e.context(format!("{}: no checkpoint can be resumed; remove the directory to start again", dir.display()))),
+        None => Ok(None),
+    }
 }
 
+/// A checkpoint is good when its description names its own step (and, see [`load`], every
+/// tensor is finite).
+fn check(step: usize, meta: &Meta, _tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
+    if meta.step != step {
+        bail!("{}: describes step {}, but its name says step {step}", path.with_extension("json").display(), meta.step);
+    }
+    Ok(())
+}
+
+/// Names of floating-point tensors holding NaN or infinity.
+fn non_finite<'a>(named: impl Iterator<Item = (&'a String, &'a Tensor)>) -> Vec<&'a String> {
+    named.filter(|(_, t)| t.is_floating_point() && !bool::try_from(t.isfinite().all()).unwrap_or(false)).map(|(n, _)| n).collect()
+}
+
+/// A checkpoint's description and tensors; one holding non-finite values is an error.
 pub fn load(path: &Path) -> Result<(Meta, BTreeMap<String, Tensor>)> {
     let json = path.with_extension("json");
     let meta: Meta = serde_json::from_slice(&std::fs::read(&json).with_context(|| format!("{}: cannot read", json.display()))?)
@@ -74,7 +109,12 @@ pub fn load(path: &Path) -> Result<(Meta, BTreeMap<String, Tensor>)> {
     if tensors.is_empty() {
         bail!("{}: the checkpoint holds no tensors", path.display());
     }
-    Ok((meta, tensors.into_iter().collect()))
+    let tensors: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+    let bad = non_finite(tensors.iter());
+    if let Some(first) = bad.first() {
+        bail!("{}: {} tensor(s) hold non-finite values ({first} first): not a usable checkpoint", path.display(), bad.len());
+    }
+    Ok((meta, tensors))
 }
 
 /// The tensors under `prefix.` with the prefix removed.
@@ -88,7 +128,7 @@ mod tests {
     use super::*;
 
     fn meta(step: usize) -> Meta {
-        Meta { step, epoch: 0, batch_in_epoch: step, seconds: 1.0, svib_version: "t".into(), rng: "derived".into() }
+        Meta { step, epoch: 0, batch_in_epoch: step, seconds: 1.0, svib_version: "t".into(), rng: "derived".into(), monitor: Default::default() }
     }
 
     #[test]
@@ -104,10 +144,21 @@ mod tests {
         assert_eq!(m, meta(11));
         assert_eq!(Vec::<f32>::try_from(&t["student.w"]).unwrap(), vec![11.0, 2.0]);
         assert_eq!(with_prefix(&t, "student")[0].0, "w");
-        // a corrupt checkpoint is one clear error naming the file
+        // an unreadable, a non-finite or a mislabelled newest checkpoint is passed over
         std::fs::write(d.path().join("ckpt-00000011.safetensors"), b"junk").unwrap();
-        let e = load_latest(d.path()).unwrap_err().to_string();
-        assert!(e.contains("ckpt-00000011.safetensors") && e.contains("not a readable"), "{e}");
+        assert_eq!(load_latest(d.path()).unwrap().unwrap().0, meta(7));
+        let e = save(d.path(), &meta(12), &[("student.w".into(), Tensor::from_slice(&[f32::NAN, 2.0]))], 5).unwrap_err().to_string();
+        assert!(e.contains("step 12") && e.contains("student.w") && e.contains("diverged"), "{e}");
+        Tensor::write_safetensors(&[("student.w", Tensor::from_slice(&[f32::INFINITY]))], d.path().join("ckpt-00000013.safetensors")).unwrap();
+        std::fs::write(d.path().join("ckpt-00000013.json"), serde_json::to_string(&meta(13)).unwrap()).unwrap();
+        save(d.path(), &meta(999_999), &[("student.w".into(), Tensor::from_slice(&[1.0f32]))], 5).unwrap();
+        std::fs::rename(d.path().join("ckpt-00999999.safetensors"), d.path().join("ckpt-00000014.safetensors")).unwrap();
+        std::fs::rename(d.path().join("ckpt-00999999.json"), d.path().join("ckpt-00000014.json")).unwrap();
+        assert_eq!(load_latest(d.path()).unwrap().unwrap().0, meta(7));
+        // when none can be read, one error naming the directory
+        std::fs::write(d.path().join("ckpt-00000007.safetensors"), b"junk").unwrap();
+        let e = format!("{:#}", load_latest(d.path()).unwrap_err());
+        assert!(e.contains("no checkpoint can be resumed") && e.contains("ckpt-00000007.safetensors"), "{e}");
         assert!(!d.path().read_dir().unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
     }
 }

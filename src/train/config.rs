@@ -474,6 +474,7 @@ impl Config {
         toml::to_string(self).expect("the config serialises")
     }
 
+    /// Every value within its range (finite, where a float), and settings that must agree.
     pub fn validate(&self) -> Result<()> {
         ensure!(METHODS.contains(&self.method.as_str()), "method: `{}` is not available (expected one of {})", self.method, METHODS.join(", "));
         self.dino.validate()?;
@@ -482,41 +483,88 @@ impl Config {
         self.swav.validate()?;
         self.model.validate()?;
         self.augment.validate()?;
-        let h = &self.head;
-        ensure!(h.hidden >= 1 && h.out >= 1 && h.layers >= 1, "head.hidden/out/layers: expected >= 1");
-        let g = &self.gmm;
-        ensure!(g.k >= 2, "gmm.k: expected at least 2 components, got {}", g.k);
-        ensure!(g.sigma_teacher > 0.0 && g.sigma_student > 0.0, "gmm.sigma_teacher/sigma_student: expected > 0");
-        ensure!(g.reinit_noise >= 0.0, "gmm.reinit_noise: expected >= 0");
-        ensure!(g.lr_scale >= 0.0 && g.lr_scale.is_finite(), "gmm.lr_scale: expected a finite value >= 0");
+        for (key, v, lo, hi) in self.closed_ranges() {
+            ensure!(v.is_finite() && v >= lo && v <= hi, "{key}: expected a value in [{lo}, {hi}], got {v}");
+        }
+        for (key, v, lo, hi) in self.half_open_ranges() {
+            ensure!(v.is_finite() && v >= lo && v < hi, "{key}: expected a value in [{lo}, {hi}), got {v}");
+        }
         let ib = &self.ib;
-        ensure!(ib.beta_start >= 0.0 && ib.beta_end >= 0.0, "ib.beta_start/beta_end: expected >= 0");
         ensure!(
             ib.schedule == BetaSchedule::Const || ib.beta_start == 0.0 || ib.beta_end > 0.0,
             "ib.beta_end: an exponential schedule needs beta_end > 0 (or ib.schedule = \"const\")"
         );
-        ensure!((0.0..1.0).contains(&ib.prior_momentum), "ib.prior_momentum: expected a value in [0, 1)");
-        let t = &self.teacher;
-        ensure!((0.0..=1.0).contains(&t.momentum_start) && (0.0..=1.0).contains(&t.momentum_end), "teacher.momentum_start/momentum_end: expected values in [0, 1]");
-        ensure!((0.0..1.0).contains(&t.center_momentum), "teacher.center_momentum: expected a value in [0, 1)");
-        ensure!(t.sinkhorn_iters <= 100, "teacher.sinkhorn_iters: expected 0 (off) to 100");
-        let o = &self.optim;
-        ensure!(o.lr > 0.0 && o.min_lr >= 0.0, "optim.lr: expected > 0 (and optim.min_lr >= 0)");
-        ensure!(
-            o.warmup_epochs >= 0.0 && o.weight_decay >= 0.0 && o.weight_decay_end >= 0.0 && o.clip_grad >= 0.0,
-            "optim.warmup_epochs/weight_decay/weight_decay_end/clip_grad: expected >= 0"
-        );
-        ensure!((0.0..1.0).contains(&o.momentum), "optim.momentum: expected a value in [0, 1)");
-        let tr = &self.train;
-        ensure!(tr.epochs >= 1, "train.epochs: expected at least 1");
-        ensure!(tr.batch_size >= 2, "train.batch_size: expected at least 2");
-        ensure!(tr.log_every >= 1, "train.log_every: expected at least 1");
-        ensure!(
-            (0.0..=1.0).contains(&tr.collapse_mi_threshold) && (0.0..=1.0).contains(&tr.collapse_threshold),
-            "train.collapse_threshold/collapse_mi_threshold: expected values in [0, 1]"
-        );
-        ensure!(tr.keep_checkpoints >= 1, "train.keep_checkpoints: expected at least 1");
-        ensure!(self.eval.k >= 1 && self.eval.temperature > 0.0, "eval.k/temperature: expected k >= 1 and temperature > 0");
+        ensure!(self.optim.min_lr <= self.optim.lr, "optim.min_lr: expected at most optim.lr ({}), got {}", self.optim.lr, self.optim.min_lr);
+        ensure!(self.eval.image_size == 0 || self.eval.image_size >= 8, "eval.image_size: expected 0 (the global crop size) or at least 8 pixels, got {}", self.eval.image_size);
+        self.check_patch_fits()
+    }
+
+    /// (key, value, min, max), both ends allowed.
+    fn closed_ranges(&self) -> Vec<(&'static str, f64, f64, f64)> {
+        let (h, g, ib, t, o, tr, e) = (&self.head, &self.gmm, &self.ib, &self.teacher, &self.optim, &self.train, &self.eval);
+        vec![
+            ("head.hidden", h.hidden as f64, 1.0, 65536.0),
+            ("head.out", h.out as f64, 1.0, 65536.0),
+            ("head.layers", h.layers as f64, 1.0, 16.0),
+            ("gmm.k", g.k as f64, 2.0, (1u64 << 22) as f64),
+            ("gmm.reinit_samples", g.reinit_samples as f64, 0.0, 1e8),
+            ("gmm.reinit_noise", g.reinit_noise, 0.0, 10.0),
+            ("gmm.sigma_teacher", g.sigma_teacher, 1e-3, 100.0),
+            ("gmm.sigma_student", g.sigma_student, 1e-3, 100.0),
+            ("gmm.lr_scale", g.lr_scale, 0.0, 1e3),
+            ("ib.beta_start", ib.beta_start, 0.0, 1e3),
+            ("ib.beta_end", ib.beta_end, 0.0, 1e3),
+            ("teacher.momentum_start", t.momentum_start, 0.0, 1.0),
+            ("teacher.momentum_end", t.momentum_end, 0.0, 1.0),
+            ("teacher.sinkhorn_iters", t.sinkhorn_iters as f64, 0.0, 100.0),
+            ("optim.lr", o.lr, 1e-12, 100.0),
+            ("optim.min_lr", o.min_lr, 0.0, 100.0),
+            ("optim.warmup_epochs", o.warmup_epochs, 0.0, 1e6),
+            ("optim.weight_decay", o.weight_decay, 0.0, 100.0),
+            ("optim.weight_decay_end", o.weight_decay_end, 0.0, 100.0),
+            ("optim.clip_grad", o.clip_grad, 0.0, 1e9),
+            ("optim.lars_eta", o.lars_eta, 1e-12, 10.0),
+            ("optim.eps", o.eps, 1e-30, 1.0),
+            ("train.epochs", tr.epochs as f64, 1.0, 1e7),
+            ("train.steps", tr.steps as f64, 0.0, 1e10),
+            ("train.batch_size", tr.batch_size as f64, 2.0, (1u64 << 20) as f64),
+            ("train.log_every", tr.log_every as f64, 1.0, 1e9),
+            ("train.keep_checkpoints", tr.keep_checkpoints as f64, 1.0, 1000.0),
+            ("train.prefetch", tr.prefetch as f64, 0.0, 64.0),
+            ("train.collapse_threshold", tr.collapse_threshold, 0.0, 1.0),
+            ("train.collapse_mi_threshold", tr.collapse_mi_threshold, 0.0, 1.0),
+            ("eval.k", e.k as f64, 1.0, 1e5),
+            ("eval.temperature", e.temperature, 1e-3, 1e3),
+            ("eval.batch_size", e.batch_size as f64, 1.0, 65536.0),
+            ("eval.image_size", e.image_size as f64, 0.0, 4096.0),
+        ]
+    }
+
+    /// (key, value, min, bound): the bound itself is not allowed (momenta and Adam's betas).
+    fn half_open_ranges(&self) -> Vec<(&'static str, f64, f64, f64)> {
+        vec![
+            ("ib.prior_momentum", self.ib.prior_momentum, 0.0, 1.0),
+            ("teacher.center_momentum", self.teacher.center_momentum, 0.0, 1.0),
+            ("optim.momentum", self.optim.momentum, 0.0, 1.0),
+            ("optim.betas[0]", self.optim.betas[0], 0.0, 1.0),
+            ("optim.betas[1]", self.optim.betas[1], 0.0, 1.0),
+        ]
+    }
+
+    /// A ViT's patch must fit every crop it sees (libtorch would fail inside the patch embedding).
+    fn check_patch_fits(&self) -> Result<()> {
+        if !self.model.name.starts_with("vit") {
+            return Ok(());
+        }
+        let p = self.model.patch_size;
+        let a = &self.augment;
+        let mut sizes = vec![("augment.global_size", a.global_size as i64), ("eval.image_size", self.eval.image_size as i64)];
+        if a.local_crops > 0 {
+            sizes.push(("augment.local_size", a.local_size as i64));
+        }
+        for (key, size) in sizes.into_iter().filter(|&(_, s)| s > 0) {
+            ensure!(size >= p, "{key}: {size} px is smaller than model.patch_size ({p} px): a ViT needs crops of at least one patch");
+        }
         Ok(())
     }
 }

@@ -11,13 +11,18 @@ pub struct MetricsLog {
 
 impl MetricsLog {
     /// Opens the log for appending, first dropping lines of steps after `from_step` (written after
-    /// the checkpoint being resumed, so they will be written again).
+    /// the checkpoint being resumed, so they will be written again) and the final evaluation's
+    /// line (written again when a run that ended before its result.json is re-run).
     pub fn open(path: &Path, from_step: usize) -> Result<MetricsLog> {
         if path.is_file() {
             let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
             let kept: String = text
                 .lines()
-                .filter(|l| serde_json::from_str::<Value>(l).ok().and_then(|v| v.get("step").and_then(Value::as_u64)).is_some_and(|s| (s as usize) <= from_step))
+                .filter(|l| {
+                    serde_json::from_str::<Value>(l)
+                        .ok()
+                        .is_some_and(|v| v.get("step").and_then(Value::as_u64).is_some_and(|s| (s as usize) <= from_step) && v.get("final").is_none())
+                })
                 .map(|l| format!("{l}\n"))
                 .collect();
             crate::util::write_atomic(path, kept.as_bytes())?;

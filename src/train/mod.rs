@@ -2,10 +2,12 @@
 pub mod budget;
 pub mod checkpoint;
 pub mod config;
+pub mod limits;
 pub mod metrics;
 pub mod monitor;
 pub mod optim;
 pub mod profile;
+pub mod rundir;
 pub mod schedule;
 
 use crate::augment::loader::Loader;
@@ -184,17 +186,17 @@ pub fn restore(method: &mut dyn Method, opt: Option<&mut optim::Optimizer>, tens
 
 /// Loads a finished or running run (directory or checkpoint file): its config and method.
 pub fn load_run(path: &Path, device: Device) -> Result<(Config, Box<dyn Method>)> {
-    let (dir, ckpt) = if path.is_dir() {
-        let Some((_, c)) = checkpoint::list(path).pop() else { bail!("{}: no checkpoint in this run directory", path.display()) };
-        (path.to_path_buf(), c)
+    let (dir, (_, tensors, ckpt)) = if path.is_dir() {
+        let Some(latest) = checkpoint::load_latest(path)? else { bail!("{}: no checkpoint in this run directory", path.display()) };
+        (path.to_path_buf(), latest)
     } else {
-        (path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")), path.to_path_buf())
+        let (meta, tensors) = checkpoint::load(path)?;
+        (path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")), (meta, tensors, path.to_path_buf()))
     };
     let cfg_path = dir.join("config.toml");
     let table = config::load_table(cfg_path.to_str().unwrap_or_default()).with_context(|| format!("{}: the run's config.toml is needed", dir.display()))?;
     let cfg = Config::from_table(table).with_context(|| cfg_path.display().to_string())?;
     let mut method = build_method(&cfg, device)?;
-    let (_, tensors) = checkpoint::load(&ckpt)?;
     restore(method.as_mut(), None, &tensors, &ckpt)?;
     Ok((cfg, method))
 }
@@ -207,6 +209,13 @@ fn knn_line(step: usize, epoch: f64, r: &KnnResult) -> Map<String, Value> {
     m.insert("knn_top1".into(), json!(r.top1));
     m.insert("knn_top5".into(), json!(r.top5));
     m
+}
+
+/// Fault injection for the tests of divergence handling: `SVIB_INJECT_NAN_AT_STEP=N` makes the
+/// loss of step N (1-based, as in metrics.jsonl) NaN; every config value in range trains finitely.
+fn injected_nan(step: usize) -> bool {
+    static AT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| std::env::var("SVIB_INJECT_NAN_AT_STEP").ok().and_then(|v| v.parse().ok())) == Some(step)
 }
 
 const STOPPED: &str = "with a checkpoint; run the same command again to resume";
@@ -234,9 +243,16 @@ pub fn channels_last(t: &Tensor) -> Tensor {
 
 /// Pre-trains as `cfg` says into `dir`, resuming from its newest checkpoint when there is one.
 pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResult>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    check_or_write_config(cfg, dir)?;
     let device = crate::device::parse(&cfg.train.device).context("train.device")?;
+    if let (tch::Device::Cpu, Some(mem)) = (device, limits::physical_memory()) {
+        limits::check_memory(cfg, mem)?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let _lock = rundir::lock(dir)?;
+    for name in rundir::clean_stale(dir)? {
+        eprintln!("note: {}: removed {name}, left by an interrupted write", dir.display());
+    }
+    check_or_write_config(cfg, dir)?;
     if let Some(w) = crate::device::bf16_warning(cfg.model.bf16, device) {
         eprintln!("{w}");
     }
@@ -268,10 +284,12 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
     let mut opt = optim::Optimizer::new(&cfg.optim, named);
     opt.set_lr_scale(&method.lr_scales());
     let (mut step, mut epoch, mut skip, mut seconds_before) = (0usize, 0usize, 0usize, 0f64);
+    let mut monitor = monitor::CollapseMonitor::new(cfg.train.collapse_threshold, cfg.train.collapse_mi_threshold, cfg.train.collapse_patience);
     let resumed = checkpoint::load_latest(dir)?;
     if let Some((meta, tensors, path)) = &resumed {
         restore(method.as_mut(), Some(&mut opt), tensors, path)?;
         (step, epoch, skip, seconds_before) = (meta.step, meta.epoch, meta.batch_in_epoch, meta.seconds);
+        monitor.restore(meta.monitor.clone());
         if !opts.quiet && step < total {
             eprintln!("resuming {} at step {step} (epoch {}, batch {skip})", dir.display(), epoch + 1);
         }
@@ -279,12 +297,12 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
         method.init_from_data(&train, &prep, cfg.train.seed)?;
     }
     drop(resumed);
-    let mut log = metrics::MetricsLog::open(&dir.join("metrics.jsonl"), step)?;
     if step >= total {
         if let Some(r) = std::fs::read(dir.join("result.json")).ok().and_then(|b| serde_json::from_slice::<RunResult>(&b).ok()) {
             return Ok(Some(r));
         }
     }
+    let mut log = metrics::MetricsLog::open(&dir.join("metrics.jsonl"), step)?;
     let untrained = untrained_knn(method.as_ref(), cfg, (&train, &test), &prep, device, step, &mut log, dir)?;
     let train = Arc::new(train);
     let interrupted = interrupt_flag();
@@ -294,7 +312,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
     pb.set_position(step as u64);
     let started = Instant::now();
     let seconds = |s: &Instant| seconds_before + s.elapsed().as_secs_f64();
-    let save = |method: &dyn Method, opt: &optim::Optimizer, step: usize, epoch: usize, batch: usize, secs: f64| -> Result<PathBuf> {
+    let save = |method: &dyn Method, opt: &optim::Optimizer, mon: &monitor::CollapseMonitor, step: usize, epoch: usize, batch: usize, secs: f64| -> Result<PathBuf> {
         let meta = checkpoint::Meta {
             step,
             epoch,
@@ -302,12 +320,12 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
             seconds: secs,
             svib_version: env!("CARGO_PKG_VERSION").into(),
             rng: "derived from (train.seed, epoch, step)".into(),
+            monitor: mon.state().clone(),
         };
         checkpoint::save(dir, &meta, &checkpoint_tensors(method, opt), cfg.train.keep_checkpoints)
     };
     let mut last_ckpt: Option<PathBuf> = checkpoint::list(dir).pop().map(|x| x.1);
     let (mut window_images, mut window_start) = (0usize, Instant::now());
-    let mut monitor = monitor::CollapseMonitor::new(cfg.train.collapse_threshold, cfg.train.collapse_mi_threshold, cfg.train.collapse_patience);
     let mut images_per_second = 0.0;
     let mut prof = profile::Profile::from_env(device);
     let evaluate = |method: &dyn Method, step: usize, epoch: f64, log: &mut metrics::MetricsLog| -> Result<KnnResult> {
@@ -330,14 +348,15 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
             let views: Vec<Tensor> = batch.views.iter().map(|v| v.to_device(device)).map(|v| if cfg.train.channels_last { channels_last(&v) } else { v }).collect();
             prof.lap("host to device");
             let out = method.loss(&views, &ctx);
-            let loss_v = out.loss.double_value(&[]);
+            let loss_v = if injected_nan(step + 1) { f64::NAN } else { out.loss.double_value(&[]) };
             prof.lap("forward + loss");
             if !loss_v.is_finite() {
                 let bad: Vec<String> = out.terms.iter().map(|(n, t)| (n, t.double_value(&[]))).filter(|(_, v)| !v.is_finite()).map(|(n, v)| format!("{n} = {v}")).collect();
-                let keep = last_ckpt.as_ref().map_or("none was written yet".to_string(), |p| p.display().to_string());
-                let msg = format!("step {step} (epoch {}): the loss is not finite ({})", epoch + 1, if bad.is_empty() { format!("total = {loss_v}") } else { bad.join(", ") });
+                let keep = last_ckpt.as_ref().map_or("No checkpoint was written before it".to_string(), |p| format!("The last good checkpoint is {}", p.display()));
+                let msg =
+                    format!("step {} (epoch {}): the loss is not finite ({})", step + 1, epoch + 1, if bad.is_empty() { format!("total = {loss_v}") } else { bad.join(", ") });
                 crate::util::write_atomic(&dir.join(crate::experiments::DIVERGED), format!("{msg}\n").as_bytes())?;
-                bail!("{msg}; stopped. The last good checkpoint is {keep}; lower optim.lr or raise gmm.sigma_* and start a new run");
+                bail!("{msg}; stopped. {keep}; lower optim.lr or raise gmm.sigma_* and start a new run");
             }
             opt.zero_grad();
             out.loss.backward();
@@ -406,7 +425,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
             prof.lap("logs");
             let periodic = cfg.train.checkpoint_every_steps > 0 && step % cfg.train.checkpoint_every_steps == 0;
             if (stop_now || periodic) && batch_idx < steps_per_epoch {
-                last_ckpt = Some(save(method.as_ref(), &opt, step, epoch, batch_idx, seconds(&started))?);
+                last_ckpt = Some(save(method.as_ref(), &opt, &monitor, step, epoch, batch_idx, seconds(&started))?);
             }
             prof.lap("checkpoints");
             if stop_now && batch_idx < steps_per_epoch {
@@ -417,7 +436,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
             }
         }
         if batch_idx < steps_per_epoch {
-            save(method.as_ref(), &opt, step, epoch, batch_idx, seconds(&started))?;
+            save(method.as_ref(), &opt, &monitor, step, epoch, batch_idx, seconds(&started))?;
             break;
         }
         // end of epoch: GMM re-initialisation, checkpoint, optional kNN
@@ -425,12 +444,14 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
         opt.reset_state(&reset);
         epoch += 1;
         skip = 0;
-        last_ckpt = Some(save(method.as_ref(), &opt, step, epoch, 0, seconds(&started))?);
+        // the evaluation comes before the checkpoint that closes the epoch: a crash before that
+        // checkpoint redoes the epoch and its line (the log drops lines after the resumed step)
         let mut line = format!("epoch {epoch}/{epochs_total} done, step {step}, {images_per_second:.0} img/s");
         if cfg.train.knn_every > 0 && epoch % cfg.train.knn_every == 0 && step < total {
             let r = evaluate(method.as_ref(), step, epoch as f64, &mut log)?;
             line += &format!(", kNN-{} top-1 {:.2}", r.k, r.top1);
         }
+        last_ckpt = Some(save(method.as_ref(), &opt, &monitor, step, epoch, 0, seconds(&started))?);
         if !opts.quiet {
             pb.suspend(|| eprintln!("{line}"));
         }

@@ -11,7 +11,8 @@ pub struct Entropies {
 }
 
 /// A collapse the monitor names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Collapse {
     /// Every image goes to the same few components (low H(mean assignment)).
     FewComponents,
@@ -53,19 +54,37 @@ impl Collapse {
     }
 }
 
+/// What the monitor has counted: kept in checkpoints, so that a resumed run warns exactly as
+/// an uninterrupted one.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MonitorState {
+    /// The collapse of the latest steps and for how many steps in a row.
+    pub run: Option<(Collapse, usize)>,
+    /// Collapses already reported (each is reported once).
+    pub reported: Vec<Collapse>,
+}
+
 /// Counts consecutive collapsed steps and reports each kind of collapse once.
 #[derive(Debug)]
 pub struct CollapseMonitor {
     few_threshold: f64,
     mi_threshold: f64,
     patience: usize,
-    run: Option<(Collapse, usize)>,
-    reported: Vec<Collapse>,
+    state: MonitorState,
 }
 
 impl CollapseMonitor {
     pub fn new(few_threshold: f64, mi_threshold: f64, patience: usize) -> Self {
-        CollapseMonitor { few_threshold, mi_threshold, patience: patience.max(1), run: None, reported: vec![] }
+        CollapseMonitor { few_threshold, mi_threshold, patience: patience.max(1), state: MonitorState::default() }
+    }
+
+    pub fn state(&self) -> &MonitorState {
+        &self.state
+    }
+
+    /// Continues from a checkpoint's counts.
+    pub fn restore(&mut self, state: MonitorState) {
+        self.state = state;
     }
 
     /// The collapse a single step shows, if any.
@@ -82,14 +101,14 @@ impl CollapseMonitor {
     /// Feeds one step; returns the collapse the first time it has lasted `patience` steps.
     pub fn observe(&mut self, e: Entropies) -> Option<Collapse> {
         let now = self.classify(e);
-        self.run = match (now, self.run) {
+        self.state.run = match (now, self.state.run) {
             (None, _) => None,
             (Some(c), Some((prev, n))) if prev == c => Some((c, n + 1)),
             (Some(c), _) => Some((c, 1)),
         };
-        let (c, n) = self.run?;
-        if n >= self.patience && !self.reported.contains(&c) {
-            self.reported.push(c);
+        let (c, n) = self.state.run?;
+        if n >= self.patience && !self.state.reported.contains(&c) {
+            self.state.reported.push(c);
             return Some(c);
         }
         None

@@ -50,3 +50,94 @@ fn bad_files_are_clear_errors() {
     let e = read_pth(&p).unwrap_err().to_string();
     assert!(e.contains("legacy.pth") && e.contains("zip"), "{e}");
 }
+
+/// Hostile files: a torch.save archive around a hand-written pickle and one storage `0`.
+fn archive(dir: &Path, pickle: &[u8], storage: &[u8]) -> std::path::PathBuf {
+    let path = dir.join("hostile.pth");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let opts = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, data) in [("archive/data.pkl", pickle), ("archive/data/0", storage)] {
+        zip.start_file(name, opts).unwrap();
+        zip.write_all(data).unwrap();
+    }
+    zip.finish().unwrap();
+    path
+}
+
+#[path = "../../../tests/common/pickles.rs"]
+mod pickles;
+
+fn tensor_pickle(numel: i64, offset: i64, size: &[i64], stride: &[i64]) -> Vec<u8> {
+    pickles::tensor_pickle("w", numel, offset, size, stride)
+}
+
+#[test]
+fn a_hand_written_tensor_pickle_reads() {
+    let d = tempfile::tempdir().unwrap();
+    let bytes: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let t = read_pth(&archive(d.path(), &tensor_pickle(6, 1, &[2, 2], &[1, 2]), &bytes)).unwrap();
+    assert_eq!(t[0].0, "w");
+    assert!(t[0].1.equal(&Tensor::from_slice(&[2.0f32, 4.0, 3.0, 5.0]).view([2, 2])));
+}
+
+#[test]
+fn hostile_views_are_errors_before_any_storage_is_read() {
+    let d = tempfile::tempdir().unwrap();
+    let four = [0u8; 16];
+    for (offset, size, stride, expect) in [
+        (-1, vec![2], vec![1], "negative"),
+        (0, vec![-2], vec![1], "negative"),
+        (0, vec![2], vec![-1], "negative"),
+        (0, vec![i64::MAX, 4], vec![1, 1], "overflows"),
+        (0, vec![1 << 40, 1 << 40], vec![1, 1], "overflows"),
+        (0, vec![1 << 20, 1 << 16], vec![0, 0], "stride of 0"),
+        (i64::MAX - 1, vec![4], vec![1], "overflow"),
+        (0, vec![2, 2], vec![1], "strides"),
+        (0, vec![8], vec![1], "holds 16 bytes"),
+    ] {
+        let e = read_pth(&archive(d.path(), &tensor_pickle(4, offset, &size, &stride), &four)).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("hostile.pth") && e.contains(expect), "{size:?} {stride:?}: {e}");
+    }
+}
+
+#[test]
+fn unwanted_tensors_are_placeholders_that_hold_no_memory() {
+    let d = tempfile::tempdir().unwrap();
+    // 2^34 elements claimed by a view of a 4-element storage would be 64 GiB if read
+    let p = archive(d.path(), &tensor_pickle(1 << 34, 0, &[1 << 17, 1 << 17], &[1 << 17, 1]), &[0u8; 16]);
+    let t = read_pth_where(&p, |_, size| size.iter().product::<i64>() < 1000).unwrap();
+    assert_eq!(t[0].1.size(), vec![1 << 17, 1 << 17]);
+    assert!(crate::train::metrics::peak_rss_mib().unwrap_or(0.0) < 4096.0);
+}
+
+#[test]
+fn hostile_pickles_are_bounded() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cases: Vec<(Vec<u8>, &str)> = vec![];
+    // BINUNICODE8 with a length of 2^64 - 1
+    let mut p = vec![0x80, 2, 0x8d];
+    p.extend_from_slice(&u64::MAX.to_le_bytes());
+    cases.push((p, "ends early"));
+    // a million nested lists
+    let mut p = vec![0x80, 2];
+    p.extend(std::iter::repeat_n(b']', 1_000_000));
+    p.extend(std::iter::repeat_n(b'a', 999_999));
+    p.push(b'.');
+    cases.push((p, "deeper than"));
+    // a 200-byte pickle that doubles a list through its memo 60 times
+    let mut p = vec![0x80, 2, b']', b'q', 0];
+    for _ in 0..60 {
+        p.extend_from_slice(&[b'h', 0, b'h', 0, 0x86, b'0', b'h', 0, b'h', 0, 0x86, b'q', 0]);
+    }
+    p.push(b'.');
+    cases.push((p, "more than"));
+    // an empty pickle, a stack underflow, an unknown opcode
+    cases.push((vec![0x80, 2], "ends early"));
+    cases.push((vec![0x80, 2, b's', b'.'], "underflow"));
+    cases.push((vec![0x80, 2, 0xff], "unsupported pickle opcode"));
+    for (pickle, expect) in cases {
+        let e = format!("{:#}", read_pth(&archive(d.path(), &pickle, &[])).unwrap_err());
+        assert!(e.contains("hostile.pth") && e.contains(expect), "{expect}: {e}");
+    }
+}
