@@ -49,3 +49,26 @@ pub fn peak_rss_mib() -> Option<f64> {
     let kb: f64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run killed between its final evaluation line and result.json writes that line again on
+    /// the re-run: reopening drops it (and every line after the resumed step), keeping the rest.
+    #[test]
+    fn reopening_drops_later_steps_and_the_final_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("metrics.jsonl");
+        let lines = [
+            "{\"step\":0,\"knn_top1\":10.0,\"untrained\":true}",
+            "{\"step\":4,\"loss\":1.0}",
+            "{\"step\":4,\"knn_top1\":20.0}",
+            "{\"step\":5,\"loss\":0.9}",
+            "{\"step\":4,\"knn_top1\":20.0,\"final\":true}",
+        ];
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        drop(MetricsLog::open(&p, 4).unwrap());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), lines[..3].join("\n") + "\n");
+    }
+}
