@@ -12,13 +12,11 @@ static CUDA_LOADED: OnceLock<bool> = OnceLock::new();
 /// Loads libtorch_cuda.so if it can be found and loaded; returns whether CUDA is usable.
 pub fn try_load_cuda() -> bool {
     *CUDA_LOADED.get_or_init(|| {
-        for name in ["libtorch_cuda.so"] {
-            let c = CString::new(name).unwrap();
-            // SAFETY: dlopen with a valid C string; the handle is intentionally leaked.
-            let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-            if !h.is_null() {
-                return tch::Cuda::is_available();
-            }
+        let c = CString::new("libtorch_cuda.so").unwrap();
+        // SAFETY: dlopen with a valid C string; the handle is intentionally leaked.
+        let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        if !h.is_null() {
+            return tch::Cuda::is_available();
         }
         false
     })

@@ -36,6 +36,7 @@ struct Outcome {
 }
 
 /// Runs the binary, waiting with wait4 to read the child's own peak RSS.
+#[allow(clippy::zombie_processes)] // the child is reaped by wait4, which std does not see
 fn run(c: &Case, scratch: &Path) -> Outcome {
     let err_path = scratch.join("stderr.txt");
     let err = std::fs::File::create(&err_path).unwrap();
@@ -507,7 +508,8 @@ fn weight_cases(root: &Path, data: &str) -> Vec<Case> {
     for (name, bytes, _) in &files {
         std::fs::write(d.join(name), bytes).unwrap();
     }
-    let pickles: Vec<(&str, Vec<u8>, Vec<(&str, Vec<u8>)>)> = vec![
+    type Storages = Vec<(&'static str, Vec<u8>)>;
+    let pickles: Vec<(&str, Vec<u8>, Storages)> = vec![
         ("os-system.pth", format!("cos\nsystem\n(S'touch {m}'\ntR.").into_bytes(), vec![]),
         ("posix-system.pth", [b"\x80\x02cposix\nsystem\n".to_vec(), unicode(&format!("touch {m}")), b"\x85R.".to_vec()].concat(), vec![]),
         ("builtins-exec.pth", [b"\x80\x04\x8c\x08builtins\x8c\x04exec\x93".to_vec(), unicode(&format!("import os; os.system('touch {m}')")), b"\x85R.".to_vec()].concat(), vec![]),

@@ -36,7 +36,7 @@ pub struct BenchArgs {
 
 pub fn run(a: BenchArgs, threads: usize) -> Result<()> {
     anyhow::ensure!(a.steps > a.warmup && a.warmup >= 1, "--steps must exceed --warmup (>= 1)");
-    anyhow::ensure!(a.steps % a.warmup == 0, "--steps must be a multiple of --warmup (svib logs every --warmup steps)");
+    anyhow::ensure!(a.steps.is_multiple_of(a.warmup), "--steps must be a multiple of --warmup (svib logs every --warmup steps)");
     let root = std::env::current_dir()?;
     let (python, script) = reference_paths(&root)?;
     let exe = std::env::current_exe()?;

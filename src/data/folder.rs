@@ -62,10 +62,13 @@ fn has_images(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Class folders of a split with their indices in the tree's class list.
+type ClassIndex = Vec<(String, usize)>;
+
 /// The class folders of `dir` and their indices. There is one class index per tree, from
 /// `train/`: the folders of another split must be among train's classes (an extra folder without
 /// images is skipped with a warning; one with images is an error).
-fn classes_of(root: &Path, dir: &Path, split: Split) -> Result<(Vec<String>, Vec<(String, usize)>)> {
+fn classes_of(root: &Path, dir: &Path, split: Split) -> Result<(Vec<String>, ClassIndex)> {
     let here = class_dirs(dir)?;
     let train_dir = root.join("train");
     if split == Split::Train || !train_dir.is_dir() {

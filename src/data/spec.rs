@@ -2,7 +2,7 @@
 //! `cifar100:DIR`, `stl10:DIR`, `folder:DIR`.
 use anyhow::{bail, Result};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// Where Debian's `dataset-fashion-mnist` package puts the files.
@@ -49,7 +49,7 @@ impl FromStr for DataSpec {
             (_, None) => bail!("dataset `{s}`: expected `{name}:DIR` (a directory is needed)"),
         };
         if !dir.is_dir() {
-            if name == "fashion-mnist" && dir == PathBuf::from(FASHION_MNIST_DIR) {
+            if name == "fashion-mnist" && dir == Path::new(FASHION_MNIST_DIR) {
                 bail!("dataset `{s}`: {} does not exist; install it with `apt-get install dataset-fashion-mnist` (scripts/setup.sh does)", dir.display());
             }
             bail!("dataset `{s}`: directory {} does not exist", dir.display());
@@ -60,7 +60,7 @@ impl FromStr for DataSpec {
 
 impl fmt::Display for DataSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.name == "fashion-mnist" && self.dir == PathBuf::from(FASHION_MNIST_DIR) {
+        if self.name == "fashion-mnist" && self.dir == Path::new(FASHION_MNIST_DIR) {
             write!(f, "fashion-mnist")
         } else {
             write!(f, "{}:{}", self.name, self.dir.display())

@@ -14,7 +14,7 @@ pub struct TsneOpts {
 /// `rows` feature vectors (each `dim` long, row-major in `features`) embedded in 2-D, with
 /// Euclidean distance (for unit-norm features a monotone function of the cosine).
 pub fn tsne_2d(features: &[f32], dim: usize, o: &TsneOpts) -> Result<Vec<[f32; 2]>> {
-    ensure!(dim > 0 && features.len() % dim == 0, "features: {} values are not rows of {dim}", features.len());
+    ensure!(dim > 0 && features.len().is_multiple_of(dim), "features: {} values are not rows of {dim}", features.len());
     let n = features.len() / dim;
     // bhtsne looks at 3 x perplexity neighbours of every point
     ensure!(o.perplexity > 0.0 && (3.0 * o.perplexity) < (n - 1) as f32, "--perplexity {}: needs 0 < 3 x perplexity < points - 1 ({n} points)", o.perplexity);

@@ -15,17 +15,11 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ByolConfig {
     /// Hidden width of the predictor MLP (0: `head.hidden`).
     pub predictor_hidden: i64,
-}
-
-impl Default for ByolConfig {
-    fn default() -> Self {
-        ByolConfig { predictor_hidden: 0 }
-    }
 }
 
 impl ByolConfig {

@@ -174,7 +174,7 @@ impl Method for Svib {
 
     fn at_step(&mut self, step: usize, train: &Dataset, prep: &EvalPrep, seed: u64) -> Result<Vec<String>> {
         let every = self.cfg.gmm.reinit_every_steps;
-        if self.cfg.gmm.reinit == Reinit::Never || every == 0 || step % every != 0 {
+        if self.cfg.gmm.reinit == Reinit::Never || every == 0 || !step.is_multiple_of(every) {
             return Ok(vec![]);
         }
         // seeds distinct from the epoch-end draws (which use the epoch number)

@@ -115,8 +115,8 @@ impl Method for Swav {
                     // shift: newest embeddings first
                     let n = b.min(s.queue);
                     let kept = qi.narrow(0, 0, s.queue - n).copy();
-                    let _ = qi.narrow(0, n, s.queue - n).copy_(&kept);
-                    let _ = qi.narrow(0, 0, n).copy_(&z.narrow(0, i * b, n).detach());
+                    qi.narrow(0, n, s.queue - n).copy_(&kept);
+                    qi.narrow(0, 0, n).copy_(&z.narrow(0, i * b, n).detach());
                     codes
                 })
                 .collect()

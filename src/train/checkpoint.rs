@@ -66,9 +66,12 @@ pub fn list(dir: &Path) -> Vec<(usize, PathBuf)> {
     v
 }
 
+/// A checkpoint read back: its description, tensors by name and path.
+pub type Loaded = (Meta, BTreeMap<String, Tensor>, PathBuf);
+
 /// The newest checkpoint that reads back whole and finite, with its metadata and tensors by
 /// name. An unreadable or non-finite newer one is passed over with a warning naming it.
-pub fn load_latest(dir: &Path) -> Result<Option<(Meta, BTreeMap<String, Tensor>, PathBuf)>> {
+pub fn load_latest(dir: &Path) -> Result<Option<Loaded>> {
     let all = list(dir);
     let mut last_error = None;
     for (step, path) in all.iter().rev() {

@@ -572,8 +572,7 @@ impl Config {
 /// A tiny recipe for tests: a ResNet-18 of width 4 on 12 px grey crops, K 8.
 #[cfg(test)]
 pub(crate) fn tiny_for_tests() -> Config {
-    let mut c = Config::default();
-    c.model = ArchConfig::parse("resnet18:small_stem=true,width=4").unwrap();
+    let mut c = Config { model: ArchConfig::parse("resnet18:small_stem=true,width=4").unwrap(), ..Config::default() };
     c.augment.global_size = 12;
     c.augment.local_size = 6;
     c.augment.local_crops = 2;

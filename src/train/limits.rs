@@ -58,7 +58,7 @@ pub fn memory_parts(cfg: &Config) -> Vec<(&'static str, f64)> {
 pub fn physical_memory() -> Option<f64> {
     // SAFETY: sysconf only reads system constants.
     let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
-    (pages > 0 && size > 0).then(|| pages as f64 * size as f64)
+    (pages > 0 && size > 0).then_some(pages as f64 * size as f64)
 }
 
 /// An error naming the largest part when the estimate exceeds `available` bytes.

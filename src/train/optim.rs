@@ -135,7 +135,7 @@ impl Optimizer {
                             let pn = p.norm().double_value(&[]);
                             let un = d.norm().double_value(&[]);
                             if pn > 0.0 && un > 0.0 {
-                                d = d * (c.lars_eta * pn / un);
+                                d = &d * (c.lars_eta * pn / un);
                             }
                         }
                         let _ = s.m.g_mul_scalar_(c.momentum).g_add_(&d);

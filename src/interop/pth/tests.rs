@@ -12,7 +12,7 @@ fn write_then_read_roundtrips_kinds_and_shapes() {
     let named = vec![
         ("conv1.weight".to_string(), Tensor::arange(24, (Kind::Float, Device::Cpu)).view([2, 3, 2, 2])),
         ("bn1.num_batches_tracked".to_string(), Tensor::from(7i64)),
-        ("big".to_string(), Tensor::full([3], 3e9 as f64, (Kind::Double, Device::Cpu))),
+        ("big".to_string(), Tensor::full([3], 3e9_f64, (Kind::Double, Device::Cpu))),
         ("empty".to_string(), Tensor::zeros([0, 4], (Kind::Float, Device::Cpu))),
     ];
     write_pth(&named, &path).unwrap();
