@@ -6,14 +6,15 @@
 //! (DINO's multi-crop pairs) and the loss is the mean over pairs; with two views that is BYOL's
 //! symmetric loss divided by 2.
 use super::encoder::{resolution_groups, Ema, Encoder};
-use super::head::{l2n, ProjectionHead};
+use super::head::ProjectionHead;
+use super::losses::byol_loss;
 use super::{LossOutput, Method, StepCtx};
 use crate::models::Backbone;
 use crate::train::config::Config;
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::nn;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -27,22 +28,6 @@ impl ByolConfig {
         ensure!(self.predictor_hidden >= 0, "byol.predictor_hidden: expected >= 0");
         Ok(())
     }
-}
-
-/// Mean over DINO's pairs of 2 - 2 cos(p_v, z_i) for target views i and online predictions v != i.
-pub fn byol_loss(targets: &[Tensor], predictions: &[Tensor]) -> Tensor {
-    let mut total = Tensor::zeros([], (Kind::Float, predictions[0].device()));
-    let mut n = 0;
-    for (i, z) in targets.iter().enumerate() {
-        let z = l2n(z);
-        for (v, p) in predictions.iter().enumerate() {
-            if v != i {
-                total += ((l2n(p) * &z).sum_dim_intlist(-1, false, Kind::Float) * -2.0 + 2.0).mean(Kind::Float);
-                n += 1;
-            }
-        }
-    }
-    total / n as f64
 }
 
 pub struct Byol {

@@ -3,8 +3,8 @@
 //! fixed at 1 as with `norm_last_layer=True`), with `gmm.k` outputs so that a comparison with
 //! SVIB uses as many prototypes as SVIB has mixture components.
 use super::encoder::{resolution_groups, Ema, Encoder};
-use super::head::{entropy, Gmm};
-use super::svib::consistency_ce;
+use super::head::Gmm;
+use super::losses::{dino_loss, entropy, update_center};
 use super::{LossOutput, Method, StepCtx};
 use crate::models::{ArchConfig, Backbone};
 use crate::train::config::Config;
@@ -48,22 +48,6 @@ impl DinoConfig {
             self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * epoch as f64 / (w - 1) as f64
         }
     }
-}
-
-/// DINO's loss on head outputs: the teacher's global-view outputs `[2B, K]` centred and
-/// sharpened at `teacher_temp`, the student's outputs `[V*B, K]` at `student_temp`, and the
-/// cross-entropy averaged over pairs (teacher view i, student view v != i). Returns the loss and
-/// the teacher's probabilities.
-pub fn dino_loss(student_out: &Tensor, n_views: i64, teacher_out: &Tensor, center: &Tensor, teacher_temp: f64, student_temp: f64) -> (Tensor, Tensor) {
-    let logp_s = (student_out / student_temp).log_softmax(-1, Kind::Float).chunk(n_views, 0);
-    let p_t = ((teacher_out - center) / teacher_temp).softmax(-1, Kind::Float).detach();
-    (consistency_ce(&p_t.chunk(2, 0), &logp_s), p_t)
-}
-
-/// DINO's centre update after a step: `momentum * center + (1 - momentum) * mean`, the mean taken
-/// over all rows of the teacher's outputs `[2B, K]` (both global views together).
-pub fn update_center(center: &Tensor, teacher_out: &Tensor, momentum: f64) -> Tensor {
-    center * momentum + teacher_out.mean_dim([0i64].as_slice(), true, Kind::Float) * (1.0 - momentum)
 }
 
 const LAST_LAYER: &str = "head.last_layer.weight_v";

@@ -2,7 +2,7 @@
 //! and the GMM prototype layer whose means are normalised in the forward pass.
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, ModuleT};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 fn linear(p: nn::Path, i: i64, o: i64) -> nn::Linear {
     nn::linear(p, i, o, nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, bs_init: Some(nn::Init::Const(0.0)), bias: true })
@@ -102,9 +102,4 @@ impl Module for Gmm {
     fn forward(&self, z: &Tensor) -> Tensor {
         self.similarities(z)
     }
-}
-
-/// Entropy of each row of probabilities (natural log), `[N]`.
-pub fn entropy(p: &Tensor) -> Tensor {
-    -(p * p.clamp_min(1e-12).log()).sum_dim_intlist(-1, false, Kind::Float)
 }

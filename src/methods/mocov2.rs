@@ -4,6 +4,7 @@
 //! queries against both global keys. Both global keys of a batch enter the queue.
 use super::encoder::{resolution_groups, Ema, Encoder};
 use super::head::l2n;
+use super::losses::{cross_view_mean, info_nce_with_negatives};
 use super::{LossOutput, Method, StepCtx};
 use crate::models::Backbone;
 use crate::train::config::Config;
@@ -31,21 +32,6 @@ impl MocoConfig {
         ensure!(self.temperature > 0.0, "mocov2.temperature: expected > 0");
         Ok(())
     }
-}
-
-/// InfoNCE: cross-entropy of `[q.k+, q.queue] / t` with the positive at index 0, for unit-norm
-/// queries `q [N, D]`, keys `k [N, D]` and `queue [Q, D]`.
-pub fn info_nce(q: &Tensor, k: &Tensor, queue: &Tensor, temperature: f64) -> Tensor {
-    info_nce_with_negatives(q, k, &q.matmul(&queue.transpose(0, 1)), temperature)
-}
-
-/// InfoNCE given the negative similarities `q.queue [N, Q]` (computed once per query view and
-/// shared by both keys: the queue product dominates MoCo's cost on small backbones).
-pub fn info_nce_with_negatives(q: &Tensor, k: &Tensor, neg: &Tensor, temperature: f64) -> Tensor {
-    let pos = (q * k).sum_dim_intlist(-1, true, Kind::Float);
-    let logits = Tensor::cat(&[pos, neg.shallow_clone()], 1) / temperature;
-    let labels = Tensor::zeros([q.size()[0]], (Kind::Int64, q.device()));
-    logits.cross_entropy_for_logits(&labels)
 }
 
 pub struct MocoV2 {
@@ -88,17 +74,7 @@ impl Method for MocoV2 {
         let k_all = tch::no_grad(|| self.key.embed(&resolution_groups(&views[..2]), true));
         let k = k_all.chunk(2, 0);
         let negatives: Vec<Tensor> = q.iter().map(|query| query.matmul(&self.queue.transpose(0, 1))).collect();
-        let mut loss = Tensor::zeros([], (Kind::Float, k_all.device()));
-        let mut n = 0;
-        for (i, key) in k.iter().enumerate() {
-            for (v, query) in q.iter().enumerate() {
-                if v != i {
-                    loss += info_nce_with_negatives(query, key, &negatives[v], t);
-                    n += 1;
-                }
-            }
-        }
-        let loss = loss / n as f64;
+        let loss = cross_view_mean(k.len(), q.len(), |i, v| info_nce_with_negatives(&q[v], &k[i], &negatives[v], t));
         self.pending_keys = Some(k_all);
         LossOutput { terms: vec![("info_nce", loss.shallow_clone())], loss, stats: vec![] }
     }

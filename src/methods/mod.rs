@@ -4,6 +4,7 @@ pub mod byol;
 pub mod dino;
 pub mod encoder;
 pub mod head;
+pub mod losses;
 pub mod mocov2;
 pub mod svib;
 pub mod swav;

@@ -4,8 +4,8 @@
 //! Loss = CE(p_t(.|z2), p_s(.|z1)) + beta * KL(p_t(.|z2) || q), with
 //! p(c = k | z) = softmax_k(mu_k . z / sigma^2) for unit z and unit means.
 use super::encoder::{resolution_groups, Ema, Encoder};
-use super::head::{entropy, l2n, Gmm};
-use super::swav::sinkhorn;
+use super::head::{l2n, Gmm};
+use super::losses::{consistency_ce, entropy, kl_to_prior, sinkhorn};
 use super::{LossOutput, Method, StepCtx};
 use crate::data::Dataset;
 use crate::eval::features::{pixel_batch, EvalPrep};
@@ -16,28 +16,6 @@ use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
-
-/// Cross-entropy of the teacher's (detached) assignments against the student's, averaged over
-/// DINO's pairs: teacher global view i with every student view v != i.
-pub fn consistency_ce(teacher_probs: &[Tensor], student_logp: &[Tensor]) -> Tensor {
-    let mut total = Tensor::zeros([], (Kind::Float, student_logp[0].device()));
-    let mut n = 0;
-    for (i, q) in teacher_probs.iter().enumerate() {
-        for (v, lp) in student_logp.iter().enumerate() {
-            if v != i {
-                total += (-(q * lp).sum_dim_intlist(-1, false, Kind::Float)).mean(Kind::Float);
-                n += 1;
-            }
-        }
-    }
-    total / n as f64
-}
-
-/// Mean over rows of KL(softmax(logits) || q), `log_q` broadcast against `[N, K]`.
-pub fn kl_to_prior(logits: &Tensor, log_q: &Tensor) -> Tensor {
-    let logp = logits.log_softmax(-1, Kind::Float);
-    (logp.exp() * (&logp - log_q)).sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float)
-}
 
 pub struct Svib {
     cfg: Config,

@@ -5,7 +5,7 @@
 //! The number of prototypes is `gmm.k`, so a comparison with SVIB uses as many of them.
 use super::encoder::{resolution_groups, Encoder};
 use super::head::{l2n, Gmm};
-use super::svib::consistency_ce;
+use super::losses::{consistency_ce, sinkhorn};
 use super::{LossOutput, Method, StepCtx};
 use crate::models::Backbone;
 use crate::train::config::Config;
@@ -42,22 +42,6 @@ impl SwavConfig {
         ensure!(self.queue >= 0, "swav.queue: expected >= 0");
         Ok(())
     }
-}
-
-/// Sinkhorn-Knopp on scores `[B, K]`: codes whose rows sum to 1 and whose columns each hold
-/// 1/K of the mass (SwAV's `distributed_sinkhorn` on one process).
-pub fn sinkhorn(scores: &Tensor, epsilon: f64, iters: usize) -> Tensor {
-    let (b, k) = (scores.size()[0] as f64, scores.size()[1] as f64);
-    // In the log domain: exp(scores / epsilon) overflows f32 once scores / epsilon passes ~88
-    // (cosines over a teacher temperature of 0.01), and plain normalisation then gives NaN.
-    let lse = |t: &Tensor, dim: i64| t.logsumexp([dim].as_slice(), true);
-    let mut log_q = (scores / epsilon).transpose(0, 1).to_kind(Kind::Float); // [K, B]
-    log_q = &log_q - log_q.flatten(0, -1).logsumexp([0i64].as_slice(), false);
-    for _ in 0..iters {
-        log_q = &log_q - lse(&log_q, 1) - k.ln();
-        log_q = &log_q - lse(&log_q, 0) - b.ln();
-    }
-    (log_q + b.ln()).exp().transpose(0, 1)
 }
 
 const PROTOTYPES: &str = "prototypes.weight";

@@ -1,4 +1,5 @@
 use super::*;
+use tch::Kind;
 
 fn t(rows: &[[f32; 2]]) -> Tensor {
     Tensor::from_slice(&rows.concat()).view([-1, 2])

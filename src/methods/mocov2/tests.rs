@@ -1,4 +1,5 @@
 use super::*;
+use crate::methods::losses::info_nce;
 
 #[test]
 fn info_nce_matches_hand_computation() {
