@@ -66,12 +66,12 @@ fn has_images(dir: &Path) -> bool {
 type ClassIndex = Vec<(String, usize)>;
 
 /// The class folders of `dir` and their indices. There is one class index per tree, from
-/// `train/`: the folders of another split must be among train's classes (an extra folder without
+/// `train/` (`unlabeled/` keeps its own folders, whose labels are not used): the folders of the test split must be among train's classes (an extra folder without
 /// images is skipped with a warning; one with images is an error).
 fn classes_of(root: &Path, dir: &Path, split: Split) -> Result<(Vec<String>, ClassIndex)> {
     let here = class_dirs(dir)?;
     let train_dir = root.join("train");
-    if split == Split::Train || !train_dir.is_dir() {
+    if split != Split::Test || !train_dir.is_dir() {
         let idx = here.iter().cloned().enumerate().map(|(i, c)| (c, i)).collect();
         return Ok((here, idx));
     }

@@ -22,7 +22,10 @@ fn read_idx(path: &Path, ndim: u8) -> Result<Vec<u8>> {
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as u64)
         .try_fold(1u64, |a, d| a.checked_mul(d))
         .ok_or_else(|| anyhow::anyhow!("{}: header dimensions overflow", path.display()))?;
-    bytes.reserve(n.min(1 << 30) as usize);
+    if let Some(mem) = crate::train::limits::physical_memory() {
+        anyhow::ensure!((n as f64) <= mem, "{}: the header announces {n} bytes, more than this machine's memory", path.display());
+    }
+    bytes.reserve(n.min(64 << 20) as usize);
     r.take(n.saturating_add(1)).read_to_end(&mut bytes).map_err(gz_err)?;
     Ok(bytes)
 }

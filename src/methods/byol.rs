@@ -25,7 +25,7 @@ pub struct ByolConfig {
 
 impl ByolConfig {
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.predictor_hidden >= 0, "byol.predictor_hidden: expected >= 0");
+        ensure!((0..=65536).contains(&self.predictor_hidden), "byol.predictor_hidden: expected 0 to 65536, got {}", self.predictor_hidden);
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ use super::losses::{dino_loss, entropy, update_center};
 use super::{LossOutput, Method, StepCtx};
 use crate::models::{ArchConfig, Backbone};
 use crate::train::config::Config;
+use crate::train::monitor::Collapse;
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
@@ -33,7 +34,9 @@ impl Default for DinoConfig {
 
 impl DinoConfig {
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.warmup_teacher_temp > 0.0 && self.teacher_temp > 0.0 && self.student_temp > 0.0, "dino.*_temp: expected > 0");
+        for (k, v) in [("warmup_teacher_temp", self.warmup_teacher_temp), ("teacher_temp", self.teacher_temp), ("student_temp", self.student_temp)] {
+            ensure!(v.is_finite() && v >= 1e-3, "dino.{k}: expected a finite value >= 0.001, got {v}");
+        }
         Ok(())
     }
     /// The teacher temperature in `epoch` (0-based): DINO's `np.linspace(warmup, teacher, W)`
@@ -97,6 +100,14 @@ impl Dino {
 }
 
 impl Method for Dino {
+    fn collapse_hint(&self, c: Collapse) -> &'static str {
+        match c {
+            Collapse::FewComponents => "DINO's centring should spread the outputs: try a lower teacher.center_momentum or a lower optim.lr",
+            Collapse::Uniform | Collapse::Constant => {
+                "an early phase of DINO when brief (loss at ln K, facebookresearch/dino#246); if it lasts, try a sharper teacher (lower dino.teacher_temp) or a lower optim.lr"
+            }
+        }
+    }
     fn student(&self) -> &nn::VarStore {
         &self.student_vs
     }

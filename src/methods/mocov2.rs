@@ -28,8 +28,8 @@ impl Default for MocoConfig {
 
 impl MocoConfig {
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.queue >= 1, "mocov2.queue: expected at least 1 negative");
-        ensure!(self.temperature > 0.0, "mocov2.temperature: expected > 0");
+        ensure!((1..=1 << 20).contains(&self.queue), "mocov2.queue: expected 1 to 1048576 negatives, got {}", self.queue);
+        ensure!(self.temperature.is_finite() && self.temperature >= 1e-3, "mocov2.temperature: expected a finite value >= 0.001, got {}", self.temperature);
         Ok(())
     }
 }

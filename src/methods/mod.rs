@@ -12,6 +12,7 @@ pub mod swav;
 use crate::data::Dataset;
 use crate::eval::features::EvalPrep;
 use crate::models::Backbone;
+use crate::train::monitor::Collapse;
 use anyhow::Result;
 use tch::{nn, Tensor};
 
@@ -33,7 +34,23 @@ pub struct LossOutput {
     pub stats: Vec<(&'static str, f64)>,
 }
 
+/// The method `cfg.method` names, with its networks on `device`.
+pub fn build(cfg: &crate::train::config::Config, device: tch::Device) -> Result<Box<dyn Method>> {
+    match cfg.method.as_str() {
+        "svib" => Ok(Box::new(svib::Svib::new(cfg, device)?)),
+        "dino" => Ok(Box::new(dino::Dino::new(cfg, device)?)),
+        "byol" => Ok(Box::new(byol::Byol::new(cfg, device)?)),
+        "mocov2" => Ok(Box::new(mocov2::MocoV2::new(cfg, device)?)),
+        "swav" => Ok(Box::new(swav::Swav::new(cfg, device)?)),
+        other => anyhow::bail!("method: `{other}` is not available"),
+    }
+}
+
 pub trait Method {
+    /// What to try when the collapse monitor sees `c` (the method knows its own remedies).
+    fn collapse_hint(&self, _c: Collapse) -> &'static str {
+        "try a lower optim.lr or a slower teacher (a higher teacher.momentum_start)"
+    }
     /// The variables the optimiser trains (student).
     fn student(&self) -> &nn::VarStore;
     /// Variables that follow the student without gradient (teacher / momentum encoder).

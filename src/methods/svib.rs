@@ -11,6 +11,7 @@ use crate::data::Dataset;
 use crate::eval::features::{pixel_batch, EvalPrep};
 use crate::models::{ArchConfig, Backbone};
 use crate::train::config::{Config, GmmInit, Prior, Reinit};
+use crate::train::monitor::Collapse;
 use anyhow::{bail, Context, Result};
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
@@ -66,6 +67,14 @@ impl Svib {
 }
 
 impl Method for Svib {
+    fn collapse_hint(&self, c: Collapse) -> &'static str {
+        match c {
+            Collapse::FewComponents => "try a larger ib.beta_start, more frequent GMM re-initialisation (gmm.reinit_every_steps) or a lower optim.lr",
+            Collapse::Uniform | Collapse::Constant => {
+                "try head.bn_out = true, a sharper teacher (lower gmm.sigma_teacher) or more frequent GMM re-initialisation (gmm.reinit_every_steps)"
+            }
+        }
+    }
     fn student(&self) -> &nn::VarStore {
         &self.student_vs
     }
@@ -117,6 +126,7 @@ impl Method for Svib {
             let m = p_t.mean_dim([0i64].as_slice(), false, Kind::Float).unsqueeze(0);
             stats.push(("h_target_marginal_rel", entropy(&m).double_value(&[0]) / log_k));
         }
+        stats.push(("beta", ctx.beta));
         LossOutput { loss, terms: vec![("ce", ce), ("kl", kl)], stats }
     }
 

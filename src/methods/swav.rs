@@ -37,9 +37,11 @@ impl Default for SwavConfig {
 
 impl SwavConfig {
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.temperature > 0.0 && self.epsilon > 0.0, "swav.temperature/epsilon: expected > 0");
-        ensure!(self.sinkhorn_iters >= 1, "swav.sinkhorn_iters: expected at least 1");
-        ensure!(self.queue >= 0, "swav.queue: expected >= 0");
+        for (k, v) in [("temperature", self.temperature), ("epsilon", self.epsilon)] {
+            ensure!(v.is_finite() && v >= 1e-3, "swav.{k}: expected a finite value >= 0.001, got {v}");
+        }
+        ensure!((1..=1000).contains(&self.sinkhorn_iters), "swav.sinkhorn_iters: expected 1 to 1000, got {}", self.sinkhorn_iters);
+        ensure!((0..=1 << 20).contains(&self.queue), "swav.queue: expected 0 to 1048576, got {}", self.queue);
         Ok(())
     }
 }

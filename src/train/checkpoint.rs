@@ -41,8 +41,10 @@ pub fn save(dir: &Path, meta: &Meta, tensors: &[(String, Tensor)], keep: usize) 
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("{}: cannot sync", tmp.display()))?;
     std::fs::rename(&tmp, &st).with_context(|| format!("{}: cannot rename into place", st.display()))?;
     crate::util::write_atomic(&dir.join(format!("{}.json", stem(meta.step))), serde_json::to_string_pretty(meta)?.as_bytes())?;
-    let all = list(dir);
-    for (_, old) in all.iter().rev().skip(keep) {
+    // checkpoints after this step belong to a timeline a resume abandoned (it passed over them
+    // as unreadable or non-finite): they go, and only the ones up to this step count for `keep`
+    let (mine, abandoned): (Vec<_>, Vec<_>) = list(dir).into_iter().partition(|(s, _)| *s <= meta.step);
+    for (_, old) in abandoned.iter().chain(mine.iter().rev().skip(keep)) {
         let _ = std::fs::remove_file(old.with_extension("json"));
         let _ = std::fs::remove_file(old);
     }
@@ -99,7 +101,7 @@ fn check(step: usize, meta: &Meta, _tensors: &BTreeMap<String, Tensor>, path: &P
 }
 
 /// Names of floating-point tensors holding NaN or infinity.
-fn non_finite<'a>(named: impl Iterator<Item = (&'a String, &'a Tensor)>) -> Vec<&'a String> {
+pub fn non_finite<'a>(named: impl Iterator<Item = (&'a String, &'a Tensor)>) -> Vec<&'a String> {
     named.filter(|(_, t)| t.is_floating_point() && !bool::try_from(t.isfinite().all()).unwrap_or(false)).map(|(n, _)| n).collect()
 }
 
@@ -163,5 +165,20 @@ mod tests {
         let e = format!("{:#}", load_latest(d.path()).unwrap_err());
         assert!(e.contains("no checkpoint can be resumed") && e.contains("ckpt-00000007.safetensors"), "{e}");
         assert!(!d.path().read_dir().unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+    }
+
+    /// After a resume fell back past a bad checkpoint, saving drops the abandoned later ones
+    /// first, so that `keep` never deletes the good checkpoint just written or the one before.
+    #[test]
+    fn saving_after_a_fallback_drops_the_abandoned_checkpoints() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |v: f32| [("student.w".to_string(), Tensor::from_slice(&[v]))];
+        save(d.path(), &meta(10), &w(1.0), 1).unwrap();
+        save(d.path(), &meta(15), &w(2.0), 2).unwrap();
+        std::fs::write(d.path().join("ckpt-00000015.safetensors"), b"junk").unwrap();
+        assert_eq!(load_latest(d.path()).unwrap().unwrap().0, meta(10));
+        save(d.path(), &meta(12), &w(3.0), 1).unwrap();
+        assert_eq!(list(d.path()).iter().map(|x| x.0).collect::<Vec<_>>(), vec![12]);
+        assert_eq!(load_latest(d.path()).unwrap().unwrap().0, meta(12));
     }
 }

@@ -494,7 +494,8 @@ impl Config {
             ib.schedule == BetaSchedule::Const || ib.beta_start == 0.0 || ib.beta_end > 0.0,
             "ib.beta_end: an exponential schedule needs beta_end > 0 (or ib.schedule = \"const\")"
         );
-        ensure!(self.optim.min_lr <= self.optim.lr, "optim.min_lr: expected at most optim.lr ({}), got {}", self.optim.lr, self.optim.min_lr);
+        let peak = self.optim.lr * self.train.batch_size as f64 / 256.0;
+        ensure!(self.optim.min_lr <= peak, "optim.min_lr: expected at most the peak learning rate (optim.lr x train.batch_size / 256 = {peak}), got {}", self.optim.min_lr);
         ensure!(self.eval.image_size == 0 || self.eval.image_size >= 8, "eval.image_size: expected 0 (the global crop size) or at least 8 pixels, got {}", self.eval.image_size);
         self.check_patch_fits()
     }

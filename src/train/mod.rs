@@ -14,7 +14,7 @@ use crate::augment::loader::Loader;
 use crate::data::{self, DataSpec, Dataset, LoadOptions, Norm, Split};
 use crate::eval::features::{backbone_features, labels, EvalPrep};
 use crate::eval::knn::{knn_classify, KnnResult};
-use crate::methods::{byol::Byol, dino::Dino, mocov2::MocoV2, svib::Svib, swav::Swav};
+use crate::methods::build as build_method;
 use crate::methods::{Method, StepCtx};
 use anyhow::{bail, Context, Result};
 use config::Config;
@@ -132,17 +132,6 @@ pub fn knn_eval(method: &dyn Method, cfg: &Config, train: &Dataset, test: &Datas
     let fte = backbone_features(b, test, prep, cfg.eval.batch_size, device);
     let classes = train.num_classes.max(test.num_classes) as i64;
     knn_classify(&ftr, &labels(train, device), &fte, &labels(test, device), classes, cfg.eval.k, cfg.eval.temperature)
-}
-
-fn build_method(cfg: &Config, device: Device) -> Result<Box<dyn Method>> {
-    match cfg.method.as_str() {
-        "svib" => Ok(Box::new(Svib::new(cfg, device)?)),
-        "dino" => Ok(Box::new(Dino::new(cfg, device)?)),
-        "byol" => Ok(Box::new(Byol::new(cfg, device)?)),
-        "mocov2" => Ok(Box::new(MocoV2::new(cfg, device)?)),
-        "swav" => Ok(Box::new(Swav::new(cfg, device)?)),
-        other => bail!("method: `{other}` is not available"),
-    }
 }
 
 /// All tensors of a checkpoint: student.*, teacher.*, optim.*, state.*.
@@ -296,6 +285,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
     } else {
         method.init_from_data(&train, &prep, cfg.train.seed)?;
     }
+    let resumed_path = resumed.as_ref().map(|r| r.2.clone());
     drop(resumed);
     if step >= total {
         if let Some(r) = std::fs::read(dir.join("result.json")).ok().and_then(|b| serde_json::from_slice::<RunResult>(&b).ok()) {
@@ -322,9 +312,17 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
             rng: "derived from (train.seed, epoch, step)".into(),
             monitor: mon.state().clone(),
         };
-        checkpoint::save(dir, &meta, &checkpoint_tensors(method, opt), cfg.train.keep_checkpoints)
+        let tensors = checkpoint_tensors(method, opt);
+        let bad = checkpoint::non_finite(tensors.iter().map(|(n, t)| (n, t)));
+        if let Some(first) = bad.first() {
+            // the run has diverged (e.g. a BatchNorm buffer overflowed while the loss stayed finite)
+            let msg = format!("step {step}: {} tensor(s) hold non-finite values ({first} first), so no checkpoint is written", bad.len());
+            crate::util::write_atomic(&dir.join(crate::experiments::DIVERGED), format!("{msg}\n").as_bytes())?;
+            bail!("{msg}: training has diverged; lower optim.lr and start a new run");
+        }
+        checkpoint::save(dir, &meta, &tensors, cfg.train.keep_checkpoints)
     };
-    let mut last_ckpt: Option<PathBuf> = checkpoint::list(dir).pop().map(|x| x.1);
+    let mut last_ckpt: Option<PathBuf> = resumed_path;
     let (mut window_images, mut window_start) = (0usize, Instant::now());
     let mut images_per_second = 0.0;
     let mut prof = profile::Profile::from_env(device);
@@ -381,7 +379,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
                 if let (Some(m), Some(s)) = (stat("h_marginal_rel"), stat("h_sample_rel")) {
                     let e = monitor::Entropies { marginal_rel: m, sample_rel: s };
                     if let Some(c) = monitor.observe(e) {
-                        pb.suspend(|| eprintln!("{}", c.message(step, monitor.patience(), e)));
+                        pb.suspend(|| eprintln!("{}", c.message(step, monitor.patience(), e, method.collapse_hint(c))));
                         let mut m = Map::new();
                         m.insert("step".into(), json!(step));
                         m.insert("event".into(), json!(c.event()));
@@ -397,9 +395,6 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
                 m.insert("loss".into(), json!(loss_v));
                 for (n, t) in &out.terms {
                     m.insert(n.to_string(), json!(t.double_value(&[])));
-                }
-                if cfg.method == "svib" {
-                    m.insert("beta".into(), json!(ctx.beta));
                 }
                 m.insert("lr".into(), json!(lr));
                 m.insert("weight_decay".into(), json!(wd));

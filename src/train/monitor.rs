@@ -31,23 +31,15 @@ impl Collapse {
         }
     }
 
-    /// The warning, with what to try.
-    pub fn message(self, step: usize, patience: usize, e: Entropies) -> String {
+    /// The warning, with what to try (`hint`, from the method: see `Method::collapse_hint`).
+    pub fn message(self, step: usize, patience: usize, e: Entropies, hint: &str) -> String {
         let what = match self {
             Collapse::FewComponents => {
                 format!("the teacher assigns (almost) every image to the same few components (entropy of its mean assignment {:.0}% of log K)", e.marginal_rel * 100.0)
             }
-            Collapse::Uniform => {
-                "the teacher's assignments are uniform for every image (the consistency loss sits at log K and the KL term near 0), so the student learns nothing".to_string()
-            }
+            Collapse::Uniform => "the teacher's assignments are uniform for every image (the consistency loss sits at log K), so the student learns nothing".to_string(),
             Collapse::Constant => {
                 format!("the teacher gives every image the same assignment (its information about the image is {:.1}% of log K)", (e.marginal_rel - e.sample_rel).max(0.0) * 100.0)
-            }
-        };
-        let hint = match self {
-            Collapse::FewComponents => "try a larger ib.beta_start, more frequent GMM re-initialisation (gmm.reinit_every_steps) or a lower optim.lr",
-            Collapse::Uniform | Collapse::Constant => {
-                "try head.bn_out = true, a sharper teacher (lower gmm.sigma_teacher) or more frequent GMM re-initialisation (gmm.reinit_every_steps)"
             }
         };
         format!("warning: collapse at step {step}: {what}, for {patience} steps in a row. Representations learnt from here on are likely useless; {hint}.")
@@ -154,8 +146,12 @@ mod tests {
         assert_eq!(mon.observe(e(0.5, 0.495)), None);
         assert_eq!(mon.observe(e(0.5, 0.495)), None);
         assert_eq!(mon.observe(e(0.5, 0.495)), Some(Collapse::Constant));
-        let msg = Collapse::Constant.message(124, 3, e(0.78, 0.775));
-        assert!(msg.starts_with("warning: collapse at step 124: the teacher gives every image the same assignment (its information about the image is 0.5% of log K)"), "{msg}");
+        let msg = Collapse::Constant.message(124, 3, e(0.78, 0.775), "try X");
+        assert!(
+            msg.starts_with("warning: collapse at step 124: the teacher gives every image the same assignment (its information about the image is 0.5% of log K)")
+                && msg.ends_with("likely useless; try X."),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub fn lock(dir: &Path) -> Result<RunLock> {
     let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).with_context(|| format!("{}: cannot open", path.display()))?;
     // SAFETY: flock on a descriptor this function owns.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            bail!("{}: cannot lock ({err}); svib needs a file system with flock for a run directory", path.display());
+        }
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
         let holder = holder.trim();
@@ -40,7 +44,8 @@ pub fn clean_stale(dir: &Path) -> Result<Vec<String>> {
                 Some("json") => !p.with_extension("safetensors").is_file(),
                 _ => false,
             };
-        let tmp = name.starts_with('.') && name.ends_with(".tmp");
+        let ours = [".config.toml.", ".metrics.jsonl.", ".result.json.", ".diverged.txt.", ".ckpt-"];
+        let tmp = ours.iter().any(|p| name.starts_with(p)) && name.ends_with(".tmp");
         if (tmp || half) && std::fs::remove_file(&p).is_ok() {
             removed.push(name);
         }
