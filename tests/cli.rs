@@ -104,20 +104,7 @@ fn train_then_knn_checkpoint_reproduces_result() {
     write_two_class_idx(d.path(), 32);
     let out = d.path().join("run");
     let spec = format!("idx:{}", d.path().display());
-    let sets = [
-        "model.name=\"resnet18\"",
-        "model.small_stem=true",
-        "model.width=4",
-        "augment.global_size=8",
-        "augment.local_size=4",
-        "augment.local_crops=1",
-        "augment.channels=1",
-        "head.hidden=16",
-        "head.out=8",
-        "gmm.k=4",
-        "train.batch_size=8",
-        "eval.k=3",
-    ];
+    let sets = TINY;
     let mut args = vec!["train", "--config", "fmnist-cpu", "--data", &spec, "--epochs", "2", "--out", out.to_str().unwrap(), "--quiet", "--json"];
     for s in &sets {
         args.push("--set");

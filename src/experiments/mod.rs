@@ -35,7 +35,12 @@ pub const DIVERGED: &str = "diverged.txt";
 
 /// kNN top-1 against epoch from a run's metrics (periodic and final evaluations).
 pub fn knn_curve(run_dir: &Path) -> Result<Vec<(f64, f64)>> {
-    let mut pts: Vec<(f64, f64)> = metrics::read(&run_dir.join("metrics.jsonl"))?.iter().filter_map(|l| Some((l.get("epoch")?.as_f64()?, l.get("knn_top1")?.as_f64()?))).collect();
+    knn_curve_over(run_dir, "epoch")
+}
+
+/// A run's kNN top-1 against the metrics key `x` ("epoch" or "step"), sorted, one point per x.
+pub fn knn_curve_over(run_dir: &Path, x: &str) -> Result<Vec<(f64, f64)>> {
+    let mut pts: Vec<(f64, f64)> = metrics::read(&run_dir.join("metrics.jsonl"))?.iter().filter_map(|l| Some((l.get(x)?.as_f64()?, l.get("knn_top1")?.as_f64()?))).collect();
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     pts.dedup_by(|a, b| a.0 == b.0);
     Ok(pts)

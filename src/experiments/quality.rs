@@ -8,7 +8,7 @@ use crate::data::{self, LoadOptions, Norm, Split};
 use crate::eval::features::{labels, pixel_features};
 use crate::eval::knn::knn_classify;
 use crate::train::config::{apply_method, load_table, set_key, Config};
-use crate::train::{eval_prep, load_train_data, metrics};
+use crate::train::{eval_prep, load_train_data};
 use anyhow::{bail, Context, Result};
 use std::fmt::Write;
 use std::path::Path;
@@ -150,10 +150,7 @@ fn raw_pixels(cfg: &Config, dir: &Path) -> Result<f64> {
 
 /// kNN top-1 against step of a run (the untrained backbone at step 0 included).
 pub fn knn_by_step(run_dir: &Path) -> Result<Vec<(f64, f64)>> {
-    let mut pts: Vec<(f64, f64)> = metrics::read(&run_dir.join("metrics.jsonl"))?.iter().filter_map(|l| Some((l.get("step")?.as_f64()?, l.get("knn_top1")?.as_f64()?))).collect();
-    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-    pts.dedup_by(|a, b| a.0 == b.0);
-    Ok(pts)
+    super::knn_curve_over(run_dir, "step")
 }
 
 fn cell(v: &[f64]) -> String {

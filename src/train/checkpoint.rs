@@ -28,6 +28,18 @@ fn stem(step: usize) -> String {
     format!("ckpt-{step:08}")
 }
 
+/// The error of [`save`] when the state holds NaN or infinity: the run has diverged.
+#[derive(Debug)]
+pub struct NonFinite(pub String);
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NonFinite {}
+
 /// Writes the pair for `meta.step` and keeps only the newest `keep` pairs.
 pub fn save(dir: &Path, meta: &Meta, tensors: &[(String, Tensor)], keep: usize) -> Result<PathBuf> {
     let st = dir.join(format!("{}.safetensors", stem(meta.step)));
@@ -35,7 +47,8 @@ pub fn save(dir: &Path, meta: &Meta, tensors: &[(String, Tensor)], keep: usize) 
     let cpu: Vec<(String, Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous())).collect();
     let bad = non_finite(cpu.iter().map(|(n, t)| (n, t)));
     if let Some(first) = bad.first() {
-        bail!("step {}: {} tensor(s) hold non-finite values ({first} first), so no checkpoint is written: training has diverged", meta.step, bad.len());
+        let msg = format!("step {}: {} tensor(s) hold non-finite values ({first} first), so no checkpoint is written: training has diverged", meta.step, bad.len());
+        return Err(NonFinite(msg).into());
     }
     Tensor::write_safetensors(&cpu, &tmp).map_err(|e| anyhow::anyhow!("{}: cannot write checkpoint ({e})", tmp.display()))?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("{}: cannot sync", tmp.display()))?;
@@ -101,7 +114,7 @@ fn check(step: usize, meta: &Meta, _tensors: &BTreeMap<String, Tensor>, path: &P
 }
 
 /// Names of floating-point tensors holding NaN or infinity.
-pub fn non_finite<'a>(named: impl Iterator<Item = (&'a String, &'a Tensor)>) -> Vec<&'a String> {
+fn non_finite<'a>(named: impl Iterator<Item = (&'a String, &'a Tensor)>) -> Vec<&'a String> {
     named.filter(|(_, t)| t.is_floating_point() && !bool::try_from(t.isfinite().all()).unwrap_or(false)).map(|(n, _)| n).collect()
 }
 

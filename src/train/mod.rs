@@ -312,15 +312,14 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
             rng: "derived from (train.seed, epoch, step)".into(),
             monitor: mon.state().clone(),
         };
-        let tensors = checkpoint_tensors(method, opt);
-        let bad = checkpoint::non_finite(tensors.iter().map(|(n, t)| (n, t)));
-        if let Some(first) = bad.first() {
-            // the run has diverged (e.g. a BatchNorm buffer overflowed while the loss stayed finite)
-            let msg = format!("step {step}: {} tensor(s) hold non-finite values ({first} first), so no checkpoint is written", bad.len());
-            crate::util::write_atomic(&dir.join(crate::experiments::DIVERGED), format!("{msg}\n").as_bytes())?;
-            bail!("{msg}: training has diverged; lower optim.lr and start a new run");
-        }
-        checkpoint::save(dir, &meta, &tensors, cfg.train.keep_checkpoints)
+        checkpoint::save(dir, &meta, &checkpoint_tensors(method, opt), cfg.train.keep_checkpoints).map_err(|e| {
+            // diverged without a non-finite loss (e.g. a BatchNorm buffer overflowed): marked for the experiment runners
+            if let Some(nf) = e.downcast_ref::<checkpoint::NonFinite>() {
+                let _ = crate::util::write_atomic(&dir.join(crate::experiments::DIVERGED), format!("{nf}\n").as_bytes());
+                return anyhow::anyhow!("{nf}; lower optim.lr and start a new run");
+            }
+            e
+        })
     };
     let mut last_ckpt: Option<PathBuf> = resumed_path;
     let (mut window_images, mut window_start) = (0usize, Instant::now());
