@@ -16,3 +16,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename into place", path.display()))?;
     Ok(())
 }
+
+/// Physical memory of this machine in bytes (None where it cannot be read).
+pub fn physical_memory() -> Option<f64> {
+    // SAFETY: sysconf only reads system constants.
+    let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    (pages > 0 && size > 0).then_some(pages as f64 * size as f64)
+}
+
+/// Peak resident memory of this process in MiB (VmHWM), where /proc exists.
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}

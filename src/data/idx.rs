@@ -22,7 +22,7 @@ fn read_idx(path: &Path, ndim: u8) -> Result<Vec<u8>> {
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as u64)
         .try_fold(1u64, |a, d| a.checked_mul(d))
         .ok_or_else(|| anyhow::anyhow!("{}: header dimensions overflow", path.display()))?;
-    if let Some(mem) = crate::train::limits::physical_memory() {
+    if let Some(mem) = crate::util::physical_memory() {
         anyhow::ensure!((n as f64) <= mem, "{}: the header announces {n} bytes, more than this machine's memory", path.display());
     }
     bytes.reserve(n.min(64 << 20) as usize);
@@ -201,10 +201,10 @@ mod tests {
         let zeros = vec![0u8; 1 << 20];
         (0..256).for_each(|_| e.write_all(&zeros).unwrap());
         e.finish().unwrap();
-        let before = crate::train::metrics::peak_rss_mib().unwrap_or(0.0);
+        let before = crate::util::peak_rss_mib().unwrap_or(0.0);
         let err = format!("{:#}", load(d.path(), Split::Train).unwrap_err());
         assert!(err.contains("train-images-idx3-ubyte.gz") && err.contains("trailing bytes after offset 156"), "{err}");
-        let after = crate::train::metrics::peak_rss_mib().unwrap_or(0.0);
+        let after = crate::util::peak_rss_mib().unwrap_or(0.0);
         assert!(after - before < 64.0, "peak RSS grew by {} MiB", after - before);
     }
 

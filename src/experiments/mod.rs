@@ -7,7 +7,8 @@ pub mod plot;
 pub mod quality;
 
 use crate::train::config::Config;
-use crate::train::{metrics, RunResult};
+use crate::train::rundir::RunDir;
+use crate::train::RunResult;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -29,21 +30,9 @@ pub enum Outcome {
     Diverged(String),
 }
 
-/// The file a diverged run leaves in its directory (so that a resumed experiment does not
-/// repeat a deterministic divergence).
-pub const DIVERGED: &str = "diverged.txt";
-
 /// kNN top-1 against epoch from a run's metrics (periodic and final evaluations).
 pub fn knn_curve(run_dir: &Path) -> Result<Vec<(f64, f64)>> {
-    knn_curve_over(run_dir, "epoch")
-}
-
-/// A run's kNN top-1 against the metrics key `x` ("epoch" or "step"), sorted, one point per x.
-pub fn knn_curve_over(run_dir: &Path, x: &str) -> Result<Vec<(f64, f64)>> {
-    let mut pts: Vec<(f64, f64)> = metrics::read(&run_dir.join("metrics.jsonl"))?.iter().filter_map(|l| Some((l.get(x)?.as_f64()?, l.get("knn_top1")?.as_f64()?))).collect();
-    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-    pts.dedup_by(|a, b| a.0 == b.0);
-    Ok(pts)
+    RunDir::new(run_dir).knn_curve("epoch")
 }
 
 /// Runs (or resumes, or reads back) every job in turn under `dir`.
@@ -54,10 +43,10 @@ pub fn run_jobs(dir: &Path, jobs: &[Job]) -> Result<Vec<Outcome>> {
     let mut out = vec![];
     for (i, job) in jobs.iter().enumerate() {
         let run_dir = dir.join(&job.name);
-        let diverged = run_dir.join(DIVERGED);
-        if diverged.is_file() {
-            eprintln!("[{}/{}] {}: diverged before (see {})", i + 1, jobs.len(), job.name, diverged.display());
-            out.push(Outcome::Diverged(std::fs::read_to_string(&diverged).unwrap_or_default()));
+        let run = RunDir::new(&run_dir);
+        if let Some(why) = run.diverged() {
+            eprintln!("[{}/{}] {}: diverged before (see {})", i + 1, jobs.len(), job.name, run_dir.join(RunDir::DIVERGED).display());
+            out.push(Outcome::Diverged(why));
             continue;
         }
         let cfg_path: PathBuf = configs.join(format!("{}.toml", job.name));
@@ -74,16 +63,14 @@ pub fn run_jobs(dir: &Path, jobs: &[Job]) -> Result<Vec<Outcome>> {
             .stderr(Stdio::inherit())
             .output()
             .with_context(|| format!("cannot start {}", exe.display()))?;
-        if diverged.is_file() {
-            out.push(Outcome::Diverged(std::fs::read_to_string(&diverged).unwrap_or_default()));
+        if let Some(why) = run.diverged() {
+            out.push(Outcome::Diverged(why));
             continue;
         }
         if !status.status.success() {
             bail!("run `{}` failed ({}); fix the cause and run the same command again to resume", job.name, status.status);
         }
-        let result: RunResult = serde_json::from_slice(&std::fs::read(run_dir.join("result.json")).with_context(|| format!("{}: no result.json", run_dir.display()))?)
-            .with_context(|| format!("{}/result.json", run_dir.display()))?;
-        out.push(Outcome::Done { knn_curve: knn_curve(&run_dir)?, result });
+        out.push(Outcome::Done { knn_curve: run.knn_curve("epoch")?, result: run.result()? });
     }
     Ok(out)
 }

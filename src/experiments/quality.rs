@@ -150,7 +150,7 @@ fn raw_pixels(cfg: &Config, dir: &Path) -> Result<f64> {
 
 /// kNN top-1 against step of a run (the untrained backbone at step 0 included).
 pub fn knn_by_step(run_dir: &Path) -> Result<Vec<(f64, f64)>> {
-    super::knn_curve_over(run_dir, "step")
+    crate::train::rundir::RunDir::new(run_dir).knn_curve("step")
 }
 
 fn cell(v: &[f64]) -> String {

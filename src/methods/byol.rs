@@ -65,7 +65,7 @@ impl Method for Byol {
         let p = self.online.project(&resolution_groups(views), true).apply_t(&self.predictor, true);
         let z = tch::no_grad(|| self.target.project(&resolution_groups(&views[..2]), true));
         let loss = byol_loss(&z.chunk(2, 0), &p.chunk(views.len() as i64, 0));
-        LossOutput { terms: vec![("byol", loss.shallow_clone())], loss, stats: vec![] }
+        LossOutput { terms: vec![("byol", loss.shallow_clone())], loss, stats: vec![], entropies: None }
     }
 
     fn after_step(&mut self, ctx: &StepCtx) {

@@ -5,10 +5,9 @@
 use super::encoder::{resolution_groups, Ema, Encoder};
 use super::head::Gmm;
 use super::losses::{dino_loss, entropy, update_center};
-use super::{LossOutput, Method, StepCtx};
+use super::{Collapse, Entropies, LossOutput, Method, StepCtx};
 use crate::models::{ArchConfig, Backbone};
 use crate::train::config::Config;
-use crate::train::monitor::Collapse;
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
@@ -128,6 +127,7 @@ impl Method for Dino {
             terms: vec![("ce", loss.shallow_clone())],
             loss,
             stats: vec![("h_marginal", h_marginal), ("h_marginal_rel", h_marginal / log_k), ("h_sample", h_sample), ("h_sample_rel", h_sample / log_k)],
+            entropies: Some(Entropies { marginal_rel: h_marginal / log_k, sample_rel: h_sample / log_k }),
         }
     }
 

@@ -76,7 +76,7 @@ impl Method for MocoV2 {
         let negatives: Vec<Tensor> = q.iter().map(|query| query.matmul(&self.queue.transpose(0, 1))).collect();
         let loss = cross_view_mean(k.len(), q.len(), |i, v| info_nce_with_negatives(&q[v], &k[i], &negatives[v], t));
         self.pending_keys = Some(k_all);
-        LossOutput { terms: vec![("info_nce", loss.shallow_clone())], loss, stats: vec![] }
+        LossOutput { terms: vec![("info_nce", loss.shallow_clone())], loss, stats: vec![], entropies: None }
     }
 
     fn after_step(&mut self, ctx: &StepCtx) {

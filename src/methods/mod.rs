@@ -1,6 +1,7 @@
 //! Self-supervised methods behind one small trait: the trainer owns data, schedules, optimiser,
 //! checkpoints and logging; a method owns its networks, its loss and its per-step/per-epoch hooks.
 pub mod byol;
+pub mod collapse;
 pub mod dino;
 pub mod encoder;
 pub mod head;
@@ -12,8 +13,8 @@ pub mod swav;
 use crate::data::Dataset;
 use crate::eval::features::EvalPrep;
 use crate::models::Backbone;
-use crate::train::monitor::Collapse;
 use anyhow::Result;
+pub use collapse::{Collapse, Entropies};
 use tch::{nn, Tensor};
 
 /// Where training stands, with the scheduled values for this step.
@@ -32,6 +33,8 @@ pub struct LossOutput {
     pub loss: Tensor,
     pub terms: Vec<(&'static str, Tensor)>,
     pub stats: Vec<(&'static str, f64)>,
+    /// The entropies of the assignments, for the collapse monitor (methods with assignments).
+    pub entropies: Option<Entropies>,
 }
 
 /// The method `cfg.method` names, with its networks on `device`.

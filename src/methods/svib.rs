@@ -6,12 +6,11 @@
 use super::encoder::{resolution_groups, Ema, Encoder};
 use super::head::{l2n, Gmm};
 use super::losses::{consistency_ce, entropy, kl_to_prior, sinkhorn};
-use super::{LossOutput, Method, StepCtx};
+use super::{Collapse, Entropies, LossOutput, Method, StepCtx};
 use crate::data::Dataset;
 use crate::eval::features::{pixel_batch, EvalPrep};
 use crate::models::{ArchConfig, Backbone};
 use crate::train::config::{Config, GmmInit, Prior, Reinit};
-use crate::train::monitor::Collapse;
 use anyhow::{bail, Context, Result};
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
@@ -127,7 +126,8 @@ impl Method for Svib {
             stats.push(("h_target_marginal_rel", entropy(&m).double_value(&[0]) / log_k));
         }
         stats.push(("beta", ctx.beta));
-        LossOutput { loss, terms: vec![("ce", ce), ("kl", kl)], stats }
+        let entropies = Some(Entropies { marginal_rel: h_marginal / log_k, sample_rel: h_sample / log_k });
+        LossOutput { loss, terms: vec![("ce", ce), ("kl", kl)], stats, entropies }
     }
 
     fn after_step(&mut self, ctx: &StepCtx) {

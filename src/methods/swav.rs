@@ -109,7 +109,7 @@ impl Method for Swav {
         });
         let logp = (scores / s.temperature).log_softmax(-1, Kind::Float).chunk(views.len() as i64, 0);
         let loss = consistency_ce(&codes, &logp);
-        LossOutput { terms: vec![("swapped_ce", loss.shallow_clone())], loss, stats: vec![] }
+        LossOutput { terms: vec![("swapped_ce", loss.shallow_clone())], loss, stats: vec![], entropies: None }
     }
 
     fn frozen(&self, ctx: &StepCtx) -> Vec<String> {

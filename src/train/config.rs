@@ -210,6 +210,8 @@ pub struct TrainConfig {
     /// Convolution weights and inputs in NHWC layout (oneDNN's preferred layout on CPU); the
     /// numbers are the same, the speed is not (docs/PERFORMANCE.md). No effect on ViTs.
     pub channels_last: bool,
+    /// Also write the metrics as TensorBoard event files under `DIR/tensorboard/`.
+    pub tensorboard: bool,
     /// Collapse warning when the teacher's batch-marginal entropy / log K stays below this
     /// (assignments on a few components) ...
     pub collapse_threshold: f64,
@@ -323,6 +325,7 @@ impl Default for TrainConfig {
             keep_checkpoints: 2,
             prefetch: 3,
             channels_last: false,
+            tensorboard: false,
             collapse_threshold: 0.05,
             collapse_mi_threshold: 0.01,
             collapse_patience: 10,

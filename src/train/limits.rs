@@ -54,13 +54,6 @@ pub fn memory_parts(cfg: &Config) -> Vec<(&'static str, f64)> {
     ]
 }
 
-/// Physical memory of this machine in bytes (None where it cannot be read).
-pub fn physical_memory() -> Option<f64> {
-    // SAFETY: sysconf only reads system constants.
-    let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
-    (pages > 0 && size > 0).then_some(pages as f64 * size as f64)
-}
-
 /// An error naming the largest part when the estimate exceeds `available` bytes.
 pub fn check_memory(cfg: &Config, available: f64) -> Result<()> {
     let parts = memory_parts(cfg);

@@ -1,6 +1,12 @@
-//! `metrics.jsonl`: one JSON object per line, appended and flushed as training goes.
+//! What training reports: typed records (a step's losses and statistics, a kNN evaluation, an
+//! event) written to every sink of the run: `metrics.jsonl` (one JSON object per line,
+//! appended and flushed as training goes) and, with `train.tensorboard = true`, TensorBoard
+//! event files under `DIR/tensorboard/`.
+use super::rundir::RunDir;
+use super::tensorboard::EventWriter;
+use crate::eval::knn::KnnResult;
 use anyhow::{Context, Result};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -37,17 +43,117 @@ impl MetricsLog {
     }
 }
 
+/// The metrics of one optimiser step (written every `train.log_every` steps).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepRecord {
+    /// Steps done, counting this one.
+    pub step: usize,
+    /// Epochs done, as a fraction.
+    pub epoch: f64,
+    pub loss: f64,
+    /// The loss's terms (the method names them).
+    pub terms: Vec<(&'static str, f64)>,
+    /// The scheduled values this step used.
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub teacher_momentum: f64,
+    pub images_per_second: f64,
+    /// Training wall time so far, across resumes.
+    pub seconds: f64,
+    /// The method's statistics (collapse indicators, its own schedules).
+    pub stats: Vec<(&'static str, f64)>,
+}
+
+impl StepRecord {
+    /// The metrics.jsonl line: every field under its name, terms and statistics flattened.
+    pub fn to_json(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        for (k, v) in self.scalars() {
+            m.insert(k.into(), json!(v));
+        }
+        m.insert("step".into(), json!(self.step));
+        m
+    }
+
+    /// Every value with its name (the step excepted).
+    pub fn scalars(&self) -> Vec<(&'static str, f64)> {
+        let mut v = vec![("epoch", self.epoch), ("loss", self.loss)];
+        v.extend(self.terms.iter().copied());
+        v.extend([("lr", self.lr), ("weight_decay", self.weight_decay), ("teacher_momentum", self.teacher_momentum)]);
+        v.extend([("images_per_second", self.images_per_second), ("seconds", self.seconds)]);
+        v.extend(self.stats.iter().copied());
+        v
+    }
+}
+
+/// The line of a kNN evaluation; `flag` marks the untrained backbone's or the final one.
+pub fn knn_json(step: usize, epoch: f64, r: &KnnResult, flag: Option<&str>) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("step".into(), json!(step));
+    m.insert("epoch".into(), json!(epoch));
+    m.insert("knn_top1".into(), json!(r.top1));
+    m.insert("knn_top5".into(), json!(r.top5));
+    if let Some(f) = flag {
+        m.insert(f.into(), Value::Bool(true));
+    }
+    m
+}
+
+/// Where a run's records go: the JSONL file always, TensorBoard when asked for. Closed until
+/// [`Sinks::open`].
+#[derive(Default)]
+pub struct Sinks {
+    jsonl: Option<MetricsLog>,
+    tensorboard: Option<EventWriter>,
+}
+
+impl Sinks {
+    /// Opens the sinks of `run` for a run resumed at `from_step` (0: a new run).
+    pub fn open(run: &RunDir, from_step: usize, tensorboard: bool) -> Result<Sinks> {
+        let jsonl = Some(MetricsLog::open(&run.metrics_path(), from_step)?);
+        let tensorboard = if tensorboard { Some(EventWriter::create(&run.path().join("tensorboard"), from_step)?) } else { None };
+        Ok(Sinks { jsonl, tensorboard })
+    }
+
+    fn jsonl(&mut self) -> Result<&mut MetricsLog> {
+        self.jsonl.as_mut().context("metrics written before the run's sinks were opened")
+    }
+
+    pub fn step(&mut self, r: &StepRecord) -> Result<()> {
+        self.jsonl()?.write(r.to_json())?;
+        if let Some(tb) = &mut self.tensorboard {
+            let tagged: Vec<(String, f64)> = r.scalars().into_iter().map(|(k, v)| (format!("train/{k}"), v)).collect();
+            tb.scalars(r.step, &tagged)?;
+        }
+        Ok(())
+    }
+
+    pub fn knn(&mut self, step: usize, epoch: f64, r: &KnnResult, flag: Option<&str>) -> Result<()> {
+        self.jsonl()?.write(knn_json(step, epoch, r, flag))?;
+        if let Some(tb) = &mut self.tensorboard {
+            let k = r.k;
+            tb.scalars(step, &[(format!("knn/top1_k{k}"), r.top1), (format!("knn/top5_k{k}"), r.top5)])?;
+        }
+        Ok(())
+    }
+
+    /// A named event at a step (a collapse the monitor saw).
+    pub fn event(&mut self, step: usize, name: &str) -> Result<()> {
+        let mut m = Map::new();
+        m.insert("step".into(), json!(step));
+        m.insert("event".into(), json!(name));
+        self.jsonl()?.write(m)?;
+        if let Some(tb) = &mut self.tensorboard {
+            tb.scalars(step, &[(format!("events/{name}"), 1.0)])?;
+        }
+        Ok(())
+    }
+}
+
 /// Reads every line of a metrics file (for tests and the experiment runners).
 pub fn read(path: &Path) -> Result<Vec<Value>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     text.lines().map(|l| serde_json::from_str(l).with_context(|| format!("{}: bad line `{l}`", path.display()))).collect()
-}
-
-/// Peak resident memory of this process in MiB (VmHWM), where /proc exists.
-pub fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 #[cfg(test)]

@@ -1,10 +1,137 @@
-//! One writer per run directory, and a clean start after a crash: a lock on `DIR/.lock` held for
-//! the whole run, and removal of what an interrupted writer left behind (temp files, a
-//! checkpoint half without its other half).
+//! A run directory and everything in it: `config.toml` (the recipe), checkpoints,
+//! `metrics.jsonl`, `result.json`, the `diverged.txt` marker, `tensorboard/`. One writer at a
+//! time (a lock on `DIR/.lock` held for the whole run) and a clean start after a crash (removal
+//! of what an interrupted writer left behind: temp files, a checkpoint half without its other
+//! half). Training, evaluation, the experiment runners, the benchmark and the CLI all go
+//! through [`RunDir`].
+use super::checkpoint::{self, Loaded, Meta};
+use super::config::Config;
+use super::RunResult;
 use anyhow::{bail, Context, Result};
+use serde_json::Value;
 use std::io::{Read, Seek, Write};
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+/// A run directory (which may not exist yet).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    pub const CONFIG: &'static str = "config.toml";
+    pub const METRICS: &'static str = "metrics.jsonl";
+    pub const RESULT: &'static str = "result.json";
+    /// Left by a diverged run, so that a resumed experiment does not repeat a deterministic
+    /// divergence.
+    pub const DIVERGED: &'static str = "diverged.txt";
+
+    pub fn new(path: impl Into<PathBuf>) -> RunDir {
+        RunDir { path: path.into() }
+    }
+
+    /// The run a path names: a run directory, or a checkpoint file inside one.
+    pub fn of(path: &Path) -> RunDir {
+        if path.is_dir() {
+            RunDir::new(path)
+        } else {
+            RunDir::new(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+        }
+    }
+
+    /// True for a run directory or a file inside one.
+    pub fn is_run(path: &Path) -> bool {
+        path.is_dir() || path.parent().is_some_and(|d| d.join(Self::CONFIG).is_file())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.path.join(Self::CONFIG)
+    }
+    pub fn metrics_path(&self) -> PathBuf {
+        self.path.join(Self::METRICS)
+    }
+    pub fn result_path(&self) -> PathBuf {
+        self.path.join(Self::RESULT)
+    }
+
+    /// Creates the directory, takes its lock, removes stale files (saying so) and writes
+    /// config.toml, or checks that a resumed run has the same recipe.
+    pub fn open_for_writing(&self, cfg: &Config) -> Result<RunLock> {
+        std::fs::create_dir_all(&self.path).with_context(|| format!("{}: cannot create", self.path.display()))?;
+        let lock = lock(&self.path)?;
+        for name in clean_stale(&self.path)? {
+            eprintln!("note: {}: removed {name}, left by an interrupted write", self.path.display());
+        }
+        super::check_or_write_config(cfg, &self.path)?;
+        Ok(lock)
+    }
+
+    /// The run's recipe as written in config.toml.
+    pub fn config(&self) -> Result<Config> {
+        let p = self.config_path();
+        let table = super::config::load_table(p.to_str().unwrap_or_default()).with_context(|| format!("{}: the run's config.toml is needed", self.path.display()))?;
+        Config::from_table(table).with_context(|| p.display().to_string())
+    }
+
+    /// The newest checkpoint that reads back whole (see [`checkpoint::load_latest`]).
+    pub fn latest_checkpoint(&self) -> Result<Option<Loaded>> {
+        checkpoint::load_latest(&self.path)
+    }
+
+    pub fn save_checkpoint(&self, meta: &Meta, tensors: &[(String, Tensor)], keep: usize) -> Result<PathBuf> {
+        checkpoint::save(&self.path, meta, tensors, keep)
+    }
+
+    /// result.json of a finished run (None when absent or unreadable).
+    pub fn read_result(&self) -> Option<RunResult> {
+        std::fs::read(self.result_path()).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    /// result.json of a finished run, or an error naming the file.
+    pub fn result(&self) -> Result<RunResult> {
+        let p = self.result_path();
+        serde_json::from_slice(&std::fs::read(&p).with_context(|| format!("{}: no result.json", self.path.display()))?).with_context(|| p.display().to_string())
+    }
+
+    pub fn write_result(&self, r: &RunResult) -> Result<()> {
+        crate::util::write_atomic(&self.result_path(), serde_json::to_string_pretty(r)?.as_bytes())
+    }
+
+    pub fn mark_diverged(&self, why: &str) -> Result<()> {
+        crate::util::write_atomic(&self.path.join(Self::DIVERGED), format!("{why}\n").as_bytes())
+    }
+
+    /// Why the run diverged, when it did.
+    pub fn diverged(&self) -> Option<String> {
+        let p = self.path.join(Self::DIVERGED);
+        p.is_file().then(|| std::fs::read_to_string(&p).unwrap_or_default())
+    }
+
+    /// Every line of metrics.jsonl.
+    pub fn metrics(&self) -> Result<Vec<Value>> {
+        super::metrics::read(&self.metrics_path())
+    }
+
+    /// The untrained backbone's kNN top-1 as logged at step 0.
+    pub fn untrained_knn(&self) -> Option<f64> {
+        let lines = self.metrics().unwrap_or_default();
+        lines.iter().find(|l| l.get("untrained").is_some()).and_then(|l| l.get("knn_top1")).and_then(Value::as_f64)
+    }
+
+    /// kNN top-1 against the metrics key `x` ("epoch" or "step"), sorted, one point per x.
+    pub fn knn_curve(&self, x: &str) -> Result<Vec<(f64, f64)>> {
+        let lines = self.metrics()?;
+        let mut pts: Vec<(f64, f64)> = lines.iter().filter_map(|l| Some((l.get(x)?.as_f64()?, l.get("knn_top1")?.as_f64()?))).collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        pts.dedup_by(|a, b| a.0 == b.0);
+        Ok(pts)
+    }
+}
 
 /// Held while a run writes its directory; released when dropped (or when the process dies).
 pub struct RunLock {

@@ -183,3 +183,23 @@ fn run_result_round_trips_exactly() {
         assert_eq!(back.images_per_second.to_bits(), x.to_bits(), "{json}");
     }
 }
+
+/// `train.tensorboard = true`: the step metrics and every kNN evaluation also go to a
+/// TensorBoard event file; a resumed run opens a second file.
+#[test]
+fn tensorboard_files_hold_the_curves() {
+    let data = tempfile::tempdir().unwrap();
+    write_idx_dir(data.path(), 40, 12, 12, false);
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = tiny(data.path());
+    cfg.train.tensorboard = true;
+    assert!(run(&cfg, out.path(), &quiet(Some(3))).unwrap().is_none());
+    run(&cfg, out.path(), &quiet(None)).unwrap().unwrap();
+    let files: Vec<Vec<u8>> = std::fs::read_dir(out.path().join("tensorboard")).unwrap().map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect();
+    assert_eq!(files.len(), 2);
+    let all: Vec<u8> = files.concat();
+    let has = |tag: &str| all.windows(tag.len()).any(|w| w == tag.as_bytes());
+    for tag in ["brain.Event:2", "train/loss", "train/ce", "train/kl", "train/lr", "train/h_sample_rel", "knn/top1_k5"] {
+        assert!(has(tag), "{tag} missing");
+    }
+}

@@ -108,7 +108,7 @@ fn unwanted_tensors_are_placeholders_that_hold_no_memory() {
     let p = archive(d.path(), &tensor_pickle(1 << 34, 0, &[1 << 17, 1 << 17], &[1 << 17, 1]), &[0u8; 16]);
     let t = read_pth_where(&p, |_, size| size.iter().product::<i64>() < 1000).unwrap();
     assert_eq!(t[0].1.size(), vec![1 << 17, 1 << 17]);
-    assert!(crate::train::metrics::peak_rss_mib().unwrap_or(0.0) < 4096.0);
+    assert!(crate::util::peak_rss_mib().unwrap_or(0.0) < 4096.0);
 }
 
 #[test]

@@ -1,0 +1,499 @@
+//! The training loop as a `Trainer`: `fit` runs epochs, `train_epoch` feeds batches to `step`
+//! (one optimiser step) and to the step's bookkeeping (monitor, metrics, kNN, checkpoints),
+//! `end_epoch` closes an epoch. The method supplies the networks and the loss; the trainer
+//! knows no method by name.
+use super::config::Config;
+use super::metrics::{Sinks, StepRecord};
+use super::monitor::{self, CollapseMonitor, Entropies};
+use super::rundir::{RunDir, RunLock};
+use super::schedule::Schedules;
+use super::{channels_last, checkpoint, eval_prep, knn_eval, load_train_data, optim, profile, restore, RunOptions, RunResult};
+use crate::augment::loader::{CropBatch, Loader};
+use crate::data::{self, Dataset, LoadOptions, Norm, Split};
+use crate::eval::features::EvalPrep;
+use crate::eval::knn::KnnResult;
+use crate::methods::{LossOutput, Method, StepCtx};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{Device, Tensor};
+
+const STOPPED: &str = "with a checkpoint; run the same command again to resume";
+
+/// Where training stands: steps done in total, the epoch in progress and its batches done.
+#[derive(Clone, Copy, Debug, Default)]
+struct Position {
+    step: usize,
+    epoch: usize,
+    batch: usize,
+}
+
+/// What ended a pass over an epoch's batches.
+enum EpochEnd {
+    /// Every batch of the epoch is done.
+    Complete,
+    /// The step budget ended inside the epoch.
+    Budget,
+    /// `--max-steps` or Ctrl-C: checkpointed, to be resumed.
+    Stopped,
+}
+
+/// Images per second over the batches since the last metrics line.
+struct Window {
+    images: usize,
+    start: Instant,
+    per_second: f64,
+}
+
+/// The data of a run: training images (shared with the loader threads), test images, and how
+/// both are normalised and evaluated.
+struct RunData {
+    train: Arc<Dataset>,
+    test: Dataset,
+    norm: Norm,
+    prep: EvalPrep,
+    steps_per_epoch: usize,
+}
+
+pub struct Trainer<'a> {
+    cfg: &'a Config,
+    run: RunDir,
+    opts: &'a RunOptions,
+    device: Device,
+    data: RunData,
+    sched: Schedules,
+    epochs_total: usize,
+    method: Box<dyn Method>,
+    opt: optim::Optimizer,
+    monitor: CollapseMonitor,
+    at: Position,
+    seconds_before: f64,
+    started: Instant,
+    sinks: Sinks,
+    untrained: Option<f64>,
+    last_ckpt: Option<PathBuf>,
+    window: Window,
+    prof: profile::Profile,
+    pb: ProgressBar,
+    _lock: RunLock,
+}
+
+/// A run directory opened for training: either already finished or ready to go on.
+pub enum Opened<'a> {
+    Done(RunResult),
+    Ready(Box<Trainer<'a>>),
+}
+
+impl<'a> Trainer<'a> {
+    /// Prepares `dir` (lock, stale files, config), the data, the method and the optimiser, and
+    /// resumes from the newest checkpoint when there is one.
+    pub fn open(cfg: &'a Config, run: RunDir, opts: &'a RunOptions) -> Result<Opened<'a>> {
+        let device = crate::device::parse(&cfg.train.device).context("train.device")?;
+        if let (tch::Device::Cpu, Some(mem)) = (device, crate::util::physical_memory()) {
+            super::limits::check_memory(cfg, mem)?;
+        }
+        let lock = run.open_for_writing(cfg)?;
+        if let Some(w) = crate::device::bf16_warning(cfg.model.bf16, device) {
+            eprintln!("{w}");
+        }
+        let data = RunData::load(cfg)?;
+        let sched = Schedules::new(cfg, data.steps_per_epoch);
+        tch::manual_seed(cfg.train.seed as i64);
+        let method = crate::methods::build(cfg, device)?;
+        if cfg.train.channels_last {
+            to_channels_last(method.as_ref());
+        }
+        let named: Vec<(String, Tensor)> = method.student().variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut opt = optim::Optimizer::new(&cfg.optim, named);
+        opt.set_lr_scale(&method.lr_scales());
+        let t = &cfg.train;
+        let monitor = CollapseMonitor::new(t.collapse_threshold, t.collapse_mi_threshold, t.collapse_patience);
+        let epochs_total = sched.total_steps.div_ceil(data.steps_per_epoch);
+        let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(sched.total_steps as u64) };
+        pb.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} {msg}").expect("valid template"));
+        let window = Window { images: 0, start: Instant::now(), per_second: 0.0 };
+        let prof = profile::Profile::from_env(device);
+        let (at, untrained, last_ckpt, started) = (Position::default(), None, None, Instant::now());
+        let mut tr = Trainer {
+            cfg,
+            run,
+            opts,
+            device,
+            data,
+            sched,
+            epochs_total,
+            method,
+            opt,
+            monitor,
+            at,
+            seconds_before: 0.0,
+            started,
+            sinks: Sinks::default(),
+            untrained,
+            last_ckpt,
+            window,
+            prof,
+            pb,
+            _lock: lock,
+        };
+        if let Some(result) = tr.resume()? {
+            return Ok(Opened::Done(result));
+        }
+        Ok(Opened::Ready(Box::new(tr)))
+    }
+
+    /// Restores the newest checkpoint (or initialises a new run from data), reopens the
+    /// metrics and measures the untrained backbone; returns the result of a finished run.
+    fn resume(&mut self) -> Result<Option<RunResult>> {
+        let total = self.sched.total_steps;
+        match self.run.latest_checkpoint()? {
+            Some((meta, tensors, path)) => {
+                restore(self.method.as_mut(), Some(&mut self.opt), &tensors, &path)?;
+                self.at = Position { step: meta.step, epoch: meta.epoch, batch: meta.batch_in_epoch };
+                self.seconds_before = meta.seconds;
+                self.monitor.restore(meta.monitor.clone());
+                self.last_ckpt = Some(path);
+                if !self.opts.quiet && self.at.step < total {
+                    eprintln!("resuming {} at step {} (epoch {}, batch {})", self.run.path().display(), meta.step, meta.epoch + 1, meta.batch_in_epoch);
+                }
+            }
+            None => self.method.init_from_data(&self.data.train, &self.data.prep, self.cfg.train.seed)?,
+        }
+        if self.at.step >= total {
+            if let Some(r) = self.run.read_result() {
+                return Ok(Some(r));
+            }
+        }
+        self.sinks = Sinks::open(&self.run, self.at.step, self.cfg.train.tensorboard)?;
+        self.untrained = self.untrained_knn()?;
+        self.pb.set_position(self.at.step as u64);
+        self.started = Instant::now();
+        self.window.start = Instant::now();
+        Ok(None)
+    }
+
+    /// Trains to the end of the budget; `None` when stopped early (with a checkpoint).
+    pub fn fit(mut self) -> Result<Option<RunResult>> {
+        while self.at.step < self.sched.total_steps {
+            match self.train_epoch()? {
+                EpochEnd::Complete => {
+                    if !self.end_epoch()? {
+                        return Ok(None);
+                    }
+                }
+                EpochEnd::Budget => {
+                    self.save()?;
+                    break;
+                }
+                EpochEnd::Stopped => return Ok(None),
+            }
+        }
+        self.finish().map(Some)
+    }
+
+    /// The remaining batches of the epoch in progress.
+    fn train_epoch(&mut self) -> Result<EpochEnd> {
+        let c = self.cfg;
+        let (bs, spe) = (c.train.batch_size, self.data.steps_per_epoch);
+        let loader = Loader::new(self.data.train.clone(), c.augment.clone(), self.data.norm.clone(), bs, c.train.seed, self.at.epoch as u64, self.at.batch, c.train.prefetch);
+        self.prof.lap("other");
+        for batch in loader {
+            self.prof.lap("waiting for the loader");
+            let (out, loss) = self.step(&batch)?;
+            self.after_step(&out, loss)?;
+            if self.at.step == self.sched.total_steps && self.at.batch < spe {
+                return Ok(EpochEnd::Budget);
+            }
+            let stop = self.should_stop();
+            self.prof.lap("logs");
+            let periodic = c.train.checkpoint_every_steps > 0 && self.at.step.is_multiple_of(c.train.checkpoint_every_steps);
+            if (stop || periodic) && self.at.batch < spe {
+                self.save()?;
+            }
+            self.prof.lap("checkpoints");
+            if stop && self.at.batch < spe {
+                self.stopped();
+                return Ok(EpochEnd::Stopped);
+            }
+        }
+        Ok(if self.at.batch < spe { EpochEnd::Budget } else { EpochEnd::Complete })
+    }
+
+    /// One optimiser step on `batch`: forward, loss, backward, update, the method's hooks.
+    fn step(&mut self, batch: &CropBatch) -> Result<(LossOutput, f64)> {
+        let ctx = self.ctx();
+        let step = self.at.step;
+        tch::manual_seed(self.cfg.train.seed as i64 * 1_000_003 + step as i64);
+        let cl = self.cfg.train.channels_last;
+        let views: Vec<Tensor> = batch.views.iter().map(|v| v.to_device(self.device)).map(|v| if cl { channels_last(&v) } else { v }).collect();
+        self.prof.lap("host to device");
+        let out = self.method.loss(&views, &ctx);
+        let loss = if injected_nan(step + 1) { f64::NAN } else { out.loss.double_value(&[]) };
+        self.prof.lap("forward + loss");
+        if !loss.is_finite() {
+            return Err(self.diverged(&out, loss));
+        }
+        self.opt.zero_grad();
+        out.loss.backward();
+        self.prof.lap("backward");
+        if self.cfg.optim.clip_grad > 0.0 {
+            self.opt.clip_grad_per_param(self.cfg.optim.clip_grad);
+        }
+        self.opt.cancel_grad(&self.method.frozen(&ctx));
+        self.opt.step(self.sched.lr(step), self.sched.weight_decay(step));
+        self.prof.lap("clip + optimiser");
+        self.method.after_step(&ctx);
+        self.at.step += 1;
+        self.at.batch += 1;
+        self.window.images += self.cfg.train.batch_size;
+        let reset = self.method.at_step(self.at.step, &self.data.train, &self.data.prep, self.cfg.train.seed)?;
+        self.opt.reset_state(&reset);
+        self.prof.lap("EMA + centre");
+        self.pb.inc(1);
+        Ok((out, loss))
+    }
+
+    /// After a step: the collapse monitor, the metrics line and the periodic kNN.
+    fn after_step(&mut self, out: &LossOutput, loss: f64) -> Result<()> {
+        let (step, spe) = (self.at.step, self.data.steps_per_epoch);
+        if step > self.sched.warmup_steps {
+            if let Some(e) = out.entropies {
+                self.observe(e)?;
+            }
+        }
+        let t = &self.cfg.train;
+        if step % t.log_every == 0 || self.at.batch == spe || step == self.sched.total_steps {
+            let record = self.record(out, loss);
+            self.sinks.step(&record)?;
+            let msg = format!("epoch {}/{} loss {loss:.4} {:.0} img/s", self.at.epoch + 1, self.epochs_total, record.images_per_second);
+            self.pb.set_message(msg);
+            self.window.images = 0;
+            self.window.start = Instant::now();
+        }
+        let epoch_end_knn = self.at.batch == spe && t.knn_every > 0 && (self.at.epoch + 1).is_multiple_of(t.knn_every);
+        if t.knn_every_steps > 0 && step % t.knn_every_steps == 0 && step < self.sched.total_steps && !epoch_end_knn {
+            self.evaluate(self.epoch_fraction())?;
+        }
+        Ok(())
+    }
+
+    /// Closes an epoch: the method's epoch hook, the optional kNN, the checkpoint. False when
+    /// the run stops here (to be resumed).
+    fn end_epoch(&mut self) -> Result<bool> {
+        let reset = self.method.end_epoch(self.at.epoch, &self.data.train, &self.data.prep, self.cfg.train.seed)?;
+        self.opt.reset_state(&reset);
+        self.at.epoch += 1;
+        self.at.batch = 0;
+        let (epoch, step) = (self.at.epoch, self.at.step);
+        // the evaluation comes before the checkpoint that closes the epoch: a crash before that
+        // checkpoint redoes the epoch and its line (the log drops lines after the resumed step)
+        let mut line = format!("epoch {epoch}/{} done, step {step}, {:.0} img/s", self.epochs_total, self.window.per_second);
+        let k = self.cfg.train.knn_every;
+        if k > 0 && epoch % k == 0 && step < self.sched.total_steps {
+            let r = self.evaluate(epoch as f64)?;
+            line += &format!(", kNN-{} top-1 {:.2}", r.k, r.top1);
+        }
+        self.save()?;
+        if !self.opts.quiet {
+            self.pb.suspend(|| eprintln!("{line}"));
+        }
+        self.prof.lap("epoch end (re-init, kNN)");
+        if self.should_stop() && step < self.sched.total_steps {
+            self.stopped();
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The final evaluation, its metrics line and result.json.
+    fn finish(mut self) -> Result<RunResult> {
+        self.pb.finish_and_clear();
+        self.prof.report().inspect(|r| eprint!("{r}"));
+        let secs = self.seconds();
+        let r = self.knn();
+        if let Some(w) = self.untrained.and_then(|u| monitor::below_untrained(self.at.step, r.top1, u)) {
+            eprintln!("{w}");
+        }
+        let step = self.at.step;
+        let result = RunResult {
+            knn_top1: r.top1,
+            knn_top5: r.top5,
+            epochs: self.epochs_total,
+            seconds: secs,
+            steps: step,
+            images_per_second: (step * self.cfg.train.batch_size) as f64 / secs.max(1e-9),
+            peak_rss_mib: crate::util::peak_rss_mib(),
+        };
+        self.sinks.knn(step, step as f64 / self.data.steps_per_epoch as f64, &r, Some("final"))?;
+        self.run.write_result(&result)?;
+        Ok(result)
+    }
+
+    fn ctx(&self) -> StepCtx {
+        let (s, step) = (&self.sched, self.at.step);
+        StepCtx { step, total_steps: s.total_steps, epoch: self.at.epoch, beta: s.beta(step), teacher_momentum: s.teacher_momentum(step) }
+    }
+
+    fn epoch_fraction(&self) -> f64 {
+        self.at.epoch as f64 + self.at.batch as f64 / self.data.steps_per_epoch as f64
+    }
+
+    fn seconds(&self) -> f64 {
+        self.seconds_before + self.started.elapsed().as_secs_f64()
+    }
+
+    fn should_stop(&self) -> bool {
+        self.opts.max_steps.is_some_and(|m| self.at.step >= m) || interrupt_flag().load(Ordering::SeqCst)
+    }
+
+    fn stopped(&mut self) {
+        self.pb.finish_and_clear();
+        self.prof.report().inspect(|r| eprint!("{r}"));
+        eprintln!("stopped at step {} {STOPPED}", self.at.step);
+    }
+
+    /// The metrics of the step just done (read from the tensors only on logging steps).
+    fn record(&mut self, out: &LossOutput, loss: f64) -> StepRecord {
+        self.window.per_second = self.window.images as f64 / self.window.start.elapsed().as_secs_f64().max(1e-9);
+        let step = self.at.step - 1; // the schedules' values of the step just taken
+        StepRecord {
+            step: self.at.step,
+            epoch: self.epoch_fraction(),
+            loss,
+            terms: out.terms.iter().map(|(n, t)| (*n, t.double_value(&[]))).collect(),
+            lr: self.sched.lr(step),
+            weight_decay: self.sched.weight_decay(step),
+            teacher_momentum: self.sched.teacher_momentum(step),
+            images_per_second: self.window.per_second,
+            seconds: self.seconds(),
+            stats: out.stats.clone(),
+        }
+    }
+
+    /// Feeds the collapse monitor; warns once per kind of collapse and logs it as an event.
+    fn observe(&mut self, e: Entropies) -> Result<()> {
+        if let Some(c) = self.monitor.observe(e) {
+            let msg = c.message(self.at.step, self.monitor.patience(), e, self.method.collapse_hint(c));
+            self.pb.suspend(|| eprintln!("{msg}"));
+            self.sinks.event(self.at.step, c.event())?;
+        }
+        Ok(())
+    }
+
+    fn knn(&self) -> KnnResult {
+        knn_eval(self.method.as_ref(), self.cfg, &self.data.train, &self.data.test, &self.data.prep, self.device)
+    }
+
+    /// A kNN evaluation, logged, with the learning-curve guard's warning.
+    fn evaluate(&mut self, epoch: f64) -> Result<KnnResult> {
+        let r = self.knn();
+        self.sinks.knn(self.at.step, epoch, &r, None)?;
+        if let Some(w) = self.untrained.and_then(|u| monitor::below_untrained(self.at.step, r.top1, u)) {
+            self.pb.suspend(|| eprintln!("{w}"));
+        }
+        Ok(r)
+    }
+
+    /// The untrained backbone's kNN top-1 (train.knn_at_start): measured and logged as step 0
+    /// of a new run, read back from the log when a run resumes.
+    fn untrained_knn(&mut self) -> Result<Option<f64>> {
+        if !self.cfg.train.knn_at_start {
+            return Ok(None);
+        }
+        // a resumed run, or one restarted before its first checkpoint, has the line already
+        let logged = self.run.untrained_knn();
+        if logged.is_some() || self.at.step > 0 {
+            return Ok(logged);
+        }
+        let r = self.knn();
+        self.sinks.knn(0, 0.0, &r, Some("untrained"))?;
+        Ok(Some(r.top1))
+    }
+
+    /// Writes a checkpoint of where training stands.
+    fn save(&mut self) -> Result<()> {
+        let meta = checkpoint::Meta {
+            step: self.at.step,
+            epoch: self.at.epoch,
+            batch_in_epoch: self.at.batch,
+            seconds: self.seconds(),
+            svib_version: env!("CARGO_PKG_VERSION").into(),
+            rng: "derived from (train.seed, epoch, step)".into(),
+            monitor: self.monitor.state().clone(),
+        };
+        let tensors = super::checkpoint_tensors(self.method.as_ref(), &self.opt);
+        let path = self.run.save_checkpoint(&meta, &tensors, self.cfg.train.keep_checkpoints).map_err(|e| {
+            // diverged without a non-finite loss (e.g. a BatchNorm buffer overflowed): marked for the experiment runners
+            if let Some(nf) = e.downcast_ref::<checkpoint::NonFinite>() {
+                let _ = self.run.mark_diverged(&nf.to_string());
+                return anyhow::anyhow!("{nf}; lower optim.lr and start a new run");
+            }
+            e
+        })?;
+        self.last_ckpt = Some(path);
+        Ok(())
+    }
+
+    /// The error of a non-finite loss, with the diverged marker written.
+    fn diverged(&self, out: &LossOutput, loss: f64) -> anyhow::Error {
+        let bad: Vec<String> = out.terms.iter().map(|(n, t)| (n, t.double_value(&[]))).filter(|(_, v)| !v.is_finite()).map(|(n, v)| format!("{n} = {v}")).collect();
+        let keep = self.last_ckpt.as_ref().map_or("No checkpoint was written before it".to_string(), |p| format!("The last good checkpoint is {}", p.display()));
+        let what = if bad.is_empty() { format!("total = {loss}") } else { bad.join(", ") };
+        let msg = format!("step {} (epoch {}): the loss is not finite ({what})", self.at.step + 1, self.at.epoch + 1);
+        if let Err(e) = self.run.mark_diverged(&msg) {
+            return e;
+        }
+        anyhow::anyhow!("{msg}; stopped. {keep}; lower optim.lr or raise gmm.sigma_* and start a new run")
+    }
+}
+
+impl RunData {
+    fn load(cfg: &Config) -> Result<RunData> {
+        let (spec, train) = load_train_data(cfg)?;
+        let test = data::load(&spec, Split::Test, &LoadOptions { skip_corrupt: cfg.data.skip_corrupt })?;
+        let bs = cfg.train.batch_size;
+        if train.len() < bs {
+            bail!("train.batch_size {bs} is larger than the {} training images", train.len());
+        }
+        let norm = Norm::for_dataset(&spec, &train);
+        let prep = eval_prep(cfg, norm.clone());
+        let steps_per_epoch = train.len() / bs;
+        Ok(RunData { train: Arc::new(train), test, norm, prep, steps_per_epoch })
+    }
+}
+
+/// 4-D variables of the method's networks with NHWC strides.
+fn to_channels_last(method: &dyn Method) {
+    for vs in [Some(method.student()), method.teacher()].into_iter().flatten() {
+        for (_, mut v) in vs.variables() {
+            if v.dim() == 4 {
+                tch::no_grad(|| v.set_data(&channels_last(&v)));
+            }
+        }
+    }
+}
+
+/// Fault injection for the tests of divergence handling: `SVIB_INJECT_NAN_AT_STEP=N` makes the
+/// loss of step N (1-based, as in metrics.jsonl) NaN; every config value in range trains finitely.
+fn injected_nan(step: usize) -> bool {
+    static AT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| std::env::var("SVIB_INJECT_NAN_AT_STEP").ok().and_then(|v| v.parse().ok())) == Some(step)
+}
+
+/// Set by Ctrl-C: the loop checkpoints at the next step and stops.
+fn interrupt_flag() -> &'static AtomicBool {
+    static FLAG: AtomicBool = AtomicBool::new(false);
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if FLAG.swap(true, Ordering::SeqCst) {
+                std::process::exit(130); // a second Ctrl-C stops at once
+            }
+            eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit at once)");
+        });
+    });
+    &FLAG
+}
