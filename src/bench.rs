@@ -67,24 +67,24 @@ pub fn case_config(c: &BenchCase, extra: &[String]) -> Result<Config> {
 /// variables, a non-zero centre, the views of one real batch, and svib's loss terms and the
 /// gradient norm of the means on them.
 pub fn dump_loss_case(cfg: &Config, dir: &Path) -> Result<serde_json::Value> {
-    ensure!(cfg.method == "svib", "the loss check is for SVIB");
+    let Some(svib_cfg) = cfg.svib() else { bail!("the loss check is for SVIB, not {}", cfg.method.name()) };
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     tch::manual_seed(cfg.train.seed as i64);
     let (spec, train) = load_train_data(cfg)?;
     let norm = Norm::for_dataset(&spec, &train);
     let bs = cfg.train.batch_size;
-    let mut svib = Svib::new(cfg, Device::Cpu)?;
+    let mut svib = Svib::new(svib_cfg, &cfg.shared(), Device::Cpu)?;
     // a teacher that differs from the student and a centre that is not zero, so both matter
     tch::no_grad(|| {
         for (_, mut t) in svib.teacher().expect("SVIB has a teacher").variables() {
             let _ = t.g_add_(&(t.randn_like() * 0.01));
         }
     });
-    let k = cfg.gmm.k;
-    svib.load_extra_state(&[("center".into(), Tensor::randn([1, k], (Kind::Float, Device::Cpu)) * 0.05)])?;
+    let k = svib_cfg.gmm.k;
+    svib.load_state(&[("center".into(), Tensor::randn([1, k], (Kind::Float, Device::Cpu)) * 0.05)])?;
     let batch = Loader::new(Arc::new(train.clone()), cfg.augment.clone(), norm, bs, cfg.train.seed, 0, 0, 1).next().context("no batch")?;
     let sched = Schedules::new(cfg, train.len() / bs);
-    let ctx = StepCtx { step: 0, total_steps: sched.total_steps, epoch: 0, beta: sched.beta(0), teacher_momentum: sched.teacher_momentum(0) };
+    let ctx = StepCtx { step: 0, total_steps: sched.total_steps, epoch: 0, beta: sched.beta(0), teacher_momentum: sched.teacher_momentum(0).unwrap_or(1.0) };
     let out = svib.loss(&batch.views, &ctx);
     out.loss.backward();
     let term = |n: &str| out.terms.iter().find(|t| t.0 == n).map(|t| t.1.double_value(&[])).unwrap_or(f64::NAN);
@@ -96,7 +96,7 @@ pub fn dump_loss_case(cfg: &Config, dir: &Path) -> Result<serde_json::Value> {
     for (n, t) in svib.teacher().expect("teacher").variables() {
         named.push((format!("teacher.{n}"), t.detach()));
     }
-    for (n, t) in svib.extra_state() {
+    for (n, t) in svib.state() {
         named.push((n, t));
     }
     for (i, v) in batch.views.iter().enumerate() {
@@ -192,10 +192,8 @@ pub fn run_svib(exe: &Path, r: &RunSpec) -> Result<Measured> {
         .args(["--max-steps", &r.steps.to_string(), "--set", &format!("train.log_every={}", r.warmup), "--out"])
         .arg(&out);
     let (wall, pss, _) = run_sampled(&mut cmd)?;
-    let text = std::fs::read_to_string(out.join("metrics.jsonl"))?;
-    let at = |step: usize| -> Option<f64> {
-        text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find(|v| v["step"].as_u64() == Some(step as u64)).and_then(|v| v["seconds"].as_f64())
-    };
+    let lines = crate::train::rundir::RunDir::new(&out).metrics()?;
+    let at = |step: usize| -> Option<f64> { lines.iter().find(|v| v["step"].as_u64() == Some(step as u64) && v.get("loss").is_some()).and_then(|v| v["seconds"].as_f64()) };
     let (Some(a), Some(b)) = (at(r.warmup), at(r.steps)) else { bail!("{}: no metrics at steps {} and {}", out.display(), r.warmup, r.steps) };
     let imgs = ((r.steps - r.warmup) * r.cfg.train.batch_size) as f64;
     let _ = std::fs::remove_dir_all(&out);

@@ -184,9 +184,9 @@ fn compare_writes_table_and_curve_and_resumes() {
     assert_eq!(std::fs::read_to_string(out.join("results.md")).unwrap(), md);
     assert!(started.elapsed().as_secs_f64() < 60.0);
     // unknown method: one line, exit 2
-    let o = svib(&["compare", "--methods", "svib,simclr", "--out", out.to_str().unwrap()]);
+    let o = svib(&["compare", "--methods", "svib,barlowtwins", "--out", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("simclr"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("barlowtwins"), "{}", stderr(&o));
 }
 
 #[test]

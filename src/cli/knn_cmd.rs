@@ -2,7 +2,9 @@
 use crate::data::{self, DataSpec, LoadOptions, Norm, Split};
 use crate::eval::features::{backbone_features, labels, pixel_features, EvalPrep};
 use crate::eval::knn::{knn_classify, KnnResult};
-use crate::models::{weights, ArchConfig, Backbone};
+use crate::models::ArchConfig;
+use crate::train::rundir::RunDir;
+use crate::train::source::load_backbone;
 use anyhow::{ensure, Result};
 use clap::{ArgGroup, Args};
 use std::path::PathBuf;
@@ -62,13 +64,49 @@ pub struct KnnArgs {
 }
 
 pub fn run(a: KnnArgs) -> Result<()> {
+    check_ranges(&a)?;
+    let device = crate::device::parse(&a.device)?;
+    let arch = a.arch.as_deref().map(ArchConfig::parse).transpose()?;
+    let (train, test) = load_data(&a)?;
+    let norm = Norm::for_dataset(&a.data, &train);
+    let first = &train.images[0];
+    let size = a.image_size.unwrap_or(first.w.min(first.h).min(224));
+    let channels = a.channels.unwrap_or(train.channels());
+    ensure!(channels == 1 || channels == 3, "--channels: expected 1 or 3, got {channels}");
+    let mut prep = EvalPrep { size, channels, norm };
+    let (ftrain, ftest) = if a.raw_pixels {
+        (pixel_features(&train, &prep, a.batch_size, device), pixel_features(&test, &prep, a.batch_size, device))
+    } else {
+        let ck = a.checkpoint.as_deref();
+        ensure!(
+            ck.is_none_or(RunDir::is_run) || arch.is_some(),
+            "--checkpoint {}: not a run directory (no config.toml beside it), so --arch is needed to read it as backbone weights",
+            ck.map_or(String::new(), |c| c.display().to_string())
+        );
+        let b = load_backbone(ck, arch.as_ref(), channels, device, a.seed)?;
+        // a run brings its own preprocessing (crop size, channels)
+        if let Some(cfg) = &b.run_config {
+            prep = crate::train::eval_prep(cfg, prep.norm);
+            prep.size = a.image_size.unwrap_or(prep.size);
+        }
+        (backbone_features(&b.model, &train, &prep, a.batch_size, device), backbone_features(&b.model, &test, &prep, a.batch_size, device))
+    };
+    let num_classes = train.num_classes.max(test.num_classes) as i64;
+    let r = knn_classify(&ftrain, &labels(&train, device), &ftest, &labels(&test, device), num_classes, a.k, a.temperature);
+    print_result(&r, a.json);
+    Ok(())
+}
+
+fn check_ranges(a: &KnnArgs) -> Result<()> {
     ensure!(a.k >= 1, "--k: expected at least 1, got {}", a.k);
     ensure!(a.k <= 100_000, "--k: expected at most 100000, got {}", a.k);
     ensure!(a.temperature.is_finite() && (1e-3..=1e3).contains(&a.temperature), "--temperature: expected a value in [0.001, 1000], got {}", a.temperature);
     ensure!((1..=65536).contains(&a.batch_size), "--batch-size: expected 1 to 65536, got {}", a.batch_size);
     ensure!(a.image_size.is_none_or(|s| (8..=4096).contains(&s)), "--image-size: expected 8 to 4096 pixels, got {}", a.image_size.unwrap_or(0));
-    let device = crate::device::parse(&a.device)?;
-    let arch = a.arch.as_deref().map(ArchConfig::parse).transpose()?;
+    Ok(())
+}
+
+fn load_data(a: &KnnArgs) -> Result<(data::Dataset, data::Dataset)> {
     let opts = LoadOptions { skip_corrupt: a.skip_corrupt };
     let mut train = data::load(&a.data, Split::Train, &opts)?;
     let mut test = data::load(&a.data, Split::Test, &opts)?;
@@ -78,43 +116,7 @@ pub fn run(a: KnnArgs) -> Result<()> {
     if let Some(n) = a.limit_test {
         test.truncate(n);
     }
-    let norm = Norm::for_dataset(&a.data, &train);
-    let first = &train.images[0];
-    let size = a.image_size.unwrap_or(first.w.min(first.h).min(224));
-    let channels = a.channels.unwrap_or(train.channels());
-    ensure!(channels == 1 || channels == 3, "--channels: expected 1 or 3, got {channels}");
-    let prep = EvalPrep { size, channels, norm };
-    // A run directory (or one of its checkpoints) brings its own architecture and preprocessing.
-    let run = a.checkpoint.as_ref().filter(|c| crate::eval::source::is_run(c));
-    ensure!(
-        run.is_some() || a.checkpoint.is_none() || arch.is_some(),
-        "--checkpoint {}: not a run directory (no config.toml beside it), so --arch is needed to read it as backbone weights",
-        a.checkpoint.as_ref().map_or(String::new(), |c| c.display().to_string())
-    );
-    let (ftrain, ftest) = if a.raw_pixels {
-        (pixel_features(&train, &prep, a.batch_size, device), pixel_features(&test, &prep, a.batch_size, device))
-    } else if let Some(run) = run {
-        let (cfg, method) = crate::train::load_run(run, device)?;
-        let mut prep = crate::train::eval_prep(&cfg, prep.norm);
-        if let Some(s) = a.image_size {
-            prep.size = s;
-        }
-        let model = method.eval_backbone();
-        (backbone_features(model, &train, &prep, a.batch_size, device), backbone_features(model, &test, &prep, a.batch_size, device))
-    } else {
-        let arch = arch.expect("--arch is required with --random-init and checked with --checkpoint");
-        tch::manual_seed(a.seed);
-        let vs = tch::nn::VarStore::new(device);
-        let model = Backbone::new(&vs.root(), &arch, channels as i64)?;
-        if let Some(ck) = &a.checkpoint {
-            weights::load_safetensors(&vs, ck)?;
-        }
-        (backbone_features(&model, &train, &prep, a.batch_size, device), backbone_features(&model, &test, &prep, a.batch_size, device))
-    };
-    let num_classes = train.num_classes.max(test.num_classes) as i64;
-    let r = knn_classify(&ftrain, &labels(&train, device), &ftest, &labels(&test, device), num_classes, a.k, a.temperature);
-    print_result(&r, a.json);
-    Ok(())
+    Ok((train, test))
 }
 
 pub fn print_result(r: &KnnResult, json: bool) {

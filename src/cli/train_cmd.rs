@@ -10,7 +10,7 @@ pub struct TrainArgs {
     /// A preset name (see `svib presets`) or a TOML config file.
     #[arg(long, default_value = "fmnist-cpu")]
     pub config: String,
-    /// Method: svib | dino | byol | mocov2 | swav (a baseline applies its overlay to the config).
+    /// Method: svib | dino | byol | mocov2 | swav | simclr (a baseline applies its overlay to the config).
     #[arg(long)]
     pub method: Option<String>,
     /// Data set, overriding the config's data.spec.

@@ -4,5 +4,4 @@ pub mod features;
 pub mod finetune;
 pub mod knn;
 pub mod linear;
-pub mod source;
 pub mod tsne;

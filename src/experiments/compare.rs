@@ -2,7 +2,7 @@
 //! backbone, crops, optimiser, budget and seeds); a results table and kNN curves.
 use super::plot::{line_chart, Series};
 use super::{mean_std, run_jobs, sets_note, Job, Outcome};
-use crate::train::config::{apply_method, load_table, set_epochs, set_key, Config};
+use crate::train::config::{apply_method, load_table, set_epochs, set_key, set_key_for, Config};
 use anyhow::Result;
 use std::fmt::Write;
 use std::path::Path;
@@ -25,7 +25,7 @@ pub fn job_config(spec: &CompareSpec, method: &str, seed: u64) -> Result<Config>
     }
     set_key(&mut t, &format!("train.knn_every={}", spec.knn_every))?;
     for s in &spec.sets {
-        set_key(&mut t, s)?;
+        set_key_for(&mut t, method, s)?;
     }
     set_key(&mut t, &format!("train.seed={seed}"))?;
     Config::from_table(t)

@@ -7,7 +7,7 @@ use super::{mean_std, run_jobs, sets_note, Job, Outcome};
 use crate::data::{self, LoadOptions, Norm, Split};
 use crate::eval::features::{labels, pixel_features};
 use crate::eval::knn::knn_classify;
-use crate::train::config::{apply_method, load_table, set_key, Config};
+use crate::train::config::{apply_method, load_table, set_key_for, Config};
 use crate::train::{eval_prep, load_train_data};
 use anyhow::{bail, Context, Result};
 use std::fmt::Write;
@@ -89,13 +89,13 @@ fn peer_top1(cfg: &Config, v: Variant, seed: u64, dir: &Path) -> Result<f64> {
             "--lr".into(),
             cfg.optim.lr.to_string(),
             "--momentum-start".into(),
-            cfg.teacher.momentum_start.to_string(),
+            cfg.method.teacher().map_or(0.996, |t| t.momentum_start).to_string(),
             "--warmup-epochs".into(),
             warmup_epochs.to_string(),
             "--batch-size".into(),
             cfg.train.batch_size.to_string(),
             "--k".into(),
-            cfg.gmm.k.to_string(),
+            cfg.method.prototypes().unwrap_or(256).to_string(),
         ];
         eprintln!("[peer] {} lightly DINO seed {seed} -> {}", v.name(), out.display());
         let o = std::process::Command::new(PEER_PYTHON)
@@ -125,7 +125,7 @@ pub fn job_config(spec: &QualitySpec, v: Variant, method: &str, seed: u64) -> Re
         edits.push(format!("train.steps={}", spec.steps));
     }
     for s in spec.sets.iter().chain(&v.sets()).chain(&edits) {
-        set_key(&mut t, s)?;
+        set_key_for(&mut t, method, s)?;
     }
     Config::from_table(t)
 }

@@ -9,8 +9,8 @@ use super::encoder::{resolution_groups, Ema, Encoder};
 use super::head::ProjectionHead;
 use super::losses::byol_loss;
 use super::{LossOutput, Method, StepCtx};
+use super::{Shared, TeacherConfig};
 use crate::models::Backbone;
-use crate::train::config::Config;
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::nn;
@@ -18,16 +18,24 @@ use tch::{Device, Tensor};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ByolConfig {
+pub struct ByolOptions {
     /// Hidden width of the predictor MLP (0: `head.hidden`).
     pub predictor_hidden: i64,
 }
 
-impl ByolConfig {
+impl ByolOptions {
     pub fn validate(&self) -> Result<()> {
         ensure!((0..=65536).contains(&self.predictor_hidden), "byol.predictor_hidden: expected 0 to 65536, got {}", self.predictor_hidden);
         Ok(())
     }
+}
+
+/// BYOL's tables: its options and the target network's momentum.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ByolConfig {
+    pub byol: ByolOptions,
+    pub teacher: TeacherConfig,
 }
 
 pub struct Byol {
@@ -40,14 +48,14 @@ pub struct Byol {
 }
 
 impl Byol {
-    pub fn new(cfg: &Config, device: Device) -> Result<Byol> {
+    pub fn new(cfg: &ByolConfig, shared: &Shared, device: Device) -> Result<Byol> {
         let student_vs = nn::VarStore::new(device);
         let mut teacher_vs = nn::VarStore::new(device);
-        let online = Encoder::new(&student_vs.root(), &cfg.model, cfg)?;
-        let h = &cfg.head;
+        let online = Encoder::new(&student_vs.root(), shared.model, shared)?;
+        let h = shared.head;
         let hidden = if cfg.byol.predictor_hidden > 0 { cfg.byol.predictor_hidden } else { h.hidden };
         let predictor = ProjectionHead::new(&(student_vs.root() / "predictor"), h.out, hidden, h.out, 2, (h.bn, false), h.act);
-        let target = Encoder::new(&teacher_vs.root(), &cfg.model, cfg)?;
+        let target = Encoder::new(&teacher_vs.root(), shared.model, shared)?;
         let ema = Ema::new(&student_vs, &mut teacher_vs);
         Ok(Byol { student_vs, teacher_vs, online, predictor, target, ema })
     }

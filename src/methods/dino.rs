@@ -3,11 +3,11 @@
 //! fixed at 1 as with `norm_last_layer=True`), with `gmm.k` outputs so that a comparison with
 //! SVIB uses as many prototypes as SVIB has mixture components.
 use super::encoder::{resolution_groups, Ema, Encoder};
-use super::head::Gmm;
+use super::head::Prototypes;
 use super::losses::{dino_loss, entropy, update_center};
 use super::{Collapse, Entropies, LossOutput, Method, StepCtx};
+use super::{Shared, TeacherConfig};
 use crate::models::{ArchConfig, Backbone};
-use crate::train::config::Config;
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
@@ -15,7 +15,9 @@ use tch::{nn, Device, Kind, Tensor};
 /// DINO's temperatures and last-layer freezing (main_dino.py defaults).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DinoConfig {
+pub struct DinoOptions {
+    /// Outputs of the last layer, K (main_dino.py's `out_dim`).
+    pub out_dim: i64,
     /// Teacher temperature at the start of training, warmed up linearly to `teacher_temp`.
     pub warmup_teacher_temp: f64,
     pub teacher_temp: f64,
@@ -25,14 +27,15 @@ pub struct DinoConfig {
     pub freeze_last_layer: usize,
 }
 
-impl Default for DinoConfig {
+impl Default for DinoOptions {
     fn default() -> Self {
-        DinoConfig { warmup_teacher_temp: 0.04, teacher_temp: 0.07, warmup_teacher_temp_epochs: 30, student_temp: 0.1, freeze_last_layer: 1 }
+        DinoOptions { out_dim: 65536, warmup_teacher_temp: 0.04, teacher_temp: 0.07, warmup_teacher_temp_epochs: 30, student_temp: 0.1, freeze_last_layer: 1 }
     }
 }
 
-impl DinoConfig {
+impl DinoOptions {
     pub fn validate(&self) -> Result<()> {
+        ensure!((2..=1 << 22).contains(&self.out_dim), "dino.out_dim: expected 2 to 4194304 outputs, got {}", self.out_dim);
         for (k, v) in [("warmup_teacher_temp", self.warmup_teacher_temp), ("teacher_temp", self.teacher_temp), ("student_temp", self.student_temp)] {
             ensure!(v.is_finite() && v >= 1e-3, "dino.{k}: expected a finite value >= 0.001, got {v}");
         }
@@ -52,16 +55,24 @@ impl DinoConfig {
     }
 }
 
+/// DINO's tables: its options and the teacher's momentum (and centre momentum).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DinoConfig {
+    pub dino: DinoOptions,
+    pub teacher: TeacherConfig,
+}
+
 const LAST_LAYER: &str = "head.last_layer.weight_v";
 
 pub struct Dino {
-    cfg: Config,
+    cfg: DinoConfig,
     student_vs: nn::VarStore,
     teacher_vs: nn::VarStore,
     student: Encoder,
     teacher: Encoder,
-    last_s: Gmm,
-    last_t: Gmm,
+    last_s: Prototypes,
+    last_t: Prototypes,
     ema: Ema,
     /// Running centre of the teacher's outputs, `[1, K]`.
     center: Tensor,
@@ -70,31 +81,21 @@ pub struct Dino {
 }
 
 impl Dino {
-    pub fn new(cfg: &Config, device: Device) -> Result<Dino> {
+    pub fn new(cfg: &DinoConfig, shared: &Shared, device: Device) -> Result<Dino> {
         let student_vs = nn::VarStore::new(device);
         let mut teacher_vs = nn::VarStore::new(device);
-        let student = Encoder::new(&student_vs.root(), &cfg.model, cfg)?;
-        let teacher = Encoder::new(&teacher_vs.root(), &ArchConfig { drop_path: 0.0, ..cfg.model.clone() }, cfg)?;
+        let student = Encoder::new(&student_vs.root(), shared.model, shared)?;
+        let teacher = Encoder::new(&teacher_vs.root(), &ArchConfig { drop_path: 0.0, ..shared.model.clone() }, shared)?;
+        let k = cfg.dino.out_dim;
         let last = |vs: &nn::VarStore| {
             let p = vs.root() / "head" / "last_layer";
             // the weight-norm gain, fixed at 1: kept so that checkpoints have DINO's keys
-            let _ = p.ones_no_train("weight_g", &[cfg.gmm.k, 1]);
-            Gmm::named(&p, "weight_v", cfg.gmm.k, cfg.head.out)
+            let _ = p.ones_no_train("weight_g", &[k, 1]);
+            Prototypes::named(&p, "weight_v", k, shared.head.out)
         };
         let (last_s, last_t) = (last(&student_vs), last(&teacher_vs));
         let ema = Ema::new(&student_vs, &mut teacher_vs);
-        Ok(Dino {
-            cfg: cfg.clone(),
-            student_vs,
-            teacher_vs,
-            student,
-            teacher,
-            last_s,
-            last_t,
-            ema,
-            center: Tensor::zeros([1, cfg.gmm.k], (Kind::Float, device)),
-            pending_center: None,
-        })
+        Ok(Dino { cfg: cfg.clone(), student_vs, teacher_vs, student, teacher, last_s, last_t, ema, center: Tensor::zeros([1, k], (Kind::Float, device)), pending_center: None })
     }
 }
 
@@ -120,7 +121,7 @@ impl Method for Dino {
         let out_t = tch::no_grad(|| self.last_t.similarities(&self.teacher.embed(&resolution_groups(&views[..2]), true)));
         let (loss, p_t) = dino_loss(&out_s, views.len() as i64, &out_t, &self.center, d.teacher_temp_at(ctx.epoch), d.student_temp);
         self.pending_center = Some(out_t.shallow_clone());
-        let log_k = (self.cfg.gmm.k as f64).ln();
+        let log_k = (self.cfg.dino.out_dim as f64).ln();
         let h_marginal = entropy(&p_t.mean_dim([0i64].as_slice(), true, Kind::Float)).double_value(&[0]);
         let h_sample = entropy(&p_t).mean(Kind::Float).double_value(&[]);
         LossOutput {
@@ -150,11 +151,11 @@ impl Method for Dino {
         &self.teacher.backbone
     }
 
-    fn extra_state(&self) -> Vec<(String, Tensor)> {
+    fn state(&self) -> Vec<(String, Tensor)> {
         vec![("center".into(), self.center.shallow_clone())]
     }
 
-    fn load_extra_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
         for (name, t) in state {
             match name.as_str() {
                 "center" => self.center = t.to_device(self.center.device()),

@@ -1,9 +1,10 @@
 //! What every method shares: a backbone with a projection head, views grouped by resolution,
 //! and a momentum (EMA) copy of the student.
 use super::head::{l2n, ProjectionHead};
+use super::Shared;
 use crate::models::{ArchConfig, Backbone};
-use crate::train::config::Config;
-use anyhow::Result;
+use anyhow::{ensure, Result};
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -14,9 +15,11 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    pub fn new(p: &nn::Path, arch: &ArchConfig, cfg: &Config) -> Result<Encoder> {
-        let backbone = Backbone::new(&(p / "backbone"), arch, cfg.augment.channels as i64)?;
-        let h = &cfg.head;
+    /// A backbone of `arch` (the shared one, or a variant of it such as DINO's teacher without
+    /// stochastic depth) with the shared projection head.
+    pub fn new(p: &nn::Path, arch: &ArchConfig, shared: &Shared) -> Result<Encoder> {
+        let backbone = Backbone::new(&(p / "backbone"), arch, shared.channels as i64)?;
+        let h = shared.head;
         let head = ProjectionHead::new(&(p / "head"), backbone.out_dim(), h.hidden, h.out, h.layers, (h.bn, h.bn_out), h.act);
         Ok(Encoder { backbone, head })
     }
@@ -45,6 +48,39 @@ pub fn resolution_groups(views: &[Tensor]) -> Vec<Tensor> {
         groups.last_mut().unwrap().push(v);
     }
     groups.into_iter().map(|g| Tensor::cat(&g, 0)).collect()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TeacherConfig {
+    pub momentum_start: f64,
+    pub momentum_end: f64,
+    /// DINO's teacher centring of the consistency target (off for SVIB; not SPEC's objective).
+    /// The KL term, the marginal prior and the collapse statistics keep the plain posterior.
+    pub center: bool,
+    pub center_momentum: f64,
+    /// Sinkhorn-Knopp iterations that balance the teacher's target over the batch (DINOv2's
+    /// replacement for centring; 0 = off; not SPEC's objective). The KL term, the marginal prior
+    /// and the collapse statistics keep the plain GMM posterior.
+    pub sinkhorn_iters: usize,
+}
+
+impl Default for TeacherConfig {
+    fn default() -> Self {
+        TeacherConfig { momentum_start: 0.996, momentum_end: 1.0, center: false, center_momentum: 0.9, sinkhorn_iters: 0 }
+    }
+}
+
+impl TeacherConfig {
+    pub fn validate(&self) -> Result<()> {
+        for (key, v) in [("teacher.momentum_start", self.momentum_start), ("teacher.momentum_end", self.momentum_end)] {
+            ensure!(v.is_finite() && (0.0..=1.0).contains(&v), "{key}: expected a value in [0, 1], got {v}");
+        }
+        let (cm, it) = (self.center_momentum, self.sinkhorn_iters);
+        ensure!(cm.is_finite() && (0.0..1.0).contains(&cm), "teacher.center_momentum: expected a value in [0, 1), got {cm}");
+        ensure!(it <= 100, "teacher.sinkhorn_iters: expected a value in [0, 100], got {it}");
+        Ok(())
+    }
 }
 
 /// A momentum copy: teacher variables start equal to the student's and follow them by EMA.

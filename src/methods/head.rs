@@ -16,6 +16,30 @@ pub enum Act {
     Relu,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadConfig {
+    /// Hidden width of the projection MLP.
+    pub hidden: i64,
+    /// Output (bottleneck) dimension; z is L2-normalised.
+    pub out: i64,
+    /// Linear layers in the MLP (DINO: 3).
+    pub layers: i64,
+    /// BatchNorm after hidden layers (DINO: off for ViT).
+    pub bn: bool,
+    /// BatchNorm without affine parameters on the projection output, before the L2
+    /// normalisation (SimSiam's projector). An architecture choice: the loss is unchanged.
+    pub bn_out: bool,
+    /// Hidden activation: gelu (DINO, SVIB) | relu (BYOL, MoCo v2, SwAV).
+    pub act: Act,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        HeadConfig { hidden: 2048, out: 256, layers: 3, bn: false, bn_out: false, act: Act::Gelu }
+    }
+}
+
 /// MLP: (Linear [BN] act) x (layers - 1), Linear [BN without affine, as SimSiam's projector];
 /// numbered as DINO's nn.Sequential.
 #[derive(Debug)]
@@ -77,28 +101,29 @@ impl ModuleT for ProjectionHead {
 
 pub use crate::eval::features::l2n;
 
-/// The mixture means `[K, D]`, stored unnormalised (`gmm.means`).
+/// K prototype vectors `[K, D]`, stored unnormalised and normalised in the forward pass: SVIB's
+/// GMM means (`gmm.means`), DINO's weight-normalised last layer (`weight_v`, with its gain fixed
+/// at 1) and SwAV's prototypes are this one computation under three names.
 #[derive(Debug)]
-pub struct Gmm {
-    pub means: Tensor,
+pub struct Prototypes {
+    pub vectors: Tensor,
 }
 
-impl Gmm {
-    pub fn new(p: &nn::Path, k: i64, dim: i64) -> Self {
-        Gmm::named(&(p / "gmm"), "means", k, dim)
+impl Prototypes {
+    /// SVIB's GMM means, `gmm.means`.
+    pub fn gmm(p: &nn::Path, k: i64, dim: i64) -> Self {
+        Prototypes::named(&(p / "gmm"), "means", k, dim)
     }
-    /// The same layer under another name: DINO's weight-normalised last layer (`weight_v`, with
-    /// its gain fixed at 1) and SwAV's normalised prototypes are this computation too.
     pub fn named(p: &nn::Path, name: &str, k: i64, dim: i64) -> Self {
-        Gmm { means: p.var(name, &[k, dim], nn::Init::Randn { mean: 0.0, stdev: 0.02 }) }
+        Prototypes { vectors: p.var(name, &[k, dim], nn::Init::Randn { mean: 0.0, stdev: 0.02 }) }
     }
     /// Cosine similarities `z . mu_k / |mu_k|` for unit-norm `z`: `[N, K]`.
     pub fn similarities(&self, z: &Tensor) -> Tensor {
-        z.matmul(&l2n(&self.means).transpose(0, 1))
+        z.matmul(&l2n(&self.vectors).transpose(0, 1))
     }
 }
 
-impl Module for Gmm {
+impl Module for Prototypes {
     fn forward(&self, z: &Tensor) -> Tensor {
         self.similarities(z)
     }

@@ -6,27 +6,27 @@ use super::encoder::{resolution_groups, Ema, Encoder};
 use super::head::l2n;
 use super::losses::{cross_view_mean, info_nce_with_negatives};
 use super::{LossOutput, Method, StepCtx};
+use super::{Shared, TeacherConfig};
 use crate::models::Backbone;
-use crate::train::config::Config;
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct MocoConfig {
+pub struct MocoOptions {
     /// Negatives kept in the queue.
     pub queue: i64,
     pub temperature: f64,
 }
 
-impl Default for MocoConfig {
+impl Default for MocoOptions {
     fn default() -> Self {
-        MocoConfig { queue: 65536, temperature: 0.2 }
+        MocoOptions { queue: 65536, temperature: 0.2 }
     }
 }
 
-impl MocoConfig {
+impl MocoOptions {
     pub fn validate(&self) -> Result<()> {
         ensure!((1..=1 << 20).contains(&self.queue), "mocov2.queue: expected 1 to 1048576 negatives, got {}", self.queue);
         ensure!(self.temperature.is_finite() && self.temperature >= 1e-3, "mocov2.temperature: expected a finite value >= 0.001, got {}", self.temperature);
@@ -34,8 +34,16 @@ impl MocoConfig {
     }
 }
 
+/// MoCo v2's tables: its options and the key encoder's momentum.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MocoConfig {
+    pub mocov2: MocoOptions,
+    pub teacher: TeacherConfig,
+}
+
 pub struct MocoV2 {
-    cfg: Config,
+    cfg: MocoConfig,
     student_vs: nn::VarStore,
     teacher_vs: nn::VarStore,
     query: Encoder,
@@ -48,14 +56,14 @@ pub struct MocoV2 {
 }
 
 impl MocoV2 {
-    pub fn new(cfg: &Config, device: Device) -> Result<MocoV2> {
+    pub fn new(cfg: &MocoConfig, shared: &Shared, device: Device) -> Result<MocoV2> {
         let student_vs = nn::VarStore::new(device);
         let mut teacher_vs = nn::VarStore::new(device);
-        let query = Encoder::new(&student_vs.root(), &cfg.model, cfg)?;
-        let key = Encoder::new(&teacher_vs.root(), &cfg.model, cfg)?;
+        let query = Encoder::new(&student_vs.root(), shared.model, shared)?;
+        let key = Encoder::new(&teacher_vs.root(), shared.model, shared)?;
         let ema = Ema::new(&student_vs, &mut teacher_vs);
         // MoCo starts from a queue of random unit vectors
-        let queue = l2n(&Tensor::randn([cfg.mocov2.queue, cfg.head.out], (Kind::Float, device)));
+        let queue = l2n(&Tensor::randn([cfg.mocov2.queue, shared.head.out], (Kind::Float, device)));
         Ok(MocoV2 { cfg: cfg.clone(), student_vs, teacher_vs, query, key, ema, queue, queue_ptr: 0, pending_keys: None })
     }
 }
@@ -100,11 +108,11 @@ impl Method for MocoV2 {
         &self.student_vs
     }
 
-    fn extra_state(&self) -> Vec<(String, Tensor)> {
+    fn state(&self) -> Vec<(String, Tensor)> {
         vec![("queue".into(), self.queue.shallow_clone()), ("queue_ptr".into(), Tensor::from(self.queue_ptr))]
     }
 
-    fn load_extra_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
         for (name, t) in state {
             match name.as_str() {
                 "queue" => {

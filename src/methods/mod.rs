@@ -7,14 +7,19 @@ pub mod encoder;
 pub mod head;
 pub mod losses;
 pub mod mocov2;
+pub mod simclr;
 pub mod svib;
 pub mod swav;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use crate::data::Dataset;
 use crate::eval::features::EvalPrep;
-use crate::models::Backbone;
-use anyhow::Result;
+use crate::models::{ArchConfig, Backbone};
+use anyhow::{bail, Result};
 pub use collapse::{Collapse, Entropies};
+pub use encoder::TeacherConfig;
+pub use head::HeadConfig;
 use tch::{nn, Tensor};
 
 /// Where training stands, with the scheduled values for this step.
@@ -25,6 +30,7 @@ pub struct StepCtx {
     pub total_steps: usize,
     pub epoch: usize,
     pub beta: f64,
+    /// The EMA teacher's momentum (1 for methods without a momentum teacher).
     pub teacher_momentum: f64,
 }
 
@@ -37,15 +43,164 @@ pub struct LossOutput {
     pub entropies: Option<Entropies>,
 }
 
-/// The method `cfg.method` names, with its networks on `device`.
-pub fn build(cfg: &crate::train::config::Config, device: tch::Device) -> Result<Box<dyn Method>> {
-    match cfg.method.as_str() {
-        "svib" => Ok(Box::new(svib::Svib::new(cfg, device)?)),
-        "dino" => Ok(Box::new(dino::Dino::new(cfg, device)?)),
-        "byol" => Ok(Box::new(byol::Byol::new(cfg, device)?)),
-        "mocov2" => Ok(Box::new(mocov2::MocoV2::new(cfg, device)?)),
-        "swav" => Ok(Box::new(swav::Swav::new(cfg, device)?)),
-        other => anyhow::bail!("method: `{other}` is not available"),
+/// What every method builds its networks from: the backbone, the projection head and the
+/// image channels (the shared tables of a config).
+#[derive(Clone, Copy, Debug)]
+pub struct Shared<'a> {
+    pub model: &'a ArchConfig,
+    pub head: &'a HeadConfig,
+    pub channels: u8,
+}
+
+/// The method of a run with its own options: one variant and one config struct per method.
+/// In TOML the variant is `method = "NAME"` and its struct's fields are the tables it reads
+/// (SVIB: `[gmm]`, `[ib]`, `[teacher]`; DINO: `[dino]`, `[teacher]`; ...).
+#[derive(Clone, Debug, PartialEq)]
+pub enum MethodConfig {
+    Svib(svib::SvibConfig),
+    Dino(dino::DinoConfig),
+    Byol(byol::ByolConfig),
+    MocoV2(mocov2::MocoConfig),
+    Swav(swav::SwavConfig),
+    SimClr(simclr::SimClrConfig),
+}
+
+/// The names `method` may take.
+pub const METHODS: [&str; 6] = ["svib", "dino", "byol", "mocov2", "swav", "simclr"];
+
+/// The method's tables, as written in config.toml (the name is written with the shared tables).
+impl serde::Serialize for MethodConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            MethodConfig::Svib(c) => c.serialize(s),
+            MethodConfig::Dino(c) => c.serialize(s),
+            MethodConfig::Byol(c) => c.serialize(s),
+            MethodConfig::MocoV2(c) => c.serialize(s),
+            MethodConfig::Swav(c) => c.serialize(s),
+            MethodConfig::SimClr(c) => c.serialize(s),
+        }
+    }
+}
+
+impl Default for MethodConfig {
+    fn default() -> Self {
+        MethodConfig::Svib(Default::default())
+    }
+}
+
+/// Deserialises one method's tables; errors name the key.
+fn tables_into<T: serde::de::DeserializeOwned>(name: &str, t: toml::Table, own: &[&str]) -> Result<T> {
+    if let Some(k) = t.keys().find(|k| !own.contains(&k.as_str())) {
+        bail!("config key `{k}`: the {name} method has no [{k}] table (its tables: {})", own.join(", "));
+    }
+    serde_path_to_error::deserialize(toml::Value::Table(t)).map_err(|e| anyhow::anyhow!("config key `{}`: {}", e.path(), e.inner().to_string().lines().next().unwrap_or_default()))
+}
+
+impl MethodConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            MethodConfig::Svib(_) => "svib",
+            MethodConfig::Dino(_) => "dino",
+            MethodConfig::Byol(_) => "byol",
+            MethodConfig::MocoV2(_) => "mocov2",
+            MethodConfig::Swav(_) => "swav",
+            MethodConfig::SimClr(_) => "simclr",
+        }
+    }
+
+    /// The top-level tables the method `name` reads (None: no such method).
+    pub fn tables(name: &str) -> Option<&'static [&'static str]> {
+        Some(match name {
+            "svib" => &["gmm", "ib", "teacher"],
+            "dino" => &["dino", "teacher"],
+            "byol" => &["byol", "teacher"],
+            "mocov2" => &["mocov2", "teacher"],
+            "swav" => &["swav"],
+            "simclr" => &["simclr"],
+            _ => return None,
+        })
+    }
+
+    /// The method `name` with its options from `t`, which holds only its tables.
+    pub fn from_tables(name: &str, t: toml::Table) -> Result<MethodConfig> {
+        let Some(own) = Self::tables(name) else { bail!("method: `{name}` is not available (expected one of {})", METHODS.join(", ")) };
+        Ok(match name {
+            "svib" => MethodConfig::Svib(tables_into(name, t, own)?),
+            "dino" => MethodConfig::Dino(tables_into(name, t, own)?),
+            "byol" => MethodConfig::Byol(tables_into(name, t, own)?),
+            "mocov2" => MethodConfig::MocoV2(tables_into(name, t, own)?),
+            "swav" => MethodConfig::Swav(tables_into(name, t, own)?),
+            _ => MethodConfig::SimClr(tables_into(name, t, own)?),
+        })
+    }
+
+    /// The method's networks on `device`.
+    pub fn build(&self, shared: &Shared, device: tch::Device) -> Result<Box<dyn Method>> {
+        Ok(match self {
+            MethodConfig::Svib(c) => Box::new(svib::Svib::new(c, shared, device)?),
+            MethodConfig::Dino(c) => Box::new(dino::Dino::new(c, shared, device)?),
+            MethodConfig::Byol(c) => Box::new(byol::Byol::new(c, shared, device)?),
+            MethodConfig::MocoV2(c) => Box::new(mocov2::MocoV2::new(c, shared, device)?),
+            MethodConfig::Swav(c) => Box::new(swav::Swav::new(c, shared, device)?),
+            MethodConfig::SimClr(c) => Box::new(simclr::SimClr::new(c, shared, device)?),
+        })
+    }
+
+    /// Every value within its range; errors name the key.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            MethodConfig::Svib(c) => c.validate(),
+            MethodConfig::Dino(c) => c.dino.validate().and(c.teacher.validate()),
+            MethodConfig::Byol(c) => c.byol.validate().and(c.teacher.validate()),
+            MethodConfig::MocoV2(c) => c.mocov2.validate().and(c.teacher.validate()),
+            MethodConfig::Swav(c) => c.swav.validate(),
+            MethodConfig::SimClr(c) => c.simclr.validate(),
+        }
+    }
+
+    /// The EMA teacher's momentum schedule, for methods with a momentum teacher.
+    pub fn teacher(&self) -> Option<&TeacherConfig> {
+        match self {
+            MethodConfig::Svib(c) => Some(&c.teacher),
+            MethodConfig::Dino(c) => Some(&c.teacher),
+            MethodConfig::Byol(c) => Some(&c.teacher),
+            MethodConfig::MocoV2(c) => Some(&c.teacher),
+            MethodConfig::Swav(_) | MethodConfig::SimClr(_) => None,
+        }
+    }
+
+    /// SVIB's options (None for the baselines).
+    pub fn svib(&self) -> Option<&svib::SvibConfig> {
+        match self {
+            MethodConfig::Svib(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn svib_mut(&mut self) -> Option<&mut svib::SvibConfig> {
+        match self {
+            MethodConfig::Svib(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Outputs per view that the loss compares over K prototypes (SVIB's means, DINO's last
+    /// layer, SwAV's prototypes), for the memory estimate.
+    pub fn prototypes(&self) -> Option<i64> {
+        match self {
+            MethodConfig::Svib(c) => Some(c.gmm.k),
+            MethodConfig::Dino(c) => Some(c.dino.out_dim),
+            MethodConfig::Swav(c) => Some(c.swav.prototypes),
+            _ => None,
+        }
+    }
+
+    /// Which objective the config trains: SPEC's, a variant of it, or a baseline.
+    pub fn objective(&self) -> String {
+        match self {
+            MethodConfig::Svib(c) => c.objective(),
+            other => format!("{} (baseline)", other.name()),
+        }
     }
 }
 
@@ -90,10 +245,10 @@ pub trait Method {
         self.teacher().unwrap_or(self.student())
     }
     /// Extra state to checkpoint (centres, running priors), by name.
-    fn extra_state(&self) -> Vec<(String, Tensor)> {
+    fn state(&self) -> Vec<(String, Tensor)> {
         vec![]
     }
-    fn load_extra_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
         if let Some((name, _)) = state.first() {
             anyhow::bail!("unknown method state `{name}` in checkpoint");
         }

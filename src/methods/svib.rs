@@ -4,28 +4,173 @@
 //! Loss = CE(p_t(.|z2), p_s(.|z1)) + beta * KL(p_t(.|z2) || q), with
 //! p(c = k | z) = softmax_k(mu_k . z / sigma^2) for unit z and unit means.
 use super::encoder::{resolution_groups, Ema, Encoder};
-use super::head::{l2n, Gmm};
+use super::head::{l2n, Prototypes};
 use super::losses::{consistency_ce, entropy, kl_to_prior, sinkhorn};
 use super::{Collapse, Entropies, LossOutput, Method, StepCtx};
+use super::{Shared, TeacherConfig};
 use crate::data::Dataset;
 use crate::eval::features::{pixel_batch, EvalPrep};
 use crate::models::{ArchConfig, Backbone};
-use crate::train::config::{Config, GmmInit, Prior, Reinit};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reinit {
+    EveryEpoch,
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GmmInit {
+    Random,
+    Features,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GmmConfig {
+    /// Mixture components K.
+    pub k: i64,
+    /// Initial means: random (as DINO's last layer), or normalised teacher features of sampled
+    /// images, as at a re-initialisation.
+    pub init: GmmInit,
+    /// One set of means for both branches (true) or an EMA copy for the teacher (false).
+    pub shared: bool,
+    pub reinit: Reinit,
+    /// Images sampled for re-initialisation (0: K).
+    pub reinit_samples: usize,
+    /// Std of the noise added when fewer samples than K are drawn (with replacement).
+    pub reinit_noise: f64,
+    pub sigma_teacher: f64,
+    pub sigma_student: f64,
+    /// Epochs during which the means get no gradient (DINO's freeze_last_layer).
+    pub freeze_epochs: usize,
+    /// Steps during which the means get no gradient; when > 0 it replaces freeze_epochs.
+    pub freeze_steps: usize,
+    /// Multiplies the learning rate of the means (an optimiser setting: the loss is unchanged).
+    pub lr_scale: f64,
+    /// Re-initialise the means every N steps instead of at epoch ends (0: at epoch ends), so
+    /// that the interval does not depend on the size of the data set.
+    pub reinit_every_steps: usize,
+}
+
+impl Default for GmmConfig {
+    fn default() -> Self {
+        GmmConfig {
+            k: 65536,
+            init: GmmInit::Random,
+            shared: true,
+            reinit: Reinit::EveryEpoch,
+            reinit_samples: 0,
+            reinit_noise: 0.01,
+            sigma_teacher: 0.2,
+            sigma_student: 0.32,
+            freeze_epochs: 1,
+            freeze_steps: 0,
+            lr_scale: 1.0,
+            reinit_every_steps: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prior {
+    Uniform,
+    Marginal,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BetaSchedule {
+    Exp,
+    Const,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IbConfig {
+    pub prior: Prior,
+    /// Momentum of the running marginal (prior = marginal).
+    pub prior_momentum: f64,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub schedule: BetaSchedule,
+}
+
+impl Default for IbConfig {
+    fn default() -> Self {
+        IbConfig { prior: Prior::Uniform, prior_momentum: 0.9, beta_start: 0.5, beta_end: 0.01, schedule: BetaSchedule::Exp }
+    }
+}
+
+/// SVIB's tables: the GMM prototype layer, the information bottleneck and the teacher.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SvibConfig {
+    pub gmm: GmmConfig,
+    pub ib: IbConfig,
+    pub teacher: TeacherConfig,
+}
+
+impl SvibConfig {
+    /// Every value within its range; errors name the key.
+    pub fn validate(&self) -> Result<()> {
+        let (g, ib) = (&self.gmm, &self.ib);
+        let ranges = [
+            ("gmm.k", g.k as f64, 2.0, (1u64 << 22) as f64),
+            ("gmm.reinit_samples", g.reinit_samples as f64, 0.0, 1e8),
+            ("gmm.reinit_noise", g.reinit_noise, 0.0, 10.0),
+            ("gmm.sigma_teacher", g.sigma_teacher, 1e-3, 100.0),
+            ("gmm.sigma_student", g.sigma_student, 1e-3, 100.0),
+            ("gmm.lr_scale", g.lr_scale, 0.0, 1e3),
+            ("ib.beta_start", ib.beta_start, 0.0, 1e3),
+            ("ib.beta_end", ib.beta_end, 0.0, 1e3),
+        ];
+        for (key, v, lo, hi) in ranges {
+            ensure!(v.is_finite() && v >= lo && v <= hi, "{key}: expected a value in [{lo}, {hi}], got {v}");
+        }
+        let pm = ib.prior_momentum;
+        ensure!(pm.is_finite() && (0.0..1.0).contains(&pm), "ib.prior_momentum: expected a value in [0, 1), got {pm}");
+        ensure!(
+            ib.schedule == BetaSchedule::Const || ib.beta_start == 0.0 || ib.beta_end > 0.0,
+            "ib.beta_end: an exponential schedule needs beta_end > 0 (or ib.schedule = \"const\")"
+        );
+        self.teacher.validate()
+    }
+
+    /// SPEC's objective, or which additions make it a variant.
+    pub fn objective(&self) -> String {
+        let mut extra = vec![];
+        if self.teacher.sinkhorn_iters > 0 {
+            extra.push(format!("Sinkhorn-balanced target ({} iterations)", self.teacher.sinkhorn_iters));
+        }
+        if self.teacher.center {
+            extra.push("centred target".to_string());
+        }
+        if extra.is_empty() {
+            "SVIB, the paper's objective".into()
+        } else {
+            format!("SVIB variant: {}", extra.join(", "))
+        }
+    }
+}
+
 pub struct Svib {
-    cfg: Config,
+    cfg: SvibConfig,
     student_vs: nn::VarStore,
     teacher_vs: nn::VarStore,
     student: Encoder,
     teacher: Encoder,
-    gmm: Gmm,
+    gmm: Prototypes,
     /// The teacher's EMA copy of the means (only when `gmm.shared = false`).
-    teacher_gmm: Option<Gmm>,
+    teacher_gmm: Option<Prototypes>,
     ema: Ema,
     /// DINO's centre of the teacher's similarities, `[1, K]`.
     center: Tensor,
@@ -37,15 +182,16 @@ pub struct Svib {
 }
 
 impl Svib {
-    pub fn new(cfg: &Config, device: Device) -> Result<Svib> {
+    pub fn new(cfg: &SvibConfig, shared: &Shared, device: Device) -> Result<Svib> {
         let student_vs = nn::VarStore::new(device);
         let mut teacher_vs = nn::VarStore::new(device);
-        let student = Encoder::new(&student_vs.root(), &cfg.model, cfg)?;
-        let gmm = Gmm::new(&student_vs.root(), cfg.gmm.k, cfg.head.out);
+        let student = Encoder::new(&student_vs.root(), shared.model, shared)?;
+        let dim = shared.head.out;
+        let gmm = Prototypes::gmm(&student_vs.root(), cfg.gmm.k, dim);
         // DINO's teacher has no stochastic depth
-        let teacher_arch = ArchConfig { drop_path: 0.0, ..cfg.model.clone() };
-        let teacher = Encoder::new(&teacher_vs.root(), &teacher_arch, cfg)?;
-        let teacher_gmm = (!cfg.gmm.shared).then(|| Gmm::new(&teacher_vs.root(), cfg.gmm.k, cfg.head.out));
+        let teacher_arch = ArchConfig { drop_path: 0.0, ..shared.model.clone() };
+        let teacher = Encoder::new(&teacher_vs.root(), &teacher_arch, shared)?;
+        let teacher_gmm = (!cfg.gmm.shared).then(|| Prototypes::gmm(&teacher_vs.root(), cfg.gmm.k, dim));
         let ema = Ema::new(&student_vs, &mut teacher_vs);
         let k = cfg.gmm.k;
         Ok(Svib {
@@ -189,11 +335,11 @@ impl Method for Svib {
         &self.teacher.backbone
     }
 
-    fn extra_state(&self) -> Vec<(String, Tensor)> {
+    fn state(&self) -> Vec<(String, Tensor)> {
         vec![("center".into(), self.center.shallow_clone()), ("prior".into(), self.prior.shallow_clone())]
     }
 
-    fn load_extra_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
         for (name, t) in state {
             match name.as_str() {
                 "center" => self.center = t.to_device(self.center.device()),
@@ -214,7 +360,7 @@ impl Svib {
         let m = wanted.min(train.len());
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6D6D_0000 ^ epoch.wrapping_mul(0x9E37_79B9));
         let idx: Vec<usize> = sample(&mut rng, train.len(), m).into_vec();
-        let device = self.gmm.means.device();
+        let device = self.gmm.vectors.device();
         let feats = tch::no_grad(|| -> Result<Tensor> {
             let mut parts = vec![];
             for chunk in idx.chunks(256) {
@@ -235,9 +381,9 @@ impl Svib {
             bail!("the teacher's features are not finite");
         }
         tch::no_grad(|| {
-            self.gmm.means.copy_(&new_means);
+            self.gmm.vectors.copy_(&new_means);
             if let Some(tg) = &self.teacher_gmm {
-                tg.means.shallow_clone().copy_(&new_means);
+                tg.vectors.shallow_clone().copy_(&new_means);
             }
         });
         Ok(())
@@ -245,7 +391,7 @@ impl Svib {
 
     /// The student's GMM means (for tests and inspection).
     pub fn means(&self) -> &Tensor {
-        &self.gmm.means
+        &self.gmm.vectors
     }
     /// The teacher's unit-norm projections of `x` in eval mode.
     pub fn teacher_embed(&self, x: &Tensor) -> Tensor {

@@ -2,20 +2,23 @@
 //! prototype scores by Sinkhorn-Knopp (equal-partition constraint); every other view predicts
 //! them ("swapped prediction"). No teacher network; prototypes are renormalised before each
 //! step; an optional queue of past embeddings enlarges the batch that Sinkhorn partitions.
-//! The number of prototypes is `gmm.k`, so a comparison with SVIB uses as many of them.
+//! `swav.prototypes` sets their number (an overlay on an SVIB preset takes `gmm.k`, so that a
+//! comparison uses as many prototypes as SVIB has components).
 use super::encoder::{resolution_groups, Encoder};
-use super::head::{l2n, Gmm};
+use super::head::{l2n, Prototypes};
 use super::losses::{consistency_ce, sinkhorn};
+use super::Shared;
 use super::{LossOutput, Method, StepCtx};
 use crate::models::Backbone;
-use crate::train::config::Config;
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SwavConfig {
+pub struct SwavOptions {
+    /// Number of prototypes (SwAV: 3000 for ImageNet).
+    pub prototypes: i64,
     /// Softmax temperature of the predictions.
     pub temperature: f64,
     /// Sinkhorn-Knopp: entropic regularisation and iterations.
@@ -29,14 +32,15 @@ pub struct SwavConfig {
     pub freeze_prototypes: usize,
 }
 
-impl Default for SwavConfig {
+impl Default for SwavOptions {
     fn default() -> Self {
-        SwavConfig { temperature: 0.1, epsilon: 0.05, sinkhorn_iters: 3, queue: 0, queue_start_epoch: 15, freeze_prototypes: 1 }
+        SwavOptions { prototypes: 3000, temperature: 0.1, epsilon: 0.05, sinkhorn_iters: 3, queue: 0, queue_start_epoch: 15, freeze_prototypes: 1 }
     }
 }
 
-impl SwavConfig {
+impl SwavOptions {
     pub fn validate(&self) -> Result<()> {
+        ensure!((2..=1 << 22).contains(&self.prototypes), "swav.prototypes: expected 2 to 4194304, got {}", self.prototypes);
         for (k, v) in [("temperature", self.temperature), ("epsilon", self.epsilon)] {
             ensure!(v.is_finite() && v >= 1e-3, "swav.{k}: expected a finite value >= 0.001, got {v}");
         }
@@ -46,23 +50,33 @@ impl SwavConfig {
     }
 }
 
+/// SwAV's table.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwavConfig {
+    pub swav: SwavOptions,
+}
+
 const PROTOTYPES: &str = "prototypes.weight";
 
 pub struct Swav {
-    cfg: Config,
+    cfg: SwavConfig,
+    /// Width of the embeddings (head.out).
+    dim: i64,
     vs: nn::VarStore,
     net: Encoder,
-    prototypes: Gmm,
+    prototypes: Prototypes,
     /// Past unit-norm embeddings per global view `[2, Q, D]`, newest first (once the queue runs).
     queue: Option<Tensor>,
 }
 
 impl Swav {
-    pub fn new(cfg: &Config, device: Device) -> Result<Swav> {
+    pub fn new(cfg: &SwavConfig, shared: &Shared, device: Device) -> Result<Swav> {
         let vs = nn::VarStore::new(device);
-        let net = Encoder::new(&vs.root(), &cfg.model, cfg)?;
-        let prototypes = Gmm::named(&(vs.root() / "prototypes"), "weight", cfg.gmm.k, cfg.head.out);
-        Ok(Swav { cfg: cfg.clone(), vs, net, prototypes, queue: None })
+        let net = Encoder::new(&vs.root(), shared.model, shared)?;
+        let dim = shared.head.out;
+        let prototypes = Prototypes::named(&(vs.root() / "prototypes"), "weight", cfg.swav.prototypes, dim);
+        Ok(Swav { cfg: cfg.clone(), dim, vs, net, prototypes, queue: None })
     }
 }
 
@@ -76,13 +90,13 @@ impl Method for Swav {
 
     fn loss(&mut self, views: &[Tensor], ctx: &StepCtx) -> LossOutput {
         let s = self.cfg.swav.clone();
-        let w = &self.prototypes.means;
+        let w = &self.prototypes.vectors;
         tch::no_grad(|| w.shallow_clone().copy_(&l2n(w)));
         let z = self.net.embed(&resolution_groups(views), true);
         let scores = z.matmul(&w.transpose(0, 1));
         let b = views[0].size()[0];
         if s.queue > 0 && ctx.epoch >= s.queue_start_epoch && self.queue.is_none() {
-            self.queue = Some(Tensor::zeros([2, s.queue, self.cfg.head.out], (Kind::Float, z.device())));
+            self.queue = Some(Tensor::zeros([2, s.queue, self.dim], (Kind::Float, z.device())));
         }
         let codes: Vec<Tensor> = tch::no_grad(|| {
             (0..2)
@@ -124,17 +138,17 @@ impl Method for Swav {
         &self.net.backbone
     }
 
-    fn extra_state(&self) -> Vec<(String, Tensor)> {
+    fn state(&self) -> Vec<(String, Tensor)> {
         self.queue.iter().map(|q| ("queue".to_string(), q.shallow_clone())).collect()
     }
 
-    fn load_extra_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
         for (name, t) in state {
             match name.as_str() {
                 "queue" => {
-                    let want = [2, self.cfg.swav.queue, self.cfg.head.out];
+                    let want = [2, self.cfg.swav.queue, self.dim];
                     ensure!(t.size() == want, "checkpoint SwAV queue has shape {:?}, this config expects {want:?} (swav.queue, head.out)", t.size());
-                    self.queue = Some(t.to_device(self.prototypes.means.device()));
+                    self.queue = Some(t.to_device(self.prototypes.vectors.device()));
                 }
                 other => bail!("unknown SwAV state `{other}` in checkpoint"),
             }

@@ -1,40 +1,49 @@
 //! The training configuration: TOML with one table per part of the pipeline; every option of
 //! SPEC.md with its default. Presets live in `presets/*.toml`; `--set key=value` edits any key.
 use crate::augment::MultiCropConfig;
-use crate::methods::byol::ByolConfig;
-use crate::methods::dino::DinoConfig;
-use crate::methods::head::Act;
-use crate::methods::mocov2::MocoConfig;
-use crate::methods::swav::SwavConfig;
+pub use crate::methods::head::HeadConfig;
+pub use crate::methods::svib::{BetaSchedule, GmmConfig, GmmInit, IbConfig, Prior, Reinit};
+use crate::methods::Shared;
+pub use crate::methods::{MethodConfig, TeacherConfig, METHODS};
 use crate::models::ArchConfig;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// A run's recipe: the method with its own tables, and the tables every method shares.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Config {
-    /// svib | dino | byol | mocov2 | swav
-    pub method: String,
+    /// `method = "NAME"` and the method's tables (see [`MethodConfig`]).
+    pub method: MethodConfig,
     pub data: DataConfig,
     pub model: ArchConfig,
     pub augment: MultiCropConfig,
     pub head: HeadConfig,
-    pub gmm: GmmConfig,
-    pub ib: IbConfig,
-    pub teacher: TeacherConfig,
     pub optim: OptimConfig,
     pub train: TrainConfig,
     pub eval: EvalConfig,
-    /// Options of the baselines, read only by their method.
-    pub dino: DinoConfig,
-    pub byol: ByolConfig,
-    pub mocov2: MocoConfig,
-    pub swav: SwavConfig,
 }
 
-/// The methods `method` may name.
-pub const METHODS: [&str; 5] = ["svib", "dino", "byol", "mocov2", "swav"];
+/// The shared tables as TOML holds them, with the method's name.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SharedTables {
+    method: String,
+    data: DataConfig,
+    model: ArchConfig,
+    augment: MultiCropConfig,
+    head: HeadConfig,
+    optim: OptimConfig,
+    train: TrainConfig,
+    eval: EvalConfig,
+}
+
+impl Default for SharedTables {
+    fn default() -> Self {
+        let c = Config::default();
+        SharedTables { method: "svib".into(), data: c.data, model: c.model, augment: c.augment, head: c.head, optim: c.optim, train: c.train, eval: c.eval }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -51,106 +60,6 @@ pub struct DataConfig {
     pub use_unlabeled: bool,
     /// ImageFolder: skip undecodable images (with a warning count) instead of stopping.
     pub skip_corrupt: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HeadConfig {
-    /// Hidden width of the projection MLP.
-    pub hidden: i64,
-    /// Output (bottleneck) dimension; z is L2-normalised.
-    pub out: i64,
-    /// Linear layers in the MLP (DINO: 3).
-    pub layers: i64,
-    /// BatchNorm after hidden layers (DINO: off for ViT).
-    pub bn: bool,
-    /// BatchNorm without affine parameters on the projection output, before the L2
-    /// normalisation (SimSiam's projector). An architecture choice: the loss is unchanged.
-    pub bn_out: bool,
-    /// Hidden activation: gelu (DINO, SVIB) | relu (BYOL, MoCo v2, SwAV).
-    pub act: Act,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reinit {
-    EveryEpoch,
-    Never,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GmmInit {
-    Random,
-    Features,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GmmConfig {
-    /// Mixture components K.
-    pub k: i64,
-    /// Initial means: random (as DINO's last layer), or normalised teacher features of sampled
-    /// images, as at a re-initialisation.
-    pub init: GmmInit,
-    /// One set of means for both branches (true) or an EMA copy for the teacher (false).
-    pub shared: bool,
-    pub reinit: Reinit,
-    /// Images sampled for re-initialisation (0: K).
-    pub reinit_samples: usize,
-    /// Std of the noise added when fewer samples than K are drawn (with replacement).
-    pub reinit_noise: f64,
-    pub sigma_teacher: f64,
-    pub sigma_student: f64,
-    /// Epochs during which the means get no gradient (DINO's freeze_last_layer).
-    pub freeze_epochs: usize,
-    /// Steps during which the means get no gradient; when > 0 it replaces freeze_epochs.
-    pub freeze_steps: usize,
-    /// Multiplies the learning rate of the means (an optimiser setting: the loss is unchanged).
-    pub lr_scale: f64,
-    /// Re-initialise the means every N steps instead of at epoch ends (0: at epoch ends), so
-    /// that the interval does not depend on the size of the data set.
-    pub reinit_every_steps: usize,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Prior {
-    Uniform,
-    Marginal,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BetaSchedule {
-    Exp,
-    Const,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IbConfig {
-    pub prior: Prior,
-    /// Momentum of the running marginal (prior = marginal).
-    pub prior_momentum: f64,
-    pub beta_start: f64,
-    pub beta_end: f64,
-    pub schedule: BetaSchedule,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TeacherConfig {
-    pub momentum_start: f64,
-    pub momentum_end: f64,
-    /// DINO's teacher centring of the consistency target (off for SVIB; not SPEC's objective).
-    /// The KL term, the marginal prior and the collapse statistics keep the plain posterior.
-    pub center: bool,
-    pub center_momentum: f64,
-    /// Sinkhorn-Knopp iterations that balance the teacher's target over the batch (DINOv2's
-    /// replacement for centring; 0 = off; not SPEC's objective). The KL term, the marginal prior
-    /// and the collapse statistics keep the plain GMM posterior.
-    pub sinkhorn_iters: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,63 +141,9 @@ pub struct EvalConfig {
     pub image_size: u32,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            method: "svib".into(),
-            data: DataConfig::default(),
-            model: ArchConfig::default(),
-            augment: MultiCropConfig::default(),
-            head: HeadConfig::default(),
-            gmm: GmmConfig::default(),
-            ib: IbConfig::default(),
-            teacher: TeacherConfig::default(),
-            optim: OptimConfig::default(),
-            train: TrainConfig::default(),
-            eval: EvalConfig::default(),
-            dino: DinoConfig::default(),
-            byol: ByolConfig::default(),
-            mocov2: MocoConfig::default(),
-            swav: SwavConfig::default(),
-        }
-    }
-}
 impl Default for DataConfig {
     fn default() -> Self {
         DataConfig { spec: "fashion-mnist".into(), limit: 0, limit_seed: None, use_unlabeled: false, skip_corrupt: false }
-    }
-}
-impl Default for HeadConfig {
-    fn default() -> Self {
-        HeadConfig { hidden: 2048, out: 256, layers: 3, bn: false, bn_out: false, act: Act::Gelu }
-    }
-}
-impl Default for GmmConfig {
-    fn default() -> Self {
-        GmmConfig {
-            k: 65536,
-            init: GmmInit::Random,
-            shared: true,
-            reinit: Reinit::EveryEpoch,
-            reinit_samples: 0,
-            reinit_noise: 0.01,
-            sigma_teacher: 0.2,
-            sigma_student: 0.32,
-            freeze_epochs: 1,
-            freeze_steps: 0,
-            lr_scale: 1.0,
-            reinit_every_steps: 0,
-        }
-    }
-}
-impl Default for IbConfig {
-    fn default() -> Self {
-        IbConfig { prior: Prior::Uniform, prior_momentum: 0.9, beta_start: 0.5, beta_end: 0.01, schedule: BetaSchedule::Exp }
-    }
-}
-impl Default for TeacherConfig {
-    fn default() -> Self {
-        TeacherConfig { momentum_start: 0.996, momentum_end: 1.0, center: false, center_momentum: 0.9, sinkhorn_iters: 0 }
     }
 }
 impl Default for OptimConfig {
@@ -354,31 +209,32 @@ pub const PRESETS: [(&str, &str, &str); 5] = [
 /// The baselines as overlays on any base preset (`presets/methods/*.toml`): the method and
 /// its head and options; data, backbone, crops, optimiser and budget stay the base's, so that
 /// methods compare at equal settings. `dino-fmnist-cpu` is `fmnist-cpu` with the DINO overlay.
-pub const METHOD_OVERLAYS: [(&str, &str); 4] = [
+pub const METHOD_OVERLAYS: [(&str, &str); 5] = [
     ("dino", include_str!("../../presets/methods/dino.toml")),
     ("byol", include_str!("../../presets/methods/byol.toml")),
     ("mocov2", include_str!("../../presets/methods/mocov2.toml")),
     ("swav", include_str!("../../presets/methods/swav.toml")),
+    ("simclr", include_str!("../../presets/methods/simclr.toml")),
 ];
 
 impl Config {
-    /// Which objective the config trains: SPEC's, or which additions make it a variant.
+    /// Which objective the config trains: SPEC's, which additions make it a variant, or a
+    /// baseline.
     pub fn objective(&self) -> String {
-        if self.method != "svib" {
-            return format!("{} (baseline)", self.method);
-        }
-        let mut extra = vec![];
-        if self.teacher.sinkhorn_iters > 0 {
-            extra.push(format!("Sinkhorn-balanced target ({} iterations)", self.teacher.sinkhorn_iters));
-        }
-        if self.teacher.center {
-            extra.push("centred target".to_string());
-        }
-        if extra.is_empty() {
-            "SVIB, the paper's objective".into()
-        } else {
-            format!("SVIB variant: {}", extra.join(", "))
-        }
+        self.method.objective()
+    }
+
+    /// What the method builds its networks from.
+    pub fn shared(&self) -> Shared<'_> {
+        Shared { model: &self.model, head: &self.head, channels: self.augment.channels }
+    }
+
+    /// SVIB's tables (None for a baseline).
+    pub fn svib(&self) -> Option<&crate::methods::svib::SvibConfig> {
+        self.method.svib()
+    }
+    pub fn svib_mut(&mut self) -> Option<&mut crate::methods::svib::SvibConfig> {
+        self.method.svib_mut()
     }
 }
 
@@ -386,13 +242,61 @@ impl Config {
 pub fn apply_method(table: &mut toml::Table, method: &str) -> Result<()> {
     if method == "svib" {
         table.insert("method".into(), toml::Value::String("svib".into()));
+        adopt_tables(table, method);
         return Ok(());
     }
     let Some((_, text)) = METHOD_OVERLAYS.iter().find(|m| m.0 == method) else {
         bail!("method `{method}`: expected one of {}", METHODS.join(", "));
     };
     merge(table, toml::from_str(text).expect("method overlays are valid TOML"));
+    adopt_tables(table, method);
     Ok(())
+}
+
+/// Fits the tables of a base preset (or of a config.toml written before each method had its
+/// own tables, when every file held every method's tables) to `method`: the base's number of
+/// components (`gmm.k`) becomes the method's number of prototypes unless the method sets its
+/// own, and tables the method does not read are dropped.
+fn adopt_tables(table: &mut toml::Table, method: &str) {
+    let k = table.get("gmm").and_then(|g| g.get("k")).cloned();
+    let target = match method {
+        "dino" => Some(("dino", "out_dim")),
+        "swav" => Some(("swav", "prototypes")),
+        _ => None,
+    };
+    if let (Some(k), Some((t, key))) = (k, target) {
+        if let Some(own) = table.entry(t).or_insert_with(|| toml::Value::Table(Default::default())).as_table_mut() {
+            own.entry(key).or_insert(k);
+        }
+    }
+    let own = MethodConfig::tables(method).unwrap_or_default();
+    table.retain(|k, _| !is_method_table(k) || own.contains(&k));
+}
+
+/// `--set` of an experiment that trains several methods with the same edits: an edit of a table
+/// `method` does not read is skipped for it, except `gmm.k`, which sets every method's number of
+/// prototypes (DINO's `dino.out_dim`, SwAV's `swav.prototypes`), as an overlay does.
+pub fn set_key_for(table: &mut toml::Table, method: &str, assignment: &str) -> Result<()> {
+    let key = assignment.split_once('=').map_or(assignment, |kv| kv.0).trim();
+    let top = key.split('.').next().unwrap_or_default();
+    if !is_method_table(top) || MethodConfig::tables(method).unwrap_or_default().contains(&top) {
+        return set_key(table, assignment);
+    }
+    match (key, method) {
+        ("gmm.k", "dino") => set_key(table, &assignment.replacen("gmm.k", "dino.out_dim", 1)),
+        ("gmm.k", "swav") => set_key(table, &assignment.replacen("gmm.k", "swav.prototypes", 1)),
+        _ => Ok(()),
+    }
+}
+
+/// A table that belongs to some method (not shared by all).
+fn is_method_table(key: &str) -> bool {
+    METHODS.iter().any(|m| MethodConfig::tables(m).unwrap_or_default().contains(&key))
+}
+
+/// A config.toml of the layout before each method had its own tables held every baseline's.
+fn is_legacy_layout(table: &toml::Table) -> bool {
+    ["dino", "byol", "mocov2", "swav"].iter().filter(|t| table.contains_key(**t)).count() >= 2
 }
 
 /// Sets the run length to `epochs` whole epochs (a step budget of the preset gives way).
@@ -428,7 +332,8 @@ pub fn load_table(name_or_path: &str) -> Result<toml::Table> {
     }
     let path = Path::new(name_or_path);
     if !path.is_file() {
-        bail!("--config `{name_or_path}`: neither a preset ({}, optionally prefixed with one of dino-, byol-, mocov2-, swav-) nor a file", PRESETS.map(|p| p.0).join(", "));
+        let prefixes: Vec<String> = METHOD_OVERLAYS.iter().map(|m| format!("{}-", m.0)).collect();
+        bail!("--config `{name_or_path}`: neither a preset ({}, optionally prefixed with one of {}) nor a file", PRESETS.map(|p| p.0).join(", "), prefixes.join(", "));
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     toml::from_str::<toml::Table>(&text).map_err(|e| anyhow::anyhow!("{}: not valid TOML: {}", path.display(), one_line(&e.to_string())))
@@ -459,8 +364,18 @@ pub fn set_key(table: &mut toml::Table, assignment: &str) -> Result<()> {
 
 impl Config {
     /// Deserialises and validates; errors name the key (`gmm.k: …`).
-    pub fn from_table(table: toml::Table) -> Result<Config> {
-        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+    pub fn from_table(mut table: toml::Table) -> Result<Config> {
+        let method = match table.get("method") {
+            None => "svib".to_string(),
+            Some(toml::Value::String(m)) => m.clone(),
+            Some(other) => bail!("config key `method`: expected a string (one of {}), got {other}", METHODS.join(", ")),
+        };
+        ensure!(MethodConfig::tables(&method).is_some(), "method: `{method}` is not available (expected one of {})", METHODS.join(", "));
+        if is_legacy_layout(&table) {
+            adopt_tables(&mut table, &method);
+        }
+        let (mine, shared): (toml::Table, toml::Table) = table.into_iter().partition(|(k, _)| is_method_table(k));
+        let s: SharedTables = serde_path_to_error::deserialize(toml::Value::Table(shared)).map_err(|e| {
             let path = e.path().to_string();
             let inner = one_line(&e.inner().to_string());
             if path == "." {
@@ -469,21 +384,29 @@ impl Config {
                 anyhow::anyhow!("config key `{path}`: {inner}")
             }
         })?;
+        let method = MethodConfig::from_tables(&method, mine)?;
+        let cfg = Config { method, data: s.data, model: s.model, augment: s.augment, head: s.head, optim: s.optim, train: s.train, eval: s.eval };
         cfg.validate()?;
         Ok(cfg)
     }
 
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("the config serialises")
+        let c = self.clone();
+        let shared =
+            SharedTables { method: self.method.name().into(), data: c.data, model: c.model, augment: c.augment, head: c.head, optim: c.optim, train: c.train, eval: c.eval };
+        #[derive(Serialize)]
+        struct File<'a> {
+            #[serde(flatten)]
+            shared: SharedTables,
+            #[serde(flatten)]
+            method: &'a MethodConfig,
+        }
+        toml::to_string(&File { shared, method: &self.method }).expect("the config serialises")
     }
 
     /// Every value within its range (finite, where a float), and settings that must agree.
     pub fn validate(&self) -> Result<()> {
-        ensure!(METHODS.contains(&self.method.as_str()), "method: `{}` is not available (expected one of {})", self.method, METHODS.join(", "));
-        self.dino.validate()?;
-        self.byol.validate()?;
-        self.mocov2.validate()?;
-        self.swav.validate()?;
+        self.method.validate()?;
         self.model.validate()?;
         self.augment.validate()?;
         for (key, v, lo, hi) in self.closed_ranges() {
@@ -492,11 +415,6 @@ impl Config {
         for (key, v, lo, hi) in self.half_open_ranges() {
             ensure!(v.is_finite() && v >= lo && v < hi, "{key}: expected a value in [{lo}, {hi}), got {v}");
         }
-        let ib = &self.ib;
-        ensure!(
-            ib.schedule == BetaSchedule::Const || ib.beta_start == 0.0 || ib.beta_end > 0.0,
-            "ib.beta_end: an exponential schedule needs beta_end > 0 (or ib.schedule = \"const\")"
-        );
         let peak = self.optim.lr * self.train.batch_size as f64 / 256.0;
         ensure!(self.optim.min_lr <= peak, "optim.min_lr: expected at most the peak learning rate (optim.lr x train.batch_size / 256 = {peak}), got {}", self.optim.min_lr);
         ensure!(self.eval.image_size == 0 || self.eval.image_size >= 8, "eval.image_size: expected 0 (the global crop size) or at least 8 pixels, got {}", self.eval.image_size);
@@ -505,22 +423,11 @@ impl Config {
 
     /// (key, value, min, max), both ends allowed.
     fn closed_ranges(&self) -> Vec<(&'static str, f64, f64, f64)> {
-        let (h, g, ib, t, o, tr, e) = (&self.head, &self.gmm, &self.ib, &self.teacher, &self.optim, &self.train, &self.eval);
+        let (h, o, tr, e) = (&self.head, &self.optim, &self.train, &self.eval);
         vec![
             ("head.hidden", h.hidden as f64, 1.0, 65536.0),
             ("head.out", h.out as f64, 1.0, 65536.0),
             ("head.layers", h.layers as f64, 1.0, 16.0),
-            ("gmm.k", g.k as f64, 2.0, (1u64 << 22) as f64),
-            ("gmm.reinit_samples", g.reinit_samples as f64, 0.0, 1e8),
-            ("gmm.reinit_noise", g.reinit_noise, 0.0, 10.0),
-            ("gmm.sigma_teacher", g.sigma_teacher, 1e-3, 100.0),
-            ("gmm.sigma_student", g.sigma_student, 1e-3, 100.0),
-            ("gmm.lr_scale", g.lr_scale, 0.0, 1e3),
-            ("ib.beta_start", ib.beta_start, 0.0, 1e3),
-            ("ib.beta_end", ib.beta_end, 0.0, 1e3),
-            ("teacher.momentum_start", t.momentum_start, 0.0, 1.0),
-            ("teacher.momentum_end", t.momentum_end, 0.0, 1.0),
-            ("teacher.sinkhorn_iters", t.sinkhorn_iters as f64, 0.0, 100.0),
             ("optim.lr", o.lr, 1e-12, 100.0),
             ("optim.min_lr", o.min_lr, 0.0, 100.0),
             ("optim.warmup_epochs", o.warmup_epochs, 0.0, 1e6),
@@ -546,13 +453,7 @@ impl Config {
 
     /// (key, value, min, bound): the bound itself is not allowed (momenta and Adam's betas).
     fn half_open_ranges(&self) -> Vec<(&'static str, f64, f64, f64)> {
-        vec![
-            ("ib.prior_momentum", self.ib.prior_momentum, 0.0, 1.0),
-            ("teacher.center_momentum", self.teacher.center_momentum, 0.0, 1.0),
-            ("optim.momentum", self.optim.momentum, 0.0, 1.0),
-            ("optim.betas[0]", self.optim.betas[0], 0.0, 1.0),
-            ("optim.betas[1]", self.optim.betas[1], 0.0, 1.0),
-        ]
+        vec![("optim.momentum", self.optim.momentum, 0.0, 1.0), ("optim.betas[0]", self.optim.betas[0], 0.0, 1.0), ("optim.betas[1]", self.optim.betas[1], 0.0, 1.0)]
     }
 
     /// A ViT's patch must fit every crop it sees (libtorch would fail inside the patch embedding).
@@ -583,7 +484,7 @@ pub(crate) fn tiny_for_tests() -> Config {
     c.augment.channels = 1;
     c.head.hidden = 16;
     c.head.out = 8;
-    c.gmm.k = 8;
+    c.method = MethodConfig::Svib(crate::methods::svib::SvibConfig { gmm: GmmConfig { k: 8, ..Default::default() }, ..Default::default() });
     c
 }
 
@@ -608,19 +509,21 @@ mod tests {
     fn presets_parse_and_validate_against_defaults() {
         for (name, _, _) in PRESETS {
             let c = Config::from_table(load_table(name).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(c.method, "svib");
+            assert_eq!(c.method.name(), "svib");
             for (method, _) in METHOD_OVERLAYS {
                 let c = Config::from_table(load_table(&format!("{method}-{name}")).unwrap()).unwrap_or_else(|e| panic!("{method}-{name}: {e}"));
-                assert_eq!(c.method, method);
+                assert_eq!(c.method.name(), method);
             }
         }
         // an overlay changes the method's own keys and keeps the base's budget
         let (base, dino) = (Config::from_table(load_table("fmnist-cpu").unwrap()).unwrap(), Config::from_table(load_table("mocov2-fmnist-cpu").unwrap()).unwrap());
-        assert_eq!((dino.head.out, dino.head.layers, dino.mocov2.queue), (128, 2, 65536));
+        let MethodConfig::MocoV2(moco) = &dino.method else { panic!("{:?}", dino.method) };
+        assert_eq!((dino.head.out, dino.head.layers, moco.mocov2.queue), (128, 2, 65536));
         assert_eq!((dino.train.epochs, dino.augment.clone(), dino.model.clone(), dino.optim.lr), (base.train.epochs, base.augment, base.model, base.optim.lr));
         let vit = Config::from_table(load_table("paper-vit-s16").unwrap()).unwrap();
-        assert_eq!((vit.gmm.k, vit.augment.local_crops, vit.train.epochs), (65536, 10, 300));
-        assert_eq!((vit.ib.beta_start, vit.ib.beta_end, vit.gmm.sigma_teacher, vit.gmm.sigma_student), (0.5, 0.01, 0.2, 0.32));
+        let s = vit.svib().unwrap();
+        assert_eq!((s.gmm.k, vit.augment.local_crops, vit.train.epochs), (65536, 10, 300));
+        assert_eq!((s.ib.beta_start, s.ib.beta_end, s.gmm.sigma_teacher, s.gmm.sigma_student), (0.5, 0.01, 0.2, 0.32));
     }
 
     #[test]
@@ -630,7 +533,8 @@ mod tests {
         set_key(&mut t, "gmm.reinit=never").unwrap();
         set_key(&mut t, "augment.global_scale=[0.3, 1.0]").unwrap();
         let c = Config::from_table(t.clone()).unwrap();
-        assert_eq!((c.ib.beta_start, c.gmm.reinit, c.augment.global_scale), (0.0, Reinit::Never, [0.3, 1.0]));
+        let s = c.svib().unwrap();
+        assert_eq!((s.ib.beta_start, s.gmm.reinit, c.augment.global_scale), (0.0, Reinit::Never, [0.3, 1.0]));
         let mut bad = t.clone();
         set_key(&mut bad, "gmm.kk=3").unwrap();
         let e = Config::from_table(bad).unwrap_err().to_string();

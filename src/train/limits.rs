@@ -33,7 +33,8 @@ fn feature_dim(cfg: &Config) -> f64 {
 
 /// (what drives it, bytes) for each part of the estimate.
 pub fn memory_parts(cfg: &Config) -> Vec<(&'static str, f64)> {
-    let (h, k, a) = (&cfg.head, cfg.gmm.k as f64, &cfg.augment);
+    // methods without prototypes compare embeddings of width head.out
+    let (h, k, a) = (&cfg.head, cfg.method.prototypes().unwrap_or(cfg.head.out) as f64, &cfg.augment);
     let (hidden, out) = (h.hidden as f64, h.out as f64);
     let head = feature_dim(cfg) * hidden + (h.layers as f64 - 2.0).max(0.0) * hidden * hidden + hidden * out;
     // student + teacher + gradient + two optimiser moments
@@ -79,14 +80,14 @@ mod tests {
         let mut cfg = crate::train::config::tiny_for_tests();
         check_memory(&cfg, 1e9).unwrap();
         // 1M components x 8 dims: 5 copies of 32 MB of means, and 1M-way posteriors of 4 views x 256 images
-        cfg.gmm.k = 1 << 20;
+        cfg.svib_mut().unwrap().gmm.k = 1 << 20;
         cfg.train.batch_size = 256;
         let parts = memory_parts(&cfg);
         assert_eq!(parts[1].1, 5.0 * 4.0 * (1u64 << 20) as f64 * 8.0);
         assert_eq!(parts[3].1, 16.0 * 256.0 * 6.0 * (1u64 << 20) as f64);
         let e = check_memory(&cfg, 8e9).unwrap_err().to_string();
         assert!(e.starts_with("gmm.k x train.batch_size") && e.contains("8.0 GB"), "{e}");
-        cfg.gmm.k = 8;
+        cfg.svib_mut().unwrap().gmm.k = 8;
         cfg.augment.global_size = 4096;
         let e = check_memory(&cfg, 8e9).unwrap_err().to_string();
         assert!(e.starts_with("augment.global_size"), "{e}");

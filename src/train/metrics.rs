@@ -56,7 +56,8 @@ pub struct StepRecord {
     /// The scheduled values this step used.
     pub lr: f64,
     pub weight_decay: f64,
-    pub teacher_momentum: f64,
+    /// The EMA teacher's momentum (methods with a momentum teacher).
+    pub teacher_momentum: Option<f64>,
     pub images_per_second: f64,
     /// Training wall time so far, across resumes.
     pub seconds: f64,
@@ -79,7 +80,8 @@ impl StepRecord {
     pub fn scalars(&self) -> Vec<(&'static str, f64)> {
         let mut v = vec![("epoch", self.epoch), ("loss", self.loss)];
         v.extend(self.terms.iter().copied());
-        v.extend([("lr", self.lr), ("weight_decay", self.weight_decay), ("teacher_momentum", self.teacher_momentum)]);
+        v.extend([("lr", self.lr), ("weight_decay", self.weight_decay)]);
+        v.extend(self.teacher_momentum.map(|m| ("teacher_momentum", m)));
         v.extend([("images_per_second", self.images_per_second), ("seconds", self.seconds)]);
         v.extend(self.stats.iter().copied());
         v

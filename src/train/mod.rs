@@ -9,13 +9,13 @@ pub mod optim;
 pub mod profile;
 pub mod rundir;
 pub mod schedule;
+pub mod source;
 pub mod tensorboard;
 pub mod trainer;
 
 use crate::data::{self, DataSpec, Dataset, LoadOptions, Norm, Split};
 use crate::eval::features::{backbone_features, labels, EvalPrep};
 use crate::eval::knn::{knn_classify, KnnResult};
-use crate::methods::build as build_method;
 use crate::methods::Method;
 use anyhow::{bail, Context, Result};
 use config::Config;
@@ -139,7 +139,7 @@ pub(crate) fn checkpoint_tensors(method: &dyn Method, opt: &optim::Optimizer) ->
         t.extend(tv.variables().into_iter().map(|(k, v)| (format!("teacher.{k}"), v)));
     }
     t.extend(opt.state().into_iter().map(|(k, v)| (format!("optim.{k}"), v)));
-    t.extend(method.extra_state().into_iter().map(|(k, v)| (format!("state.{k}"), v)));
+    t.extend(method.state().into_iter().map(|(k, v)| (format!("state.{k}"), v)));
     t
 }
 
@@ -168,7 +168,7 @@ pub fn restore(method: &mut dyn Method, opt: Option<&mut optim::Optimizer>, tens
         let st: std::collections::BTreeMap<String, Tensor> = checkpoint::with_prefix(tensors, "optim").into_iter().collect();
         opt.load_state(&st).with_context(|| format!("{}", source.display()))?;
     }
-    method.load_extra_state(&checkpoint::with_prefix(tensors, "state"))
+    method.load_state(&checkpoint::with_prefix(tensors, "state"))
 }
 
 /// Loads a finished or running run (directory or checkpoint file): its config and method.
@@ -181,7 +181,7 @@ pub fn load_run(path: &Path, device: Device) -> Result<(Config, Box<dyn Method>)
         (checkpoint::load(path)?.1, path.to_path_buf())
     };
     let cfg = run.config()?;
-    let mut method = build_method(&cfg, device)?;
+    let mut method = cfg.method.build(&cfg.shared(), device)?;
     restore(method.as_mut(), None, &tensors, &ckpt)?;
     Ok((cfg, method))
 }

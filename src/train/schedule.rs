@@ -1,4 +1,6 @@
 //! Per-iteration schedules (DINO's `cosine_scheduler` and SPEC §2's beta decay).
+#[cfg(test)]
+use super::config::MethodConfig;
 use super::config::{BetaSchedule, Config};
 use std::f64::consts::PI;
 
@@ -22,7 +24,9 @@ pub struct Schedules {
     peak_lr: f64,
     min_lr: f64,
     wd: (f64, f64),
-    momentum: (f64, f64),
+    /// The EMA teacher's momentum (methods with a momentum teacher).
+    momentum: Option<(f64, f64)>,
+    /// SVIB's bottleneck weight (0 for the baselines).
     beta: (f64, f64),
     beta_schedule: BetaSchedule,
 }
@@ -41,9 +45,9 @@ impl Schedules {
             peak_lr: cfg.optim.lr * cfg.train.batch_size as f64 / 256.0,
             min_lr: cfg.optim.min_lr,
             wd: (cfg.optim.weight_decay, cfg.optim.weight_decay_end),
-            momentum: (cfg.teacher.momentum_start, cfg.teacher.momentum_end),
-            beta: (cfg.ib.beta_start, cfg.ib.beta_end),
-            beta_schedule: cfg.ib.schedule,
+            momentum: cfg.method.teacher().map(|t| (t.momentum_start, t.momentum_end)),
+            beta: cfg.svib().map_or((0.0, 0.0), |c| (c.ib.beta_start, c.ib.beta_end)),
+            beta_schedule: cfg.svib().map_or(BetaSchedule::Const, |c| c.ib.schedule),
         }
     }
 
@@ -64,8 +68,9 @@ impl Schedules {
         cosine(self.wd.0, self.wd.1, self.progress(step))
     }
 
-    pub fn teacher_momentum(&self, step: usize) -> f64 {
-        cosine(self.momentum.0, self.momentum.1, self.progress(step))
+    /// The teacher's EMA momentum (None for methods without a momentum teacher).
+    pub fn teacher_momentum(&self, step: usize) -> Option<f64> {
+        self.momentum.map(|(a, b)| cosine(a, b, self.progress(step)))
     }
 
     /// beta(t) = beta0 * (beta1 / beta0)^(t / T), or constant beta0.
@@ -109,17 +114,21 @@ mod tests {
         let s = sched();
         assert!((s.weight_decay(0) - 0.04).abs() < 1e-12);
         assert!((s.weight_decay(50) - 0.22).abs() < 1e-12);
-        assert!((s.teacher_momentum(0) - 0.996).abs() < 1e-12);
-        assert!((s.teacher_momentum(50) - 0.998).abs() < 1e-12);
-        assert!((s.teacher_momentum(99) - cosine(0.996, 1.0, 0.99)).abs() < 1e-15);
+        assert!((s.teacher_momentum(0).unwrap() - 0.996).abs() < 1e-12);
+        assert!((s.teacher_momentum(50).unwrap() - 0.998).abs() < 1e-12);
+        assert!((s.teacher_momentum(99).unwrap() - cosine(0.996, 1.0, 0.99)).abs() < 1e-15);
         assert!((s.beta(0) - 0.5).abs() < 1e-12);
         // halfway the exponential decay is the geometric mean of 0.5 and 0.01
         assert!((s.beta(50) - (0.5f64 * 0.01).sqrt()).abs() < 1e-12);
         assert!((s.beta(99) - 0.5 * 0.02f64.powf(0.99)).abs() < 1e-12);
         let mut c = Config::default();
-        c.ib.schedule = BetaSchedule::Const;
-        c.ib.beta_start = 0.1;
+        let MethodConfig::Svib(svib) = &mut c.method else { unreachable!() };
+        svib.ib.schedule = BetaSchedule::Const;
+        svib.ib.beta_start = 0.1;
         assert_eq!(Schedules::new(&c, 10).beta(1234), 0.1);
+        // a method without a momentum teacher has no momentum schedule, a baseline no beta
+        c.method = MethodConfig::SimClr(Default::default());
+        assert_eq!((Schedules::new(&c, 10).teacher_momentum(5), Schedules::new(&c, 10).beta(5)), (None, 0.0));
     }
 
     /// With train.steps the schedules span the steps, whatever the epoch length: 8,000 and
@@ -142,7 +151,7 @@ mod tests {
             assert!((s.beta(0) - 0.5).abs() < 1e-12);
             assert!((s.beta(500) - (0.5f64 * 0.01).sqrt()).abs() < 1e-12);
             assert!((s.beta(1000) - 0.01).abs() < 1e-12);
-            assert!((s.teacher_momentum(500) - 0.998).abs() < 1e-12);
+            assert!((s.teacher_momentum(500).unwrap() - 0.998).abs() < 1e-12);
             assert!((s.weight_decay(1000) - 0.4).abs() < 1e-12);
         }
     }

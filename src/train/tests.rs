@@ -78,7 +78,7 @@ fn resume_refuses_another_recipe() {
     let cfg = tiny(data.path());
     run(&cfg, out.path(), &quiet(Some(1))).unwrap();
     let mut other = cfg.clone();
-    other.gmm.k = 16;
+    other.svib_mut().unwrap().gmm.k = 16;
     other.train.log_every = 5; // a run-control key may change
     let e = run(&other, out.path(), &quiet(None)).unwrap_err().to_string();
     assert!(e.contains("gmm.k (8 -> 16)") && !e.contains("log_every"), "{e}");
@@ -90,7 +90,7 @@ fn non_finite_loss_names_step_and_term() {
     write_idx_dir(data.path(), 16, 12, 12, false);
     let out = tempfile::tempdir().unwrap();
     let mut cfg = tiny(data.path());
-    cfg.gmm.sigma_teacher = 1e-30; // similarities / sigma^2 overflow to +-inf
+    cfg.svib_mut().unwrap().gmm.sigma_teacher = 1e-30; // similarities / sigma^2 overflow to +-inf
     let e = run(&cfg, out.path(), &quiet(None)).unwrap_err().to_string();
     assert!(e.contains("step 1 ") && e.contains("not finite") && e.contains("ce = NaN") && e.contains("No checkpoint was written"), "{e}");
     assert!(checkpoint::list(out.path()).is_empty());
@@ -118,13 +118,13 @@ fn ablation_switches_run() {
 fn every_baseline_trains_and_resumes_exactly() {
     let data = tempfile::tempdir().unwrap();
     write_idx_dir(data.path(), 40, 12, 12, false);
-    for method in ["dino", "byol", "mocov2", "swav"] {
+    for method in ["dino", "byol", "mocov2", "swav", "simclr"] {
         let mut t: toml::Table = toml::from_str(&tiny(data.path()).to_toml()).unwrap();
         config::apply_method(&mut t, method).unwrap();
         // small queues that fill within the run, so that their state must survive the resume
-        config::set_key(&mut t, "mocov2.queue=24").unwrap();
-        config::set_key(&mut t, "swav.queue=8").unwrap();
-        config::set_key(&mut t, "swav.queue_start_epoch=0").unwrap();
+        for s in ["mocov2.queue=24", "swav.queue=8", "swav.queue_start_epoch=0"] {
+            config::set_key_for(&mut t, method, s).unwrap();
+        }
         let cfg = Config::from_table(t).unwrap();
         let a = tempfile::tempdir().unwrap();
         let full = run(&cfg, a.path(), &quiet(None)).unwrap().unwrap();
@@ -149,8 +149,8 @@ fn step_budget_ends_mid_epoch_and_resumes_exactly() {
     let mut cfg = tiny(data.path()); // 5 steps per epoch
     cfg.train.steps = 7;
     cfg.optim.warmup_steps = 2;
-    cfg.gmm.reinit_every_steps = 3;
-    cfg.gmm.freeze_steps = 2;
+    cfg.svib_mut().unwrap().gmm.reinit_every_steps = 3;
+    cfg.svib_mut().unwrap().gmm.freeze_steps = 2;
     cfg.train.knn_every_steps = 4;
     let a = tempfile::tempdir().unwrap();
     let full = run(&cfg, a.path(), &quiet(None)).unwrap().unwrap();

@@ -102,7 +102,7 @@ impl<'a> Trainer<'a> {
         let data = RunData::load(cfg)?;
         let sched = Schedules::new(cfg, data.steps_per_epoch);
         tch::manual_seed(cfg.train.seed as i64);
-        let method = crate::methods::build(cfg, device)?;
+        let method = cfg.method.build(&cfg.shared(), device)?;
         if cfg.train.channels_last {
             to_channels_last(method.as_ref());
         }
@@ -334,7 +334,8 @@ impl<'a> Trainer<'a> {
 
     fn ctx(&self) -> StepCtx {
         let (s, step) = (&self.sched, self.at.step);
-        StepCtx { step, total_steps: s.total_steps, epoch: self.at.epoch, beta: s.beta(step), teacher_momentum: s.teacher_momentum(step) }
+        let teacher_momentum = s.teacher_momentum(step).unwrap_or(1.0);
+        StepCtx { step, total_steps: s.total_steps, epoch: self.at.epoch, beta: s.beta(step), teacher_momentum }
     }
 
     fn epoch_fraction(&self) -> f64 {

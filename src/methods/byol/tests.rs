@@ -20,9 +20,7 @@ fn loss_matches_hand_computation() {
 
 #[test]
 fn predictor_is_online_only_and_target_gets_no_gradient() {
-    let mut cfg = crate::train::config::tiny_for_tests();
-    cfg.method = "byol".into();
-    let mut m = Byol::new(&cfg, Device::Cpu).unwrap();
+    let mut m = Byol::new(&ByolConfig::default(), &crate::methods::testing::Tiny::new().shared(), Device::Cpu).unwrap();
     assert!(m.student().variables().contains_key("predictor.mlp.0.weight"));
     assert!(!m.teacher().unwrap().variables().contains_key("predictor.mlp.0.weight"));
     tch::manual_seed(1);

@@ -14,7 +14,7 @@ fn softmax(x: &[f64]) -> Vec<f64> {
 
 #[test]
 fn teacher_temperature_warms_up_linearly() {
-    let d = DinoConfig::default();
+    let d = DinoOptions::default();
     assert_eq!(d.teacher_temp_at(0), 0.04);
     assert!((d.teacher_temp_at(15) - (0.04 + 0.03 * 15.0 / 29.0)).abs() < 1e-12);
     assert_eq!(d.teacher_temp_at(29), 0.07);
@@ -40,9 +40,8 @@ fn loss_matches_hand_computation() {
 
 #[test]
 fn centre_follows_teacher_outputs_and_last_layer_is_frozen_in_epoch_one() {
-    let mut cfg = crate::train::config::tiny_for_tests();
-    cfg.method = "dino".into();
-    let mut m = Dino::new(&cfg, Device::Cpu).unwrap();
+    let cfg = DinoConfig { dino: DinoOptions { out_dim: 8, ..Default::default() }, ..Default::default() };
+    let mut m = Dino::new(&cfg, &crate::methods::testing::Tiny::new().shared(), Device::Cpu).unwrap();
     // DINO's parameter names, so checkpoints trade with its code
     let names = m.student().variables();
     assert!(names.contains_key("head.last_layer.weight_v") && names.contains_key("head.last_layer.weight_g") && names.contains_key("head.mlp.0.weight"));
@@ -83,7 +82,8 @@ fn dino_loss_matches_lightly() {
     assert_eq!((teacher.size()[0], n_views, b, k), (16, 4, 8, 16));
     let h = get("dino.hparams");
     let hp = |i: i64| h.double_value(&[i]);
-    let cfg = DinoConfig { warmup_teacher_temp: hp(0), teacher_temp: hp(1), warmup_teacher_temp_epochs: hp(2) as usize, student_temp: hp(3), freeze_last_layer: 0 };
+    let cfg =
+        DinoOptions { out_dim: 65536, warmup_teacher_temp: hp(0), teacher_temp: hp(1), warmup_teacher_temp_epochs: hp(2) as usize, student_temp: hp(3), freeze_last_layer: 0 };
     let momentum = hp(4);
     let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
     let mut center = get("dino.center_init");

@@ -13,10 +13,8 @@ fn info_nce_matches_hand_computation() {
 
 #[test]
 fn queue_is_a_ring_buffer_of_both_global_keys() {
-    let mut cfg = crate::train::config::tiny_for_tests();
-    cfg.method = "mocov2".into();
-    cfg.mocov2.queue = 10;
-    let mut m = MocoV2::new(&cfg, Device::Cpu).unwrap();
+    let cfg = MocoConfig { mocov2: MocoOptions { queue: 10, ..Default::default() }, ..Default::default() };
+    let mut m = MocoV2::new(&cfg, &crate::methods::testing::Tiny::new().shared(), Device::Cpu).unwrap();
     let ctx = StepCtx { step: 0, total_steps: 3, epoch: 0, beta: 0.0, teacher_momentum: 0.99 };
     let mut last_keys = Tensor::new();
     for step in 0..3 {

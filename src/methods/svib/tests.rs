@@ -1,11 +1,13 @@
 use super::*;
 use crate::data::ImageU8;
-use crate::train::config::Config;
+use crate::methods::testing::Tiny;
 
-fn tiny_cfg() -> Config {
-    let mut c = crate::train::config::tiny_for_tests();
-    c.gmm.k = 6;
-    c
+fn tiny_cfg() -> SvibConfig {
+    SvibConfig { gmm: GmmConfig { k: 6, ..Default::default() }, ..Default::default() }
+}
+
+fn new(cfg: &SvibConfig) -> Svib {
+    Svib::new(cfg, &Tiny::new().shared(), Device::Cpu).unwrap()
 }
 
 fn views(b: i64) -> Vec<Tensor> {
@@ -55,7 +57,7 @@ fn kl_against_uniform_and_marginal_priors() {
 
 #[test]
 fn loss_is_ce_plus_beta_kl_and_starts_near_log_k() {
-    let mut m = Svib::new(&tiny_cfg(), Device::Cpu).unwrap();
+    let mut m = new(&tiny_cfg());
     let out = m.loss(&views(4), &ctx(0.3));
     let (ce, kl) = (out.terms[0].1.double_value(&[]), out.terms[1].1.double_value(&[]));
     assert!((out.loss.double_value(&[]) - (ce + 0.3 * kl)).abs() < 1e-5);
@@ -76,9 +78,9 @@ fn sinkhorn_teacher_balances_assignments_that_softmax_puts_on_one_component() {
         cfg.teacher.sinkhorn_iters = iters;
         cfg.teacher.center = true;
         cfg.gmm.sigma_teacher = 1.0;
-        let mut m = Svib::new(&cfg, Device::Cpu).unwrap();
+        let mut m = new(&cfg);
         let center = Tensor::from_slice(&[-20.0f32, 0.0, 0.0, 0.0, 0.0, 0.0]).view([1, 6]);
-        m.load_extra_state(&[("center".into(), center)]).unwrap();
+        m.load_state(&[("center".into(), center)]).unwrap();
         let out = m.loss(&views(4), &ctx(0.0));
         let stat = |n: &str| out.stats.iter().find(|s| s.0 == n).unwrap().1;
         (stat("h_target_marginal_rel"), stat("h_marginal_rel"))
@@ -92,7 +94,7 @@ fn sinkhorn_teacher_balances_assignments_that_softmax_puts_on_one_component() {
 
 #[test]
 fn kl_sends_gradient_into_means_only_when_shared() {
-    let m = &mut Svib::new(&tiny_cfg(), Device::Cpu).unwrap();
+    let m = &mut new(&tiny_cfg());
     let out = m.loss(&views(4), &ctx(0.5));
     out.terms[1].1.backward();
     let g = m.means().grad();
@@ -106,14 +108,14 @@ fn kl_sends_gradient_into_means_only_when_shared() {
     }
     let mut cfg = tiny_cfg();
     cfg.gmm.shared = false;
-    let mut m = Svib::new(&cfg, Device::Cpu).unwrap();
+    let mut m = new(&cfg);
     let out = m.loss(&views(4), &ctx(0.5));
     assert!(!out.terms[1].1.requires_grad(), "with an EMA copy of the means the KL term is a constant");
 }
 
 #[test]
 fn ema_update_follows_the_formula() {
-    let mut m = Svib::new(&tiny_cfg(), Device::Cpu).unwrap();
+    let mut m = new(&tiny_cfg());
     let name = "head.mlp.0.weight";
     let s = m.student().variables()[name].shallow_clone();
     let t0 = m.teacher().unwrap().variables()[name].copy();
@@ -128,7 +130,7 @@ fn ema_update_follows_the_formula() {
 #[test]
 fn reinit_sets_means_to_normalised_teacher_features() {
     let cfg = tiny_cfg();
-    let mut m = Svib::new(&cfg, Device::Cpu).unwrap();
+    let mut m = new(&cfg);
     let images: Vec<ImageU8> = (0..10).map(|i| ImageU8::new(12, 12, 1, crate::data::testutil::bytes(144, i))).collect();
     let ds = Dataset { images, labels: vec![0; 10], num_classes: 1, class_names: vec![] };
     let prep = EvalPrep { size: 12, channels: 1, norm: crate::data::Norm { mean: vec![0.5], std: vec![0.25] } };
@@ -146,12 +148,12 @@ fn reinit_sets_means_to_normalised_teacher_features() {
     // with fewer images than components: drawn with replacement plus noise, still unit norm
     let mut cfg = tiny_cfg();
     cfg.gmm.k = 25;
-    let mut m = Svib::new(&cfg, Device::Cpu).unwrap();
+    let mut m = new(&cfg);
     m.end_epoch(0, &ds, &prep, 1).unwrap();
     let norms = m.means().norm_scalaropt_dim(2, [1], false);
     assert!(norms.allclose(&Tensor::ones([25], (Kind::Float, Device::Cpu)), 1e-5, 1e-5, false));
     cfg.gmm.reinit = Reinit::Never;
-    let mut m = Svib::new(&cfg, Device::Cpu).unwrap();
+    let mut m = new(&cfg);
     let before = m.means().copy();
     assert!(m.end_epoch(0, &ds, &prep, 1).unwrap().is_empty());
     assert!(m.means().equal(&before));

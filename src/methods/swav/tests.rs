@@ -54,11 +54,8 @@ fn sinkhorn_codes_are_distributions_that_spread_over_prototypes() {
 
 #[test]
 fn prototypes_are_renormalised_and_frozen_first_and_queue_fills() {
-    let mut cfg = crate::train::config::tiny_for_tests();
-    cfg.method = "swav".into();
-    cfg.swav.queue = 6;
-    cfg.swav.queue_start_epoch = 0;
-    let mut m = Swav::new(&cfg, Device::Cpu).unwrap();
+    let cfg = SwavConfig { swav: SwavOptions { prototypes: 8, queue: 6, queue_start_epoch: 0, ..Default::default() } };
+    let mut m = Swav::new(&cfg, &crate::methods::testing::Tiny::new().shared(), Device::Cpu).unwrap();
     let ctx = StepCtx { step: 0, total_steps: 3, epoch: 0, beta: 0.0, teacher_momentum: 1.0 };
     for step in 0..2 {
         tch::manual_seed(step);
@@ -66,8 +63,8 @@ fn prototypes_are_renormalised_and_frozen_first_and_queue_fills() {
         let out = m.loss(&views, &ctx);
         assert!(out.loss.double_value(&[]).is_finite());
     }
-    let norms = m.prototypes.means.norm_scalaropt_dim(2, [1], false);
-    assert!(norms.allclose(&Tensor::ones([cfg.gmm.k], (Kind::Float, Device::Cpu)), 1e-5, 1e-5, false));
+    let norms = m.prototypes.vectors.norm_scalaropt_dim(2, [1], false);
+    assert!(norms.allclose(&Tensor::ones([cfg.swav.prototypes], (Kind::Float, Device::Cpu)), 1e-5, 1e-5, false));
     // 2 steps x 4 embeddings into 6 slots: full, every row a unit vector
     let q = m.queue.as_ref().unwrap();
     let qn = q.norm_scalaropt_dim(2, [2], false);

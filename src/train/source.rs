@@ -1,8 +1,10 @@
-//! Where a backbone to evaluate comes from: a run directory (or one of its checkpoints), a
-//! weights file in torchvision/timm/DINO layout together with an architecture, or a random
-//! initialisation. The backbone gets a VarStore of its own, so it can be fine-tuned or exported.
+//! Where a backbone to evaluate comes from — the one way every command loads one: a run
+//! directory (or one of its checkpoints), a weights file in torchvision/timm/DINO layout
+//! together with an architecture, or a random initialisation. The backbone gets a VarStore of
+//! its own, so it can be fine-tuned or exported.
+use super::config::Config;
+use super::rundir::RunDir;
 use crate::models::{weights, ArchConfig, Backbone};
-use crate::train::config::Config;
 use anyhow::{bail, ensure, Result};
 use std::path::Path;
 use tch::{nn, Device};
@@ -17,16 +19,11 @@ pub struct LoadedBackbone {
     pub run_config: Option<Config>,
 }
 
-/// True for a run directory or a file inside one.
-pub fn is_run(path: &Path) -> bool {
-    path.is_dir() || path.parent().is_some_and(|d| d.join("config.toml").is_file())
-}
-
 pub fn load_backbone(checkpoint: Option<&Path>, arch: Option<&ArchConfig>, channels: u8, device: Device, seed: i64) -> Result<LoadedBackbone> {
     tch::manual_seed(seed);
     match checkpoint {
-        Some(path) if is_run(path) => {
-            let (cfg, method) = crate::train::load_run(path, device)?;
+        Some(path) if RunDir::is_run(path) => {
+            let (cfg, method) = super::load_run(path, device)?;
             let arch = cfg.model.clone();
             let channels = cfg.augment.channels;
             let vs = nn::VarStore::new(device);
