@@ -3,7 +3,7 @@
 //! instead of an allocation that dies. The estimate is a lower bound: parameters with their
 //! teacher copy, gradients and optimiser state, the batch of crops, and the K-way posteriors of
 //! every view; activations come on top.
-use super::config::Config;
+use super::config::{Config, MethodConfig};
 use anyhow::{ensure, Result};
 
 /// Parameters of the backbone (torchvision / timm sizes, scaled by width).
@@ -31,6 +31,16 @@ fn feature_dim(cfg: &Config) -> f64 {
     }
 }
 
+/// The names of the two parts that grow with the number of prototypes, by the key that sets it.
+fn prototype_parts(m: &MethodConfig) -> (&'static str, &'static str) {
+    match m {
+        MethodConfig::Svib(_) => ("gmm.k x head.out (the means)", "gmm.k x train.batch_size (posteriors)"),
+        MethodConfig::Dino(_) => ("dino.out_dim x head.out (the last layer)", "dino.out_dim x train.batch_size (outputs)"),
+        MethodConfig::Swav(_) => ("swav.prototypes x head.out (the prototypes)", "swav.prototypes x train.batch_size (scores)"),
+        _ => ("(no prototypes)", "head.out x train.batch_size (embeddings)"),
+    }
+}
+
 /// (what drives it, bytes) for each part of the estimate.
 pub fn memory_parts(cfg: &Config) -> Vec<(&'static str, f64)> {
     // methods without prototypes compare embeddings of width head.out
@@ -47,11 +57,12 @@ pub fn memory_parts(cfg: &Config) -> Vec<(&'static str, f64)> {
     let crops = 4.0 * batch * pixels * (1.0 + cfg.train.prefetch as f64);
     // student and teacher posteriors, their logarithms and gradients
     let posteriors = 4.0 * 4.0 * batch * (views + 2.0) * k;
+    let (means_part, outputs_part) = prototype_parts(&cfg.method);
     vec![
         ("model.* / head.hidden / head.layers (parameters)", params),
-        ("gmm.k x head.out (the means)", means),
+        (means_part, if cfg.method.prototypes().is_some() { means } else { 0.0 }),
         ("augment.global_size / local_size x train.batch_size (crops)", crops),
-        ("gmm.k x train.batch_size (posteriors)", posteriors),
+        (outputs_part, posteriors),
     ]
 }
 
