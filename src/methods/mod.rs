@@ -121,6 +121,16 @@ impl MethodConfig {
         })
     }
 
+    /// The key that sets the number of prototypes of the method `name`, where it has them.
+    pub fn prototypes_key(name: &str) -> Option<&'static str> {
+        match name {
+            "svib" => Some("gmm.k"),
+            "dino" => Some("dino.out_dim"),
+            "swav" => Some("swav.prototypes"),
+            _ => None,
+        }
+    }
+
     /// The method `name` with its options from `t`, which holds only its tables.
     pub fn from_tables(name: &str, t: toml::Table) -> Result<MethodConfig> {
         let Some(own) = Self::tables(name) else { bail!("method: `{name}` is not available (expected one of {})", METHODS.join(", ")) };
@@ -211,8 +221,11 @@ pub trait Method {
     }
     /// The variables the optimiser trains (student).
     fn student(&self) -> &nn::VarStore;
-    /// Variables that follow the student without gradient (teacher / momentum encoder).
-    fn teacher(&self) -> Option<&nn::VarStore>;
+    /// Variables that follow the student without gradient (teacher / momentum encoder); none
+    /// by default.
+    fn teacher(&self) -> Option<&nn::VarStore> {
+        None
+    }
     /// The loss on one batch; `views[0..2]` are the global views.
     fn loss(&mut self, views: &[Tensor], ctx: &StepCtx) -> LossOutput;
     /// After the optimiser step: EMA of the teacher, running centres and priors.

@@ -56,9 +56,6 @@ impl Method for SimClr {
     fn student(&self) -> &nn::VarStore {
         &self.vs
     }
-    fn teacher(&self) -> Option<&nn::VarStore> {
-        None
-    }
 
     fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> LossOutput {
         // both global views in one backbone pass (BatchNorm sees the whole batch of 2B, as in

@@ -84,9 +84,6 @@ impl Method for Swav {
     fn student(&self) -> &nn::VarStore {
         &self.vs
     }
-    fn teacher(&self) -> Option<&nn::VarStore> {
-        None
-    }
 
     fn loss(&mut self, views: &[Tensor], ctx: &StepCtx) -> LossOutput {
         let s = self.cfg.swav.clone();

@@ -1,7 +1,8 @@
 //! `--budget 30m`: a wall-clock budget turned into `train.steps` from the throughput measured
 //! in a short probe run, so that the schedules can span the steps from the first one.
 use super::config::Config;
-use super::{metrics, run, RunOptions};
+use super::rundir::RunDir;
+use super::{run, RunOptions};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::time::Instant;
@@ -41,24 +42,23 @@ pub fn parse_duration(s: &str) -> Result<f64> {
 /// Steps that fit `budget` seconds: `dir`'s own `train.steps` when it already holds a run (a
 /// resumed run keeps its schedules), else measured by a probe of the same recipe.
 pub fn steps_for_budget(cfg: &Config, dir: &Path, budget: f64) -> Result<usize> {
-    let existing = dir.join("config.toml");
-    if existing.is_file() {
-        let table = super::config::load_table(existing.to_str().unwrap_or_default())?;
-        let old = Config::from_table(table).with_context(|| existing.display().to_string())?;
+    let existing = RunDir::new(dir);
+    if existing.config_path().is_file() {
+        let old = existing.config()?;
         if old.train.steps > 0 {
             return Ok(old.train.steps);
         }
     }
-    let probe_dir = std::env::temp_dir().join(format!("svib-budget-probe-{}", std::process::id()));
+    let probe_dir = RunDir::new(std::env::temp_dir().join(format!("svib-budget-probe-{}", std::process::id())));
     let mut probe = cfg.clone();
     probe.train.steps = 1_000_000;
     (probe.train.knn_at_start, probe.train.knn_every, probe.train.knn_every_steps) = (false, 0, 0);
     (probe.train.log_every, probe.train.checkpoint_every_steps) = (PROBE_WARMUP, 0);
     let started = Instant::now();
-    let result = run(&probe, &probe_dir, &RunOptions { max_steps: Some(PROBE_WARMUP + PROBE_STEPS), quiet: true });
+    let result = run(&probe, probe_dir.path(), &RunOptions { max_steps: Some(PROBE_WARMUP + PROBE_STEPS), quiet: true });
     let wall = started.elapsed().as_secs_f64();
-    let lines = metrics::read(&probe_dir.join("metrics.jsonl"));
-    let _ = std::fs::remove_dir_all(&probe_dir);
+    let lines = probe_dir.metrics();
+    let _ = std::fs::remove_dir_all(probe_dir.path());
     result.context("--budget: the probe run failed")?;
     let at = |step: usize| lines.as_ref().ok().and_then(|l| l.iter().find(|v| v["step"].as_u64() == Some(step as u64))?.get("seconds")?.as_f64());
     let (Some(a), Some(b)) = (at(PROBE_WARMUP), at(PROBE_WARMUP + PROBE_STEPS)) else { bail!("--budget: the probe run wrote no timings") };

@@ -259,11 +259,7 @@ pub fn apply_method(table: &mut toml::Table, method: &str) -> Result<()> {
 /// own, and tables the method does not read are dropped.
 fn adopt_tables(table: &mut toml::Table, method: &str) {
     let k = table.get("gmm").and_then(|g| g.get("k")).cloned();
-    let target = match method {
-        "dino" => Some(("dino", "out_dim")),
-        "swav" => Some(("swav", "prototypes")),
-        _ => None,
-    };
+    let target = MethodConfig::prototypes_key(method).and_then(|key| key.split_once('.')).filter(|(t, _)| *t != "gmm");
     if let (Some(k), Some((t, key))) = (k, target) {
         if let Some(own) = table.entry(t).or_insert_with(|| toml::Value::Table(Default::default())).as_table_mut() {
             own.entry(key).or_insert(k);
@@ -282,9 +278,8 @@ pub fn set_key_for(table: &mut toml::Table, method: &str, assignment: &str) -> R
     if !is_method_table(top) || MethodConfig::tables(method).unwrap_or_default().contains(&top) {
         return set_key(table, assignment);
     }
-    match (key, method) {
-        ("gmm.k", "dino") => set_key(table, &assignment.replacen("gmm.k", "dino.out_dim", 1)),
-        ("gmm.k", "swav") => set_key(table, &assignment.replacen("gmm.k", "swav.prototypes", 1)),
+    match MethodConfig::prototypes_key(method) {
+        Some(own) if key == "gmm.k" => set_key(table, &assignment.replacen("gmm.k", own, 1)),
         _ => Ok(()),
     }
 }

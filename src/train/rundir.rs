@@ -67,7 +67,7 @@ impl RunDir {
         for name in clean_stale(&self.path)? {
             eprintln!("note: {}: removed {name}, left by an interrupted write", self.path.display());
         }
-        super::check_or_write_config(cfg, &self.path)?;
+        check_or_write_config(cfg, &self.path)?;
         Ok(lock)
     }
 
@@ -131,6 +131,61 @@ impl RunDir {
         pts.dedup_by(|a, b| a.0 == b.0);
         Ok(pts)
     }
+}
+
+/// Keys that may differ when a run directory is resumed.
+const RESUME_FREE_KEYS: [&str; 13] = [
+    "train.device",
+    "train.tensorboard",
+    "train.prefetch",
+    "train.channels_last",
+    "train.log_every",
+    "train.knn_every",
+    "train.knn_every_steps",
+    "train.knn_at_start",
+    "train.keep_checkpoints",
+    "train.collapse_threshold",
+    "train.collapse_mi_threshold",
+    "train.collapse_patience",
+    "eval",
+];
+
+fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        toml::Value::Table(t) => t.iter().for_each(|(k, v)| flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out)),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+/// Writes DIR/config.toml, or checks that a resumed run has the same recipe.
+fn check_or_write_config(cfg: &Config, dir: &Path) -> Result<()> {
+    let path = dir.join("config.toml");
+    let text = cfg.to_toml();
+    if path.is_file() {
+        let old = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let old: toml::Table = toml::from_str(&old).map_err(|e| anyhow::anyhow!("{}: not valid TOML ({})", path.display(), e.message()))?;
+        // a run written before a key existed has that key's default (which reproduces the old
+        // behaviour), so compare through the config with today's defaults filled in
+        let old: toml::Value = toml::from_str(&Config::from_table(old).with_context(|| path.display().to_string())?.to_toml())?;
+        let (mut a, mut b) = (vec![], vec![]);
+        flatten("", &old, &mut a);
+        flatten("", &toml::from_str(&text)?, &mut b);
+        let free = |k: &str| RESUME_FREE_KEYS.iter().any(|f| k == *f || k.starts_with(&format!("{f}.")));
+        let a: std::collections::BTreeMap<_, _> = a.into_iter().filter(|(k, _)| !free(k)).collect();
+        let b: std::collections::BTreeMap<_, _> = b.into_iter().filter(|(k, _)| !free(k)).collect();
+        let diff: Vec<String> = a
+            .keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| format!("{k} ({} -> {})", a.get(k).map_or("unset", |s| s), b.get(k).map_or("unset", |s| s)))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !diff.is_empty() {
+            bail!("{} holds a run with another recipe; differing keys: {}. Use another --out to start a new run", dir.display(), diff.join(", "));
+        }
+    }
+    crate::util::write_atomic(&path, text.as_bytes())
 }
 
 /// Held while a run writes its directory; released when dropped (or when the process dies).
