@@ -45,6 +45,76 @@ pub fn parse(spec: &str) -> Result<Device> {
     }
 }
 
+/// The libtorch calls tch 0.24 does not expose (src/shim/amp.cpp, compiled by build.rs).
+pub mod shim {
+    use anyhow::{bail, Result};
+    use std::ffi::{c_char, c_int, c_void, CStr};
+    use tch::Tensor;
+
+    extern "C" {
+        fn svib_autocast_cuda_dtype(bf16: c_int, err: *mut c_char, cap: usize) -> c_int;
+        fn svib_set_tf32(on: c_int, err: *mut c_char, cap: usize) -> c_int;
+        fn svib_unscale_check(grads: *const *const c_void, n: usize, found_inf: *const c_void, inv_scale: *const c_void, err: *mut c_char, cap: usize) -> c_int;
+        fn svib_autocast_enter(prev: *mut c_int, err: *mut c_char, cap: usize) -> c_int;
+        fn svib_autocast_exit(prev: c_int, err: *mut c_char, cap: usize) -> c_int;
+        fn svib_empty_pinned(shape: *const i64, ndim: usize, out: *mut *mut c_void, err: *mut c_char, cap: usize) -> c_int;
+    }
+
+    /// Runs one shim call and turns its error text into an error.
+    fn call(what: &str, f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<()> {
+        let mut buf = [0 as c_char; 512];
+        if f(buf.as_mut_ptr(), buf.len()) != 0 {
+            // SAFETY: the shim NUL-terminates what it writes into buf.
+            let msg = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
+            bail!("{what}: {msg}");
+        }
+        Ok(())
+    }
+
+    /// The dtype CUDA autocast casts to: bfloat16, or float16.
+    pub fn set_autocast_dtype_bf16(bf16: bool) -> Result<()> {
+        // SAFETY: a call into libtorch's global state; the buffer is valid for the call.
+        call("autocast dtype", |e, n| unsafe { svib_autocast_cuda_dtype(c_int::from(bf16), e, n) })
+    }
+
+    /// TF32 tensor cores for float32 matrix products and convolutions on CUDA.
+    pub fn set_tf32(on: bool) -> Result<()> {
+        // SAFETY: as above.
+        call("TF32", |e, n| unsafe { svib_set_tf32(c_int::from(on), e, n) })
+    }
+
+    /// Runs `f` with CUDA autocast on (nesting and the weight-cast cache as torch.autocast).
+    pub fn autocast<T>(f: impl FnOnce() -> T) -> Result<T> {
+        let mut prev: c_int = 0;
+        // SAFETY: prev and the buffer are valid for the call.
+        call("autocast", |e, n| unsafe { svib_autocast_enter(&mut prev, e, n) })?;
+        let out = f();
+        // SAFETY: as above.
+        call("autocast", |e, n| unsafe { svib_autocast_exit(prev, e, n) })?;
+        Ok(out)
+    }
+
+    /// torch's fused unscale of the gradients by `inv_scale`, setting `found_inf` to 1 when any
+    /// holds an inf or NaN.
+    pub fn unscale_check(grads: &[&Tensor], found_inf: &Tensor, inv_scale: &Tensor) -> Result<()> {
+        let ptrs: Vec<*const c_void> = grads.iter().map(|g| g.as_ptr() as *const c_void).collect();
+        // SAFETY: every pointer is a live tensor borrowed for the call; libtorch changes the
+        // gradients and found_inf in place.
+        call("unscaling the gradients", |e, n| unsafe {
+            svib_unscale_check(ptrs.as_ptr(), ptrs.len(), found_inf.as_ptr() as *const c_void, inv_scale.as_ptr() as *const c_void, e, n)
+        })
+    }
+
+    /// A new float32 CPU tensor of `shape` in pinned memory (for non-blocking copies to CUDA).
+    pub fn empty_pinned(shape: &[i64]) -> Result<Tensor> {
+        let mut out: *mut c_void = std::ptr::null_mut();
+        // SAFETY: shape and out are valid for the call.
+        call("pinned memory", |e, n| unsafe { svib_empty_pinned(shape.as_ptr(), shape.len(), &mut out, e, n) })?;
+        // SAFETY: out is a heap at::Tensor* the shim created for us; tch's Tensor frees it.
+        Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
+    }
+}
+
 /// Whether the CPU reports AMX bfloat16 units (Linux: the `amx_bf16` flag of /proc/cpuinfo).
 /// libtorch's bfloat16 matrix products beat f32 only with them: on AVX-512-BF16 alone the
 /// `vit` bench config ran at 0.85x its f32 speed with `model.bf16` (docs/PERFORMANCE.md).

@@ -7,6 +7,7 @@ clipping, cosine schedules per iteration. Same backbone, head, GMM, loss and mul
 as svib's presets (read from the resolved config svib writes), so the two do the same work.
 
   python svib_ref.py train --config RUN/config.toml --data DIR --steps N [--workers W]
+        [--device cuda --amp bf16|fp16]   # DIR: Fashion-MNIST IDX files, or an ImageFolder (DIR/train/<class>/)
   python svib_ref.py check-loss --dump DIR     # loss on svib's fixed batch and weights
 
 Prints one JSON line. Needs the full torch 2.11.0 + torchvision 0.26.0 (bench/reference/setup.sh).
@@ -215,7 +216,28 @@ class ViT(nn.Module):
         return self.norm(t)[:, 0]
 
 
+class FolderImages(torch.utils.data.Dataset):
+    """torchvision's ImageFolder over DIR/train, labels dropped (svib's folder: layout)."""
+
+    def __init__(self, dir_, transform, limit=0):
+        from torchvision.datasets import ImageFolder
+        self.ds = ImageFolder(os.path.join(dir_, "train"), transform=transform)
+        self.n = min(limit, len(self.ds)) if limit else len(self.ds)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return self.ds[i][0]
+
+
 def backbone(model, channels):
+    if model["name"] == "resnet50":
+        from torchvision.models import resnet50
+        net = resnet50()
+        net.fc = nn.Identity()
+        net.out_dim = 2048
+        return net
     if model["name"].startswith("vit"):
         # svib's ArchConfig::vit_dims
         d, h = {"vit_tiny": (192, 3), "vit_base": (768, 12)}.get(model["name"], (384, 6))
@@ -346,16 +368,27 @@ def train(a):
     torch.set_num_threads(a.threads or os.cpu_count())
     t0 = time.time()
     aug = DataAugmentation(cfg["augment"], a.mean, a.std)
-    ds = IdxImages(a.data, aug, cfg["data"].get("limit", 0))
+    folder = os.path.isdir(os.path.join(a.data, "train"))
+    ds = (FolderImages if folder else IdxImages)(a.data, aug, cfg["data"].get("limit", 0))
     bs = cfg["train"]["batch_size"]
-    loader = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, num_workers=a.workers, drop_last=True, persistent_workers=a.workers > 0, prefetch_factor=2 if a.workers else None)
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    loader = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, num_workers=a.workers, drop_last=True, persistent_workers=a.workers > 0, prefetch_factor=2 if a.workers else None, pin_memory=cuda)
     student, teacher, means = build(cfg)
+    cl = cuda and cfg["model"]["name"].startswith("resnet")
+    if cuda:
+        torch.backends.cudnn.benchmark = cl
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        student, teacher = student.to(dev, memory_format=fmt), teacher.to(dev, memory_format=fmt)
+        means = nn.Parameter(means.detach().to(dev))
+    amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.amp]
+    scaler = torch.amp.GradScaler("cuda", enabled=a.amp == "fp16")
     params = list(student.named_parameters()) + [("gmm.means", means)]
     groups = [{"params": [p for n, p in params if not (n.endswith(".bias") or p.ndim == 1)]},
               {"params": [p for n, p in params if n.endswith(".bias") or p.ndim == 1], "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, betas=tuple(cfg["optim"]["betas"]), eps=cfg["optim"]["eps"])
     sched = Schedules(cfg, len(loader))
-    center = torch.zeros(1, cfg["gmm"]["k"])
+    center = torch.zeros(1, cfg["gmm"]["k"], device=dev)
     teacher_pairs = list(zip(student.parameters(), teacher.parameters()))
     step, seen, t_start, warm = 0, 0, None, a.warmup
     while step < a.steps:
@@ -366,19 +399,20 @@ def train(a):
                 gr["lr"] = sched.lr(step)
                 if i == 0:
                     gr["weight_decay"] = sched.wd(step)
-            loss, ce, kl, sim_t = svib_loss(student, teacher, means, center, crops, cfg["gmm"], sched.beta(step), cfg["teacher"]["center"], cfg["teacher"].get("sinkhorn_iters", 0))
+            if cuda:
+                crops = [c.to(dev, non_blocking=True, memory_format=torch.channels_last if cl else torch.contiguous_format) for c in crops]
+            with torch.autocast("cuda", dtype=amp, enabled=amp is not None):
+                loss, ce, kl, sim_t = svib_loss(student, teacher, means, center, crops, cfg["gmm"], sched.beta(step), cfg["teacher"]["center"], cfg["teacher"].get("sinkhorn_iters", 0))
             if not math.isfinite(loss.item()):
                 raise SystemExit(f"loss not finite at step {step}")
             opt.zero_grad()
-            loss.backward()
-            for p in student.parameters():  # DINO's clip_gradients: per parameter
-                if p.grad is not None:
-                    clip = cfg["optim"]["clip_grad"] / (p.grad.norm() + 1e-6)
-                    if clip < 1:
-                        p.grad.mul_(clip)
-            if step < cfg["gmm"]["freeze_epochs"] * len(loader):
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            clip_gradients(student, cfg["optim"]["clip_grad"], cuda)
+            if step < freeze_steps(cfg, len(loader)):
                 means.grad = None  # DINO's cancel_gradients_last_layer
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             with torch.no_grad():
                 m = sched.momentum(step)
                 for ps, pt in teacher_pairs:
@@ -391,7 +425,29 @@ def train(a):
                 break
     wall = time.time() - t0
     steady = seen / (time.time() - t_start) if t_start else float("nan")
-    print(json.dumps({"impl": "pytorch", "steps": step, "images_per_second": steady, "wall_seconds": wall, "loss": loss.item(), "peak_rss_mib_main": peak_rss_mib(), "workers": a.workers}))
+    gpu = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else None
+    print(json.dumps({"impl": "pytorch", "steps": step, "images_per_second": steady, "wall_seconds": wall, "loss": loss.item(), "peak_rss_mib_main": peak_rss_mib(), "peak_gpu_allocated_mib": gpu, "workers": a.workers, "device": a.device, "amp": a.amp}))
+
+
+def freeze_steps(cfg, steps_per_epoch):
+    g = cfg["gmm"]
+    return g.get("freeze_steps", 0) or g.get("freeze_epochs", 0) * steps_per_epoch
+
+
+def clip_gradients(model, clip_grad, fused):
+    """DINO's clip_gradients: each parameter's gradient scaled to norm <= clip_grad. On CUDA the
+    factors stay on the device (no read-back per parameter), as svib does there."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if clip_grad <= 0 or not grads:
+        return
+    if fused:
+        coefs = torch.clamp(clip_grad / (torch.stack(torch._foreach_norm(grads)) + 1e-6), max=1.0)
+        torch._foreach_mul_(grads, list(coefs.unbind()))
+        return
+    for g in grads:
+        clip = clip_grad / (g.norm() + 1e-6)
+        if clip < 1:
+            g.mul_(clip)
 
 
 def check_loss(a):
@@ -426,6 +482,8 @@ def main():
     t.add_argument("--warmup", type=int, default=10, help="steps left out of the img/s window")
     t.add_argument("--workers", type=int, default=2)
     t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     t.add_argument("--mean", type=float, nargs="+", default=[0.2860])
     t.add_argument("--std", type=float, nargs="+", default=[0.3530])
     c = sub.add_parser("check-loss")

@@ -1,6 +1,6 @@
 //! A bounded prefetch queue: a background thread augments the next batches (in parallel on the
 //! rayon pool) while the training thread computes on the current one.
-use super::{augment_batch, MultiCropConfig};
+use super::{augment_batch_tensors, MultiCropConfig};
 use crate::data::{Dataset, Norm};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -32,16 +32,17 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// Batches `skip..` of epoch `epoch` (drop-last, as DINO's loader), `prefetch` batches ahead.
-    pub fn new(ds: Arc<Dataset>, cfg: MultiCropConfig, norm: Norm, batch: usize, seed: u64, epoch: u64, skip: usize, prefetch: usize) -> Loader {
+    /// Batches `skip..` of epoch `epoch` (drop-last, as DINO's loader), `prefetch` batches ahead;
+    /// the views in pinned host memory with `pinned` (training on CUDA).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(ds: Arc<Dataset>, cfg: MultiCropConfig, norm: Norm, batch: usize, seed: u64, epoch: u64, skip: usize, prefetch: usize, pinned: bool) -> Loader {
         let order = epoch_order(ds.len(), seed, epoch);
         let batches = ds.len() / batch;
         let (tx, rx) = sync_channel(prefetch.max(1));
         let handle = std::thread::spawn(move || {
             for b in skip..batches {
                 let idx = &order[b * batch..(b + 1) * batch];
-                let bufs = augment_batch(&ds, idx, &cfg, &norm, seed, epoch);
-                let views = bufs.views.into_iter().map(|(data, shape)| Tensor::from_slice(&data).reshape(shape.map(|s| s as i64))).collect();
+                let views = augment_batch_tensors(&ds, idx, &cfg, &norm, seed, epoch, pinned);
                 let labels = Tensor::from_slice(&idx.iter().map(|&i| ds.labels[i]).collect::<Vec<_>>());
                 if tx.send(CropBatch { views, labels, indices: idx.to_vec() }).is_err() {
                     return; // consumer dropped the loader
@@ -81,7 +82,7 @@ mod tests {
             Arc::new(Dataset { images: (0..10).map(|i| ImageU8::new(8, 8, 1, vec![i as u8 * 20; 64])).collect(), labels: (0..10).collect(), num_classes: 10, class_names: vec![] });
         let cfg = MultiCropConfig { global_size: 8, local_size: 4, local_crops: 1, ..MultiCropConfig::default() };
         let norm = Norm { mean: vec![0.5], std: vec![0.5] };
-        let batches: Vec<CropBatch> = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 0, 2).collect();
+        let batches: Vec<CropBatch> = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 0, 2, false).collect();
         assert_eq!(batches.len(), 3);
         assert_eq!(batches[0].views.len(), 3);
         assert_eq!(batches[0].views[2].size(), vec![3, 3, 4, 4]);
@@ -89,10 +90,16 @@ mod tests {
         assert_eq!(batches[1].indices, order[3..6].to_vec());
         assert_eq!(Vec::<i64>::try_from(&batches[1].labels).unwrap(), order[3..6].iter().map(|&i| i as i64).collect::<Vec<_>>());
         // skipping resumes mid-epoch with the same batches
-        let rest: Vec<CropBatch> = Loader::new(ds, cfg, norm, 3, 9, 0, 2, 2).collect();
+        let rest: Vec<CropBatch> = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 2, 2, false).collect();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].indices, batches[2].indices);
         assert!(rest[0].views[0].equal(&batches[2].views[0]));
+        // the views equal augment_batch's buffers, value for value
+        let bufs = crate::augment::augment_batch(&ds, &batches[1].indices, &cfg, &norm, 9, 0);
+        for (t, (data, shape)) in batches[1].views.iter().zip(bufs.views) {
+            assert_eq!(t.size(), shape.map(|s| s as i64).to_vec());
+            assert_eq!(Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap(), data);
+        }
         // dropping a loader early does not hang
         assert_ne!(epoch_order(10, 9, 1), order);
     }

@@ -212,13 +212,7 @@ pub fn augment_batch(ds: &Dataset, indices: &[usize], cfg: &MultiCropConfig, nor
     let views = cfg.views();
     let c = cfg.channels as usize;
     let norm = norm.with_channels(c);
-    let per_image: Vec<Vec<ImageU8>> = indices
-        .par_iter()
-        .map_init(fir::Resizer::new, |resizer, &i| {
-            let mut rng = image_rng(seed, epoch, i as u64);
-            augment_all(&ds.images[i], cfg, &mut rng, resizer)
-        })
-        .collect();
+    let per_image = augment_images(ds, indices, cfg, seed, epoch);
     let b = indices.len();
     let views = views
         .iter()
@@ -231,6 +225,43 @@ pub fn augment_batch(ds: &Dataset, indices: &[usize], cfg: &MultiCropConfig, nor
         })
         .collect();
     CropBuffers { views }
+}
+
+/// Every view of every image of `indices`, augmented in parallel on the rayon pool.
+fn augment_images(ds: &Dataset, indices: &[usize], cfg: &MultiCropConfig, seed: u64, epoch: u64) -> Vec<Vec<ImageU8>> {
+    indices
+        .par_iter()
+        .map_init(fir::Resizer::new, |resizer, &i| {
+            let mut rng = image_rng(seed, epoch, i as u64);
+            augment_all(&ds.images[i], cfg, &mut rng, resizer)
+        })
+        .collect()
+}
+
+/// As [`augment_batch`], normalised straight into one tensor per view `[batch, channels, size,
+/// size]` (no intermediate buffer); in pinned host memory with `pinned` (for non-blocking copies
+/// to CUDA; plain memory if pinning fails). The same values as `augment_batch`.
+pub fn augment_batch_tensors(ds: &Dataset, indices: &[usize], cfg: &MultiCropConfig, norm: &Norm, seed: u64, epoch: u64, pinned: bool) -> Vec<tch::Tensor> {
+    let c = cfg.channels as usize;
+    let norm = norm.with_channels(c);
+    let per_image = augment_images(ds, indices, cfg, seed, epoch);
+    let b = indices.len();
+    cfg.views()
+        .iter()
+        .enumerate()
+        .map(|(v, spec)| {
+            let s = spec.size as i64;
+            let shape = [b as i64, c as i64, s, s];
+            let plain = || tch::Tensor::empty(shape, (tch::Kind::Float, tch::Device::Cpu));
+            let t = if pinned { crate::device::shim::empty_pinned(&shape).unwrap_or_else(|_| plain()) } else { plain() };
+            let n = c * (spec.size * spec.size) as usize;
+            // SAFETY: `t` is a new contiguous f32 tensor of b * n elements that nothing else
+            // references until it is returned; the chunks written in parallel are disjoint.
+            let out = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, b * n) };
+            out.par_chunks_mut(n).zip(per_image.par_iter()).for_each(|(o, imgs)| ops::normalize_into(&imgs[v], &norm.mean, &norm.std, o));
+            t
+        })
+        .collect()
 }
 
 /// Deterministic evaluation preprocessing: images already `size` square pass unchanged; others

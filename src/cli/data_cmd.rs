@@ -1,4 +1,4 @@
-//! `svib data info` and `svib models`.
+//! `svib data info`, `svib data synth` and `svib models`.
 use crate::data::{self, DataSpec, LoadOptions, Norm, Split};
 use crate::models::{ArchConfig, Backbone};
 use anyhow::Result;
@@ -14,6 +14,28 @@ pub enum DataCommand {
         /// ImageFolder: skip undecodable images (with a warning count) instead of failing.
         #[arg(long)]
         skip_corrupt: bool,
+    },
+    /// Writes an ImageFolder of procedural JPEGs at photo size (OUT/train/<class>/, OUT/val/<class>/),
+    /// one shape per class over random backgrounds, for benchmarks and tests.
+    Synth {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Training images (spread evenly over the classes).
+        #[arg(long, default_value_t = 5000)]
+        train: usize,
+        /// Validation images.
+        #[arg(long, default_value_t = 1000)]
+        val: usize,
+        #[arg(long, default_value_t = 10)]
+        classes: usize,
+        /// WIDTHxHEIGHT in pixels.
+        #[arg(long, default_value = "500x375")]
+        size: String,
+        /// JPEG quality (1-100).
+        #[arg(long, default_value_t = 90)]
+        quality: u8,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
 }
 
@@ -31,6 +53,17 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             println!("image      {}x{} px, {} channel(s)", im.w, im.h, train.channels());
             println!("classes    {}: {}", train.num_classes, train.class_names.join(", "));
             println!("mean/std   {:?} / {:?}", norm.mean, norm.std);
+            Ok(())
+        }
+        DataCommand::Synth { out, train, val, classes, size, quality, seed } => {
+            let (width, height) = size
+                .split_once('x')
+                .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+                .ok_or_else(|| anyhow::anyhow!("--size: expected WIDTHxHEIGHT (e.g. 500x375), got `{size}`"))?;
+            let o = data::synth::SynthOptions { train, val, classes, width, height, quality, seed };
+            let t = std::time::Instant::now();
+            let n = data::synth::write(&out, &o)?;
+            println!("wrote {n} JPEGs ({width}x{height}, quality {quality}, {classes} classes) under {} in {:.1} s", out.display(), t.elapsed().as_secs_f64());
             Ok(())
         }
     }

@@ -6,6 +6,7 @@ mod idx;
 mod norm;
 mod spec;
 mod stl10;
+pub mod synth;
 
 pub use norm::Norm;
 pub use spec::{DataSpec, Format};

@@ -74,6 +74,16 @@ impl ArchConfig {
         Ok(cfg)
     }
 
+    /// Whether NHWC (channels-last) convolutions are safe on the CPU for this backbone: oneDNN's
+    /// NHWC backward of a 1x1 stride-2 convolution with fewer input channels than its block (8
+    /// on AVX2, 16 on AVX-512) hangs, crashes or miscomputes (oneDNN#6035; seen here as a hang
+    /// at width 4). The first such convolution of a ResNet (layer2's downsample) takes `width`
+    /// channels (ResNet-18/34) or 4 x `width` (ResNet-50). ViTs have no convolution to worry about.
+    pub fn cpu_channels_last_safe(&self) -> bool {
+        let first_strided_1x1 = if self.name == "resnet50" { 4 * self.width } else { self.width };
+        self.is_vit() || first_strided_1x1 >= 16
+    }
+
     pub fn is_vit(&self) -> bool {
         self.name.starts_with("vit")
     }

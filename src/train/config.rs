@@ -121,6 +121,10 @@ pub struct TrainConfig {
     pub channels_last: bool,
     /// Also write the metrics as TensorBoard event files under `DIR/tensorboard/`.
     pub tensorboard: bool,
+    /// CUDA only: the forward passes and the loss under libtorch's autocast in bf16 or fp16
+    /// (fp16 with dynamic loss scaling that skips a step on inf/NaN, as torch's GradScaler);
+    /// fp32 is IEEE float32 throughout (TF32 off). Weights, gradients and the optimiser stay f32.
+    pub precision: Precision,
     /// Collapse warning when the teacher's batch-marginal entropy / log K stays below this
     /// (assignments on a few components) ...
     pub collapse_threshold: f64,
@@ -129,6 +133,16 @@ pub struct TrainConfig {
     pub collapse_mi_threshold: f64,
     /// ... for this many consecutive steps after the warm-up.
     pub collapse_patience: usize,
+}
+
+/// The arithmetic of the training step on CUDA (`train.precision`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+    Fp16,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -180,6 +194,7 @@ impl Default for TrainConfig {
             keep_checkpoints: 2,
             prefetch: 3,
             channels_last: false,
+            precision: Precision::Fp32,
             tensorboard: false,
             collapse_threshold: 0.05,
             collapse_mi_threshold: 0.01,

@@ -1,4 +1,5 @@
 //! The training loop: data, schedules, optimiser, checkpoints, logs; the method supplies the loss.
+pub mod amp;
 pub mod budget;
 pub mod checkpoint;
 pub mod config;

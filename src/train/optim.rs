@@ -74,8 +74,16 @@ impl Optimizer {
         }
     }
 
+    /// The gradients of every variable (undefined where backward did not reach).
+    pub fn grads(&self) -> Vec<Tensor> {
+        self.slots.values().map(|s| s.param.grad()).collect()
+    }
+
     /// DINO's per-parameter gradient clipping: each gradient scaled to norm at most `max`.
     pub fn clip_grad_per_param(&mut self, max: f64) {
+        if self.slots.values().next().is_some_and(|s| s.param.device().is_cuda()) {
+            return self.clip_grad_on_device(max);
+        }
         tch::no_grad(|| {
             for s in self.slots.values() {
                 let mut g = s.param.grad();
@@ -87,6 +95,23 @@ impl Optimizer {
                 if coef < 1.0 {
                     let _ = g.g_mul_scalar_(coef);
                 }
+            }
+        });
+    }
+
+    /// The same clipping without reading each norm back to the host (one synchronisation per
+    /// variable would stall the GPU's queue): the factors min(1, max / (norm + 1e-6)) are
+    /// computed on the device in f32 (the CPU path computes them in f64).
+    fn clip_grad_on_device(&mut self, max: f64) {
+        tch::no_grad(|| {
+            let grads: Vec<Tensor> = self.slots.values().map(|s| s.param.grad()).filter(|g| g.defined()).collect();
+            if grads.is_empty() {
+                return;
+            }
+            let norms = Tensor::stack(&grads.iter().map(|g| g.norm()).collect::<Vec<_>>(), 0);
+            let coef = (norms + 1e-6).reciprocal().g_mul_scalar(max).clamp_max(1.0);
+            for (i, g) in grads.iter().enumerate() {
+                let _ = g.shallow_clone().g_mul_(&coef.get(i as i64));
             }
         });
     }
@@ -130,7 +155,14 @@ impl Optimizer {
                     }
                     OptimName::Lars => {
                         let mut d = g.shallow_clone();
-                        if s.regularized {
+                        if s.regularized && p.device().is_cuda() {
+                            // the trust ratio on the device: no synchronisation per variable
+                            d = &d + &*p * wd;
+                            let (pn, un) = (p.norm(), d.norm());
+                            let ok = pn.gt(0.0).logical_and(&un.gt(0.0));
+                            let ratio = ok.where_self(&(&pn * c.lars_eta / &un.clamp_min(1e-30)), &pn.ones_like());
+                            d = &d * ratio;
+                        } else if s.regularized {
                             d = &d + &*p * wd;
                             let pn = p.norm().double_value(&[]);
                             let un = d.norm().double_value(&[]);

@@ -2,6 +2,7 @@
 //! (one optimiser step) and to the step's bookkeeping (monitor, metrics, kNN, checkpoints),
 //! `end_epoch` closes an epoch. The method supplies the networks and the loss; the trainer
 //! knows no method by name.
+use super::amp::Amp;
 use super::config::Config;
 use super::metrics::{Sinks, StepRecord};
 use super::monitor::{self, CollapseMonitor, Entropies};
@@ -68,6 +69,9 @@ pub struct Trainer<'a> {
     epochs_total: usize,
     method: Box<dyn Method>,
     opt: optim::Optimizer,
+    amp: Amp,
+    /// train.channels_last where it is safe (ArchConfig::cpu_channels_last_safe).
+    channels_last: bool,
     monitor: CollapseMonitor,
     at: Position,
     seconds_before: f64,
@@ -99,11 +103,20 @@ impl<'a> Trainer<'a> {
         if let Some(w) = crate::device::bf16_warning(cfg.model.bf16, device) {
             eprintln!("{w}");
         }
+        let amp = Amp::new(cfg.train.precision, device).context("train.precision")?;
+        if device.is_cuda() && cfg.model.name.starts_with("resnet") {
+            // cuDNN picks the fastest convolution algorithms for the (fixed) crop shapes
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
         let data = RunData::load(cfg)?;
         let sched = Schedules::new(cfg, data.steps_per_epoch);
         tch::manual_seed(cfg.train.seed as i64);
         let method = cfg.method.build(&cfg.shared(), device)?;
-        if cfg.train.channels_last {
+        let channels_last = cfg.train.channels_last && (device.is_cuda() || cfg.model.cpu_channels_last_safe());
+        if cfg.train.channels_last && !channels_last {
+            eprintln!("warning: train.channels_last ignored: model.width = {} gives 1x1 stride-2 convolutions with fewer than 16 input channels, whose channels-last backward in oneDNN hangs or miscomputes on CPUs (oneDNN#6035); training in NCHW", cfg.model.width);
+        }
+        if channels_last {
             to_channels_last(method.as_ref());
         }
         let named: Vec<(String, Tensor)> = method.student().variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
@@ -127,6 +140,8 @@ impl<'a> Trainer<'a> {
             epochs_total,
             method,
             opt,
+            amp,
+            channels_last,
             monitor,
             at,
             seconds_before: 0.0,
@@ -152,6 +167,7 @@ impl<'a> Trainer<'a> {
         match self.run.latest_checkpoint()? {
             Some((meta, tensors, path)) => {
                 restore(self.method.as_mut(), Some(&mut self.opt), &tensors, &path)?;
+                self.amp.load_state(&checkpoint::with_prefix(&tensors, "amp").into_iter().collect());
                 self.at = Position { step: meta.step, epoch: meta.epoch, batch: meta.batch_in_epoch };
                 self.seconds_before = meta.seconds;
                 self.monitor.restore(meta.monitor.clone());
@@ -198,7 +214,17 @@ impl<'a> Trainer<'a> {
     fn train_epoch(&mut self) -> Result<EpochEnd> {
         let c = self.cfg;
         let (bs, spe) = (c.train.batch_size, self.data.steps_per_epoch);
-        let loader = Loader::new(self.data.train.clone(), c.augment.clone(), self.data.norm.clone(), bs, c.train.seed, self.at.epoch as u64, self.at.batch, c.train.prefetch);
+        let loader = Loader::new(
+            self.data.train.clone(),
+            c.augment.clone(),
+            self.data.norm.clone(),
+            bs,
+            c.train.seed,
+            self.at.epoch as u64,
+            self.at.batch,
+            c.train.prefetch,
+            self.device.is_cuda(),
+        );
         self.prof.lap("other");
         for batch in loader {
             self.prof.lap("waiting for the loader");
@@ -227,23 +253,26 @@ impl<'a> Trainer<'a> {
         let ctx = self.ctx();
         let step = self.at.step;
         tch::manual_seed(self.cfg.train.seed as i64 * 1_000_003 + step as i64);
-        let cl = self.cfg.train.channels_last;
-        let views: Vec<Tensor> = batch.views.iter().map(|v| v.to_device(self.device)).map(|v| if cl { channels_last(&v) } else { v }).collect();
+        let cl = self.channels_last;
+        let views: Vec<Tensor> = batch.views.iter().map(|v| to_device(v, self.device)).map(|v| if cl { channels_last(&v) } else { v }).collect();
         self.prof.lap("host to device");
-        let out = self.method.loss(&views, &ctx);
+        let out = self.amp.forward(|| self.method.loss(&views, &ctx))?;
         let loss = if injected_nan(step + 1) { f64::NAN } else { out.loss.double_value(&[]) };
         self.prof.lap("forward + loss");
         if !loss.is_finite() {
             return Err(self.diverged(&out, loss));
         }
         self.opt.zero_grad();
-        out.loss.backward();
+        self.amp.scale(&out.loss).backward();
         self.prof.lap("backward");
-        if self.cfg.optim.clip_grad > 0.0 {
-            self.opt.clip_grad_per_param(self.cfg.optim.clip_grad);
+        // fp16: a step whose gradients overflowed is skipped (the scale is lowered), as GradScaler
+        if self.amp.unscale(&self.opt.grads())? {
+            if self.cfg.optim.clip_grad > 0.0 {
+                self.opt.clip_grad_per_param(self.cfg.optim.clip_grad);
+            }
+            self.opt.cancel_grad(&self.method.frozen(&ctx));
+            self.opt.step(self.sched.lr(step), self.sched.weight_decay(step));
         }
-        self.opt.cancel_grad(&self.method.frozen(&ctx));
-        self.opt.step(self.sched.lr(step), self.sched.weight_decay(step));
         self.prof.lap("clip + optimiser");
         self.method.after_step(&ctx);
         self.at.step += 1;
@@ -370,7 +399,7 @@ impl<'a> Trainer<'a> {
             teacher_momentum: self.sched.teacher_momentum(step),
             images_per_second: self.window.per_second,
             seconds: self.seconds(),
-            stats: out.stats.clone(),
+            stats: out.stats.iter().cloned().chain(self.amp.loss_scale().map(|s| ("loss_scale", s))).collect(),
         }
     }
 
@@ -425,7 +454,8 @@ impl<'a> Trainer<'a> {
             rng: "derived from (train.seed, epoch, step)".into(),
             monitor: self.monitor.state().clone(),
         };
-        let tensors = super::checkpoint_tensors(self.method.as_ref(), &self.opt);
+        let mut tensors = super::checkpoint_tensors(self.method.as_ref(), &self.opt);
+        tensors.extend(self.amp.state().into_iter().map(|(k, v)| (format!("amp.{k}"), v)));
         let path = self.run.save_checkpoint(&meta, &tensors, self.cfg.train.keep_checkpoints).map_err(|e| {
             // diverged without a non-finite loss (e.g. a BatchNorm buffer overflowed): marked for the experiment runners
             if let Some(nf) = e.downcast_ref::<checkpoint::NonFinite>() {
@@ -467,6 +497,15 @@ impl RunData {
 }
 
 /// 4-D variables of the method's networks with NHWC strides.
+/// A batch tensor on `device`: on CUDA copied without blocking from the pinned host memory the
+/// loader wrote it to, so the copy overlaps the work already queued.
+fn to_device(v: &Tensor, device: Device) -> Tensor {
+    match device {
+        Device::Cuda(_) => v.to_device_(device, v.kind(), true, false),
+        _ => v.to_device(device),
+    }
+}
+
 fn to_channels_last(method: &dyn Method) {
     for vs in [Some(method.student()), method.teacher()].into_iter().flatten() {
         for (_, mut v) in vs.variables() {

@@ -1,0 +1,96 @@
+// The few libtorch calls tch 0.24 does not expose, for mixed precision on CUDA
+// (src/train/amp.rs): the autocast dtype, the TF32 switches, and GradScaler's fused
+// unscale-and-check. Every function catches C++ exceptions and returns them as text.
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/autocast_mode.h>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+// Copies `what` into buf (cap bytes, NUL-terminated) and returns 1.
+int fail(const char *what, char *buf, size_t cap) {
+  if (cap > 0) {
+    std::strncpy(buf, what, cap - 1);
+    buf[cap - 1] = '\0';
+  }
+  return 1;
+}
+}  // namespace
+
+extern "C" {
+
+// Sets the dtype CUDA autocast casts to: bfloat16 when bf16 != 0, float16 otherwise.
+int svib_autocast_cuda_dtype(int bf16, char *err, size_t cap) {
+  try {
+    at::autocast::set_autocast_dtype(at::kCUDA, bf16 ? at::kBFloat16 : at::kHalf);
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(e.what(), err, cap);
+  }
+}
+
+// TF32 tensor cores for float32 matrix products (cuBLAS) and convolutions (cuDNN).
+int svib_set_tf32(int on, char *err, size_t cap) {
+  try {
+    at::globalContext().setAllowTF32CuBLAS(on != 0);
+    at::globalContext().setAllowTF32CuDNN(on != 0);
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(e.what(), err, cap);
+  }
+}
+
+// torch.amp.GradScaler's unscale: grads *= inv_scale in place, found_inf set to 1 when any
+// gradient holds an inf or NaN (one fused kernel per device and dtype).
+int svib_unscale_check(at::Tensor **grads, size_t n, at::Tensor *found_inf, at::Tensor *inv_scale, char *err, size_t cap) {
+  try {
+    std::vector<at::Tensor> list;
+    list.reserve(n);
+    for (size_t i = 0; i < n; i++) list.push_back(*grads[i]);
+    at::_amp_foreach_non_finite_check_and_unscale_(list, *found_inf, *inv_scale);
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(e.what(), err, cap);
+  }
+}
+}
+
+extern "C" {
+
+// Autocast on CUDA around a forward pass, with the current API (tch 0.24's autocast calls the
+// deprecated one, which prints a warning on every call). Returns the previous state in *prev.
+int svib_autocast_enter(int *prev, char *err, size_t cap) {
+  try {
+    *prev = at::autocast::is_autocast_enabled(at::kCUDA) ? 1 : 0;
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::increment_nesting();
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(e.what(), err, cap);
+  }
+}
+
+int svib_autocast_exit(int prev, char *err, size_t cap) {
+  try {
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCUDA, prev != 0);
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(e.what(), err, cap);
+  }
+}
+
+// A new float32 CPU tensor in pinned (page-locked) memory, for non-blocking copies to the GPU;
+// *out receives a heap at::Tensor* that tch's Tensor takes over.
+int svib_empty_pinned(const int64_t *shape, size_t ndim, void **out, char *err, size_t cap) {
+  try {
+    auto t = at::empty(at::IntArrayRef(shape, ndim), at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
+    *out = new at::Tensor(std::move(t));
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(e.what(), err, cap);
+  }
+}
+}
