@@ -36,6 +36,8 @@ def rel(a, b):
 def part_a(d, precisions):
     rows = []
     for m in METHODS:
+        if not os.path.isdir(os.path.join(d, "a", m)):
+            continue
         f = lambda n: losses(os.path.join(d, "a", m, f"{m}-{n}.jsonl"))
         cpu, resumed = f("cpu"), f("resumed")
         common = sorted(s for s in resumed if s in cpu and s > 3)
@@ -93,6 +95,8 @@ def part_c(d, warm):
     rows = []
     for c in CONFIGS:
         for rep in (1, 2):
+            if not os.path.exists(os.path.join(d, "c", f"{c}-svib-{rep}.jsonl")):
+                continue
             svib = steady_ips(os.path.join(d, "c", f"{c}-svib-{rep}.jsonl"), warm)
             ref = ref_result(os.path.join(d, "log", f"c-{c}-ref-{rep}.txt"))
             ref_ips = ref["images_per_second"] if ref else None

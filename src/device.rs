@@ -58,6 +58,60 @@ pub mod shim {
         fn svib_autocast_enter(prev: *mut c_int, err: *mut c_char, cap: usize) -> c_int;
         fn svib_autocast_exit(prev: c_int, err: *mut c_char, cap: usize) -> c_int;
         fn svib_empty_pinned(shape: *const i64, ndim: usize, out: *mut *mut c_void, err: *mut c_char, cap: usize) -> c_int;
+        fn svib_foreach_zero(ts: *const *const c_void, n: usize, err: *mut c_char, cap: usize) -> c_int;
+        fn svib_foreach_lerp(dst: *const *const c_void, src: *const *const c_void, n: usize, w: f64, err: *mut c_char, cap: usize) -> c_int;
+        fn svib_foreach_clip(grads: *const *const c_void, n: usize, max: f64, err: *mut c_char, cap: usize) -> c_int;
+        fn svib_foreach_adamw(
+            ps: *const *const c_void,
+            gs: *const *const c_void,
+            ms: *const *const c_void,
+            vs: *const *const c_void,
+            n: usize,
+            lr: f64,
+            wd: f64,
+            b1: f64,
+            b2: f64,
+            bc1: f64,
+            bc2: f64,
+            eps: f64,
+            err: *mut c_char,
+            cap: usize,
+        ) -> c_int;
+    }
+
+    fn ptrs(ts: &[&Tensor]) -> Vec<*const c_void> {
+        ts.iter().map(|t| t.as_ptr() as *const c_void).collect()
+    }
+
+    /// Zeroes every tensor with one multi-tensor kernel per device and dtype.
+    pub fn foreach_zero(ts: &[&Tensor]) -> Result<()> {
+        let p = ptrs(ts);
+        // SAFETY: the pointers are live tensors borrowed for the call (changed in place).
+        call("zeroing the gradients", |e, n| unsafe { svib_foreach_zero(p.as_ptr(), p.len(), e, n) })
+    }
+
+    /// `dst[i].lerp_(src[i], w)` for every i (the EMA teacher update), multi-tensor.
+    pub fn foreach_lerp(dst: &[&Tensor], src: &[&Tensor], w: f64) -> Result<()> {
+        assert_eq!(dst.len(), src.len());
+        let (d, s) = (ptrs(dst), ptrs(src));
+        // SAFETY: as above; both lists have the same length.
+        call("the EMA update", |e, n| unsafe { svib_foreach_lerp(d.as_ptr(), s.as_ptr(), d.len(), w, e, n) })
+    }
+
+    /// DINO's per-parameter clipping, g *= min(1, max / (|g| + 1e-6)), multi-tensor.
+    pub fn foreach_clip(grads: &[&Tensor], max: f64) -> Result<()> {
+        let p = ptrs(grads);
+        // SAFETY: as above.
+        call("clipping the gradients", |e, n| unsafe { svib_foreach_clip(p.as_ptr(), p.len(), max, e, n) })
+    }
+
+    /// One AdamW step of tensors that share lr, weight decay and step count (see the shim).
+    #[allow(clippy::too_many_arguments)]
+    pub fn foreach_adamw(p: &[&Tensor], g: &[&Tensor], m: &[&Tensor], v: &[&Tensor], lr: f64, wd: f64, betas: [f64; 2], bc: [f64; 2], eps: f64) -> Result<()> {
+        assert!(g.len() == p.len() && m.len() == p.len() && v.len() == p.len());
+        let (pp, gp, mp, vp) = (ptrs(p), ptrs(g), ptrs(m), ptrs(v));
+        // SAFETY: as above; the four lists have the same length.
+        call("the AdamW step", |e, n| unsafe { svib_foreach_adamw(pp.as_ptr(), gp.as_ptr(), mp.as_ptr(), vp.as_ptr(), pp.len(), lr, wd, betas[0], betas[1], bc[0], bc[1], eps, e, n) })
     }
 
     /// Runs one shim call and turns its error text into an error.

@@ -107,6 +107,13 @@ impl Ema {
     }
     /// teacher = m * teacher + (1 - m) * student.
     pub fn update(&self, m: f64) {
+        if self.pairs.first().is_some_and(|(s, _)| s.device().is_cuda()) {
+            // one multi-tensor launch instead of one per variable (the same lerp)
+            let (s, t): (Vec<&Tensor>, Vec<&Tensor>) = self.pairs.iter().map(|(s, t)| (s, t)).unzip();
+            if tch::no_grad(|| crate::device::shim::foreach_lerp(&t, &s, 1.0 - m)).is_ok() {
+                return;
+            }
+        }
         tch::no_grad(|| {
             for (s, t) in &self.pairs {
                 let _ = t.shallow_clone().lerp_(s, 1.0 - m);

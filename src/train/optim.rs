@@ -2,6 +2,7 @@
 //! LARS (as in DINO/BYOL: biases and norm parameters get neither weight decay nor adaptation)
 //! and SGD with momentum. Parameters with one dimension (biases, norms) are not regularised.
 use super::config::{OptimConfig, OptimName};
+use crate::device::shim;
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
@@ -48,6 +49,13 @@ impl Optimizer {
 
     pub fn zero_grad(&mut self) {
         self.skip.clear();
+        if self.on_cuda() {
+            let grads = self.grads();
+            let defined: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
+            if shim::foreach_zero(&defined).is_ok() {
+                return;
+            }
+        }
         for s in self.slots.values_mut() {
             s.param.zero_grad();
         }
@@ -103,6 +111,11 @@ impl Optimizer {
     /// variable would stall the GPU's queue): the factors min(1, max / (norm + 1e-6)) are
     /// computed on the device in f32 (the CPU path computes them in f64).
     fn clip_grad_on_device(&mut self, max: f64) {
+        let grads = self.grads();
+        let defined: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
+        if tch::no_grad(|| shim::foreach_clip(&defined, max)).is_ok() {
+            return;
+        }
         tch::no_grad(|| {
             let grads: Vec<Tensor> = self.slots.values().map(|s| s.param.grad()).filter(|g| g.defined()).collect();
             if grads.is_empty() {
@@ -117,7 +130,48 @@ impl Optimizer {
     }
 
     /// One update with learning rate `lr` and weight decay `wd` (regularised parameters only).
-    pub fn step(&mut self, lr: f64, wd: f64) {
+    pub fn step(&mut self, lr: f64, wd: f64) -> Result<()> {
+        if self.cfg.name == OptimName::Adamw && self.on_cuda() {
+            return self.adamw_step_multi_tensor(lr, wd);
+        }
+        self.step_per_tensor(lr, wd);
+        Ok(())
+    }
+
+    fn on_cuda(&self) -> bool {
+        self.slots.values().next().is_some_and(|s| s.param.device().is_cuda())
+    }
+
+    /// AdamW on CUDA: the variables grouped by (learning rate, weight decay, step count), one
+    /// multi-tensor launch per operation and group instead of one per variable; the same
+    /// element-wise arithmetic as `step_per_tensor`.
+    fn adamw_step_multi_tensor(&mut self, lr: f64, wd: f64) -> Result<()> {
+        let c = self.cfg.clone();
+        let mut groups: BTreeMap<(u64, u64, i64), Vec<&mut Slot>> = BTreeMap::new();
+        for (name, s) in self.slots.iter_mut() {
+            if !s.param.grad().defined() || self.skip.contains(name) {
+                continue;
+            }
+            s.step += 1;
+            let (lr, wd) = (lr * s.lr_scale, if s.regularized { wd } else { 0.0 });
+            groups.entry((lr.to_bits(), wd.to_bits(), s.step)).or_default().push(s);
+        }
+        tch::no_grad(|| {
+            for ((lr, wd, step), slots) in groups {
+                let (lr, wd) = (f64::from_bits(lr), f64::from_bits(wd));
+                let (b1, b2) = (c.betas[0], c.betas[1]);
+                let bc = [1.0 - b1.powi(step as i32), 1.0 - b2.powi(step as i32)];
+                let grads: Vec<Tensor> = slots.iter().map(|s| s.param.grad()).collect();
+                let p: Vec<&Tensor> = slots.iter().map(|s| &s.param).collect();
+                let m: Vec<&Tensor> = slots.iter().map(|s| &s.m).collect();
+                let v: Vec<&Tensor> = slots.iter().map(|s| s.v.as_ref().expect("AdamW has second moments")).collect();
+                shim::foreach_adamw(&p, &grads.iter().collect::<Vec<_>>(), &m, &v, lr, wd, [b1, b2], bc, c.eps)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn step_per_tensor(&mut self, lr: f64, wd: f64) {
         let c = &self.cfg;
         tch::no_grad(|| {
             for (name, s) in self.slots.iter_mut() {

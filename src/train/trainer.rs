@@ -271,7 +271,7 @@ impl<'a> Trainer<'a> {
                 self.opt.clip_grad_per_param(self.cfg.optim.clip_grad);
             }
             self.opt.cancel_grad(&self.method.frozen(&ctx));
-            self.opt.step(self.sched.lr(step), self.sched.weight_decay(step));
+            self.opt.step(self.sched.lr(step), self.sched.weight_decay(step))?;
         }
         self.prof.lap("clip + optimiser");
         self.method.after_step(&ctx);
