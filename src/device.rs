@@ -111,7 +111,9 @@ pub mod shim {
         assert!(g.len() == p.len() && m.len() == p.len() && v.len() == p.len());
         let (pp, gp, mp, vp) = (ptrs(p), ptrs(g), ptrs(m), ptrs(v));
         // SAFETY: as above; the four lists have the same length.
-        call("the AdamW step", |e, n| unsafe { svib_foreach_adamw(pp.as_ptr(), gp.as_ptr(), mp.as_ptr(), vp.as_ptr(), pp.len(), lr, wd, betas[0], betas[1], bc[0], bc[1], eps, e, n) })
+        call("the AdamW step", |e, n| unsafe {
+            svib_foreach_adamw(pp.as_ptr(), gp.as_ptr(), mp.as_ptr(), vp.as_ptr(), pp.len(), lr, wd, betas[0], betas[1], bc[0], bc[1], eps, e, n)
+        })
     }
 
     /// Runs one shim call and turns its error text into an error.
