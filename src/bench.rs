@@ -213,6 +213,46 @@ pub fn run_reference(python: &Path, script: &Path, data_dir: &Path, workers: usi
     Ok(Measured { steady, end_to_end: (r.steps * r.cfg.train.batch_size) as f64 / wall, peak_pss_mib: pss })
 }
 
+/// images/s of the training loader alone (augmentation into batch tensors, with the run's
+/// threads), over `batches` batches after `warmup`, epochs chained; plus the seconds it took to
+/// open the data set.
+pub fn loader_images_per_second(cfg: &Config, batches: usize, warmup: usize) -> Result<(f64, f64)> {
+    let t0 = Instant::now();
+    let (spec, train) = load_train_data(cfg)?;
+    let open = t0.elapsed().as_secs_f64();
+    let norm = Norm::for_dataset(&spec, &train);
+    let (bs, train) = (cfg.train.batch_size, Arc::new(train));
+    ensure!(train.len() >= bs, "train.batch_size {bs} is larger than the {} training images", train.len());
+    let mut epoch = 0;
+    let mut next_loader = || {
+        epoch += 1;
+        Loader::new(train.clone(), cfg.augment.clone(), norm.clone(), bs, cfg.train.seed, epoch - 1, 0, cfg.train.prefetch, false)
+    };
+    let mut loader = next_loader();
+    let mut start = Instant::now();
+    for i in 0..warmup + batches {
+        if i == warmup {
+            start = Instant::now();
+        }
+        if loader.next().is_none() {
+            loader = next_loader();
+            loader.next().context("an epoch without a batch")?;
+        }
+    }
+    Ok(((batches * bs) as f64 / start.elapsed().as_secs_f64(), open))
+}
+
+/// The reference's DataLoader alone (`svib_ref.py loader`): images/s.
+pub fn reference_loader_images_per_second(python: &Path, script: &Path, config: &Path, data_dir: &Path, workers: usize, batches: usize, warmup: usize) -> Result<f64> {
+    let mut cmd = Command::new(python);
+    cmd.arg(script).args(["loader", "--config"]).arg(config).arg("--data").arg(data_dir);
+    cmd.args(["--batches", &batches.to_string(), "--warmup", &warmup.to_string(), "--workers", &workers.to_string()]);
+    let out = cmd.output().with_context(|| format!("{}: cannot run", python.display()))?;
+    ensure!(out.status.success(), "the reference's loader failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = String::from_utf8_lossy(&out.stdout).lines().rev().find_map(|l| serde_json::from_str(l).ok()).context("the reference printed no JSON")?;
+    v["images_per_second"].as_f64().context("reference: no images_per_second")
+}
+
 pub fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);

@@ -450,6 +450,29 @@ def clip_gradients(model, clip_grad, fused):
             g.mul_(clip)
 
 
+def loader(a):
+    """images/s of the DataLoader alone (decode + DataAugmentationDINO + collate), as svib bench --loader."""
+    with open(a.config, "rb") as f:
+        cfg = tomllib.load(f)
+    torch.set_num_threads(1)
+    aug = DataAugmentation(cfg["augment"], a.mean, a.std)
+    ds = FolderImages(a.data, aug)
+    bs = cfg["train"]["batch_size"]
+    dl = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, num_workers=a.workers, drop_last=True, persistent_workers=a.workers > 0, prefetch_factor=2 if a.workers else None)
+
+    def batches():
+        while True:
+            yield from dl
+    it = batches()
+    for _ in range(a.warmup):
+        next(it)
+    t = time.time()
+    for _ in range(a.batches):
+        next(it)
+    ips = a.batches * bs / (time.time() - t)
+    print(json.dumps({"impl": "pytorch", "images_per_second": ips, "workers": a.workers, "batches": a.batches, "peak_rss_mib_main": peak_rss_mib()}))
+
+
 def check_loss(a):
     """Loads svib's dump (config, weights, fixed views, svib's loss) and computes the loss here."""
     with open(os.path.join(a.dump, "config.toml"), "rb") as f:
@@ -486,10 +509,18 @@ def main():
     t.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     t.add_argument("--mean", type=float, nargs="+", default=[0.2860])
     t.add_argument("--std", type=float, nargs="+", default=[0.3530])
+    ld = sub.add_parser("loader")
+    ld.add_argument("--config", required=True)
+    ld.add_argument("--data", required=True)
+    ld.add_argument("--batches", type=int, default=20)
+    ld.add_argument("--warmup", type=int, default=3)
+    ld.add_argument("--workers", type=int, default=2)
+    ld.add_argument("--mean", type=float, nargs="+", default=[0.485, 0.456, 0.406])
+    ld.add_argument("--std", type=float, nargs="+", default=[0.229, 0.224, 0.225])
     c = sub.add_parser("check-loss")
     c.add_argument("--dump", required=True)
     a = p.parse_args()
-    train(a) if a.cmd == "train" else check_loss(a)
+    {"train": train, "loader": loader, "check-loss": check_loss}[a.cmd](a)
 
 
 if __name__ == "__main__":

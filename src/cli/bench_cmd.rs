@@ -29,12 +29,23 @@ pub struct BenchArgs {
     /// Only the loss-equality check (no timing).
     #[arg(long)]
     pub check_only: bool,
+    /// Time the training loader alone (decode, multi-crop augmentation, batch tensors) of this
+    /// preset or config file on --data, against the reference's DataLoader with --workers
+    /// worker processes (svib uses --threads), alternately; no training.
+    #[arg(long, value_name = "CONFIG")]
+    pub loader: Option<String>,
+    /// Data set of --loader (an ImageFolder: folder:DIR).
+    #[arg(long)]
+    pub data: Option<String>,
     /// Markdown table written here as well (atomically).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
 
 pub fn run(a: BenchArgs, threads: usize) -> Result<()> {
+    if let Some(config) = &a.loader {
+        return run_loader(&a, config, threads);
+    }
     anyhow::ensure!(a.steps > a.warmup && a.warmup >= 1, "--steps must exceed --warmup (>= 1)");
     anyhow::ensure!(a.steps.is_multiple_of(a.warmup), "--steps must be a multiple of --warmup (svib logs every --warmup steps)");
     let root = std::env::current_dir()?;
@@ -84,5 +95,34 @@ pub fn run(a: BenchArgs, threads: usize) -> Result<()> {
     if let Some(p) = &a.out {
         crate::util::write_atomic(p, md.as_bytes())?;
     }
+    Ok(())
+}
+
+/// `svib bench --loader CONFIG --data folder:DIR`: loader images/s, svib vs the DataLoader, A B A B.
+fn run_loader(a: &BenchArgs, config: &str, threads: usize) -> Result<()> {
+    let data = a.data.as_deref().context("--loader needs --data folder:DIR")?;
+    let mut t = crate::train::config::load_table(config)?;
+    crate::train::config::set_key(&mut t, &format!("data.spec={data}"))?;
+    for s in &a.sets {
+        crate::train::config::set_key(&mut t, s)?;
+    }
+    let cfg = crate::train::config::Config::from_table(t)?;
+    let dir = cfg.data.spec.parse::<DataSpec>().map_err(|e| anyhow::anyhow!("--data: {e}"))?.dir;
+    let (python, script) = reference_paths(&std::env::current_dir()?)?;
+    let work = tempfile::tempdir()?;
+    let config_path = work.path().join("config.toml");
+    crate::util::write_atomic(&config_path, cfg.to_toml().as_bytes())?;
+    let (batches, warmup) = (a.steps, a.warmup);
+    let (mut ours, mut theirs) = (vec![], vec![]);
+    for rep in 0..a.repeats {
+        let (ips, open) = crate::bench::loader_images_per_second(&cfg, batches, warmup)?;
+        println!("#{rep} svib loader ({threads} threads): {ips:7.1} img/s (data set opened in {open:.1} s)");
+        ours.push(ips);
+        let ips = crate::bench::reference_loader_images_per_second(&python, &script, &config_path, &dir, a.workers, batches, warmup)?;
+        println!("#{rep} PyTorch DataLoader ({} workers): {ips:7.1} img/s", a.workers);
+        theirs.push(ips);
+    }
+    let (s, p) = (median(&ours), median(&theirs));
+    println!("loader {config}: svib {s:.1} img/s, PyTorch {p:.1} img/s: {:.2}x (medians of {})", s / p, a.repeats);
     Ok(())
 }
