@@ -82,7 +82,7 @@ pub fn dump_loss_case(cfg: &Config, dir: &Path) -> Result<serde_json::Value> {
     });
     let k = svib_cfg.gmm.k;
     svib.load_state(&[("center".into(), Tensor::randn([1, k], (Kind::Float, Device::Cpu)) * 0.05)])?;
-    let batch = Loader::new(Arc::new(train.clone()), cfg.augment.clone(), norm, bs, cfg.train.seed, 0, 0, 1, false).next().context("no batch")?;
+    let batch = Loader::new(Arc::new(train.clone()), cfg.augment.clone(), norm, bs, cfg.train.seed, 0, 0, 1, false).next().context("no batch")??;
     let sched = Schedules::new(cfg, train.len() / bs);
     let ctx = StepCtx { step: 0, total_steps: sched.total_steps, epoch: 0, beta: sched.beta(0), teacher_momentum: sched.teacher_momentum(0).unwrap_or(1.0) };
     let out = svib.loss(&batch.views, &ctx);
@@ -234,9 +234,12 @@ pub fn loader_images_per_second(cfg: &Config, batches: usize, warmup: usize) -> 
         if i == warmup {
             start = Instant::now();
         }
-        if loader.next().is_none() {
-            loader = next_loader();
-            loader.next().context("an epoch without a batch")?;
+        match loader.next() {
+            Some(batch) => drop(batch?),
+            None => {
+                loader = next_loader();
+                drop(loader.next().context("an epoch without a batch")??);
+            }
         }
     }
     Ok(((batches * bs) as f64 / start.elapsed().as_secs_f64(), open))

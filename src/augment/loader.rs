@@ -26,7 +26,7 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
 
 /// Iterator over the batches of one epoch, produced ahead by a background thread.
 pub struct Loader {
-    rx: Receiver<CropBatch>,
+    rx: Receiver<anyhow::Result<CropBatch>>,
     handle: Option<JoinHandle<()>>,
     pub batches: usize,
 }
@@ -42,9 +42,13 @@ impl Loader {
         let handle = std::thread::spawn(move || {
             for b in skip..batches {
                 let idx = &order[b * batch..(b + 1) * batch];
-                let views = augment_batch_tensors(&ds, idx, &cfg, &norm, seed, epoch, pinned);
-                let labels = Tensor::from_slice(&idx.iter().map(|&i| ds.labels[i]).collect::<Vec<_>>());
-                if tx.send(CropBatch { views, labels, indices: idx.to_vec() }).is_err() {
+                let batch = augment_batch_tensors(&ds, idx, &cfg, &norm, seed, epoch, pinned).map(|views| {
+                    let labels = Tensor::from_slice(&idx.iter().map(|&i| ds.labels[i]).collect::<Vec<_>>());
+                    CropBatch { views, labels, indices: idx.to_vec() }
+                });
+                let failed = batch.is_err();
+                // an error (an image that does not decode) ends the epoch after it is delivered
+                if tx.send(batch).is_err() || failed {
                     return; // consumer dropped the loader
                 }
             }
@@ -54,8 +58,8 @@ impl Loader {
 }
 
 impl Iterator for Loader {
-    type Item = CropBatch;
-    fn next(&mut self) -> Option<CropBatch> {
+    type Item = anyhow::Result<CropBatch>;
+    fn next(&mut self) -> Option<anyhow::Result<CropBatch>> {
         self.rx.recv().ok()
     }
 }
@@ -78,11 +82,16 @@ mod tests {
 
     #[test]
     fn yields_all_full_batches_in_seeded_order() {
-        let ds =
-            Arc::new(Dataset { images: (0..10).map(|i| ImageU8::new(8, 8, 1, vec![i as u8 * 20; 64])).collect(), labels: (0..10).collect(), num_classes: 10, class_names: vec![] });
+        let ds = Arc::new(Dataset {
+            images: (0..10).map(|i| ImageU8::new(8, 8, 1, vec![i as u8 * 20; 64])).collect(),
+            labels: (0..10).collect(),
+            num_classes: 10,
+            class_names: vec![],
+            ..Default::default()
+        });
         let cfg = MultiCropConfig { global_size: 8, local_size: 4, local_crops: 1, ..MultiCropConfig::default() };
         let norm = Norm { mean: vec![0.5], std: vec![0.5] };
-        let batches: Vec<CropBatch> = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 0, 2, false).collect();
+        let batches: Vec<CropBatch> = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 0, 2, false).collect::<anyhow::Result<_>>().unwrap();
         assert_eq!(batches.len(), 3);
         assert_eq!(batches[0].views.len(), 3);
         assert_eq!(batches[0].views[2].size(), vec![3, 3, 4, 4]);
@@ -90,17 +99,36 @@ mod tests {
         assert_eq!(batches[1].indices, order[3..6].to_vec());
         assert_eq!(Vec::<i64>::try_from(&batches[1].labels).unwrap(), order[3..6].iter().map(|&i| i as i64).collect::<Vec<_>>());
         // skipping resumes mid-epoch with the same batches
-        let rest: Vec<CropBatch> = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 2, 2, false).collect();
+        let rest: Vec<CropBatch> = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 2, 2, false).collect::<anyhow::Result<_>>().unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].indices, batches[2].indices);
         assert!(rest[0].views[0].equal(&batches[2].views[0]));
         // the views equal augment_batch's buffers, value for value
-        let bufs = crate::augment::augment_batch(&ds, &batches[1].indices, &cfg, &norm, 9, 0);
+        let bufs = crate::augment::augment_batch(&ds, &batches[1].indices, &cfg, &norm, 9, 0).unwrap();
         for (t, (data, shape)) in batches[1].views.iter().zip(bufs.views) {
             assert_eq!(t.size(), shape.map(|s| s as i64).to_vec());
             assert_eq!(Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap(), data);
         }
         // dropping a loader early does not hang
         assert_ne!(epoch_order(10, 9, 1), order);
+    }
+
+    #[test]
+    fn a_corrupt_image_past_the_first_ones_is_named_by_the_loader() {
+        let d = tempfile::tempdir().unwrap();
+        crate::data::folder::tests::tree(d.path());
+        let good = std::fs::read(d.path().join("train/cat/0.png")).unwrap();
+        for i in 0..20 {
+            std::fs::write(d.path().join(format!("train/cat/a{i:02}.png")), &good).unwrap();
+        }
+        // sorts last in cat/, so opening (which decodes the first 16 files) does not see it
+        std::fs::write(d.path().join("train/cat/zz.png"), &good[..good.len() / 2]).unwrap();
+        let ds = std::sync::Arc::new(crate::data::folder::load(d.path(), crate::data::Split::Train, &Default::default()).unwrap());
+        let cfg = MultiCropConfig { global_size: 8, local_size: 4, local_crops: 1, channels: 3, ..Default::default() };
+        let norm = crate::data::Norm { mean: vec![0.5; 3], std: vec![0.5; 3] };
+        let n = ds.len();
+        let batches: Vec<_> = Loader::new(ds, cfg, norm, n, 0, 0, 0, 1, false).collect();
+        let e = format!("{:#}", batches.into_iter().next().unwrap().err().expect("the bad file fails the batch"));
+        assert!(e.contains("zz.png") && e.contains("not a decodable image"), "{e}");
     }
 }

@@ -208,11 +208,11 @@ pub struct CropBuffers {
 }
 
 /// Augments `indices` of `ds` in parallel into per-view normalised buffers.
-pub fn augment_batch(ds: &Dataset, indices: &[usize], cfg: &MultiCropConfig, norm: &Norm, seed: u64, epoch: u64) -> CropBuffers {
+pub fn augment_batch(ds: &Dataset, indices: &[usize], cfg: &MultiCropConfig, norm: &Norm, seed: u64, epoch: u64) -> anyhow::Result<CropBuffers> {
     let views = cfg.views();
     let c = cfg.channels as usize;
     let norm = norm.with_channels(c);
-    let per_image = augment_images(ds, indices, cfg, seed, epoch);
+    let per_image = augment_images(ds, indices, cfg, seed, epoch)?;
     let b = indices.len();
     let views = views
         .iter()
@@ -224,16 +224,18 @@ pub fn augment_batch(ds: &Dataset, indices: &[usize], cfg: &MultiCropConfig, nor
             (buf, [b, c, spec.size as usize, spec.size as usize])
         })
         .collect();
-    CropBuffers { views }
+    Ok(CropBuffers { views })
 }
 
 /// Every view of every image of `indices`, augmented in parallel on the rayon pool.
-fn augment_images(ds: &Dataset, indices: &[usize], cfg: &MultiCropConfig, seed: u64, epoch: u64) -> Vec<Vec<ImageU8>> {
+/// A streamed image is decoded once here, for all of its crops.
+fn augment_images(ds: &Dataset, indices: &[usize], cfg: &MultiCropConfig, seed: u64, epoch: u64) -> anyhow::Result<Vec<Vec<ImageU8>>> {
     indices
         .par_iter()
-        .map_init(fir::Resizer::new, |resizer, &i| {
+        .map_init(fir::Resizer::new, |resizer, &i| -> anyhow::Result<Vec<ImageU8>> {
+            let img = ds.image(i)?;
             let mut rng = image_rng(seed, epoch, i as u64);
-            augment_all(&ds.images[i], cfg, &mut rng, resizer)
+            Ok(augment_all(&img, cfg, &mut rng, resizer))
         })
         .collect()
 }
@@ -241,12 +243,13 @@ fn augment_images(ds: &Dataset, indices: &[usize], cfg: &MultiCropConfig, seed: 
 /// As [`augment_batch`], normalised straight into one tensor per view `[batch, channels, size,
 /// size]` (no intermediate buffer); in pinned host memory with `pinned` (for non-blocking copies
 /// to CUDA; plain memory if pinning fails). The same values as `augment_batch`.
-pub fn augment_batch_tensors(ds: &Dataset, indices: &[usize], cfg: &MultiCropConfig, norm: &Norm, seed: u64, epoch: u64, pinned: bool) -> Vec<tch::Tensor> {
+pub fn augment_batch_tensors(ds: &Dataset, indices: &[usize], cfg: &MultiCropConfig, norm: &Norm, seed: u64, epoch: u64, pinned: bool) -> anyhow::Result<Vec<tch::Tensor>> {
     let c = cfg.channels as usize;
     let norm = norm.with_channels(c);
-    let per_image = augment_images(ds, indices, cfg, seed, epoch);
+    let per_image = augment_images(ds, indices, cfg, seed, epoch)?;
     let b = indices.len();
-    cfg.views()
+    Ok(cfg
+        .views()
         .iter()
         .enumerate()
         .map(|(v, spec)| {
@@ -261,7 +264,7 @@ pub fn augment_batch_tensors(ds: &Dataset, indices: &[usize], cfg: &MultiCropCon
             out.par_chunks_mut(n).zip(per_image.par_iter()).for_each(|(o, imgs)| ops::normalize_into(&imgs[v], &norm.mean, &norm.std, o));
             t
         })
-        .collect()
+        .collect())
 }
 
 /// Deterministic evaluation preprocessing: images already `size` square pass unchanged; others
@@ -283,38 +286,40 @@ pub fn eval_image(img: &ImageU8, size: u32, channels: u8, resizer: &mut fir::Res
 }
 
 /// Evaluation tensors' data for `indices`: `[n, channels, size, size]`, normalised.
-pub fn eval_batch(ds: &Dataset, indices: &[usize], size: u32, channels: u8, norm: &Norm) -> (Vec<f32>, [usize; 4]) {
+pub fn eval_batch(ds: &Dataset, indices: &[usize], size: u32, channels: u8, norm: &Norm) -> anyhow::Result<(Vec<f32>, [usize; 4])> {
     let c = channels as usize;
     let norm = norm.with_channels(c);
     let n = c * (size * size) as usize;
     let mut buf = vec![0f32; indices.len() * n];
-    buf.par_chunks_mut(n).zip(indices.par_iter()).for_each_init(fir::Resizer::new, |resizer, (out, &i)| {
-        let img = eval_image(&ds.images[i], size, channels, resizer);
+    buf.par_chunks_mut(n).zip(indices.par_iter()).try_for_each_init(fir::Resizer::new, |resizer, (out, &i)| -> anyhow::Result<()> {
+        let img = eval_image(ds.image(i)?.as_ref(), size, channels, resizer);
         ops::normalize_into(&img, &norm.mean, &norm.std, out);
-    });
-    (buf, [indices.len(), c, size as usize, size as usize])
+        Ok(())
+    })?;
+    Ok((buf, [indices.len(), c, size as usize, size as usize]))
 }
 
 /// Training tensors' data for supervised evaluation (linear probe with augmentation,
 /// fine-tuning): RandomResizedCrop(size, scale) + horizontal flip, normalised; deterministic per
 /// (seed, epoch, image index).
-pub fn supervised_batch(ds: &Dataset, indices: &[usize], size: u32, channels: u8, norm: &Norm, scale: [f32; 2], seed: u64, epoch: u64) -> (Vec<f32>, [usize; 4]) {
+pub fn supervised_batch(ds: &Dataset, indices: &[usize], size: u32, channels: u8, norm: &Norm, scale: [f32; 2], seed: u64, epoch: u64) -> anyhow::Result<(Vec<f32>, [usize; 4])> {
     let c = channels as usize;
     let norm = norm.with_channels(c);
     let n = c * (size * size) as usize;
     let mut buf = vec![0f32; indices.len() * n];
-    buf.par_chunks_mut(n).zip(indices.par_iter()).for_each_init(fir::Resizer::new, |resizer, (out, &i)| {
+    buf.par_chunks_mut(n).zip(indices.par_iter()).try_for_each_init(fir::Resizer::new, |resizer, (out, &i)| -> anyhow::Result<()> {
         let mut rng = image_rng(seed, epoch, i as u64);
-        let src = &ds.images[i];
-        let src = if src.c != channels { ops::to_channels(src, channels) } else { src.clone() };
+        let src = ds.image(i)?;
+        let src = if src.c != channels { ops::to_channels(&src, channels) } else { src.into_owned() };
         let crop = ops::rrc_params(src.h, src.w, scale, [3.0 / 4.0, 4.0 / 3.0], &mut rng);
         let mut img = ops::crop_resize(&src, crop, size, size, resizer);
         if rng.random_bool(0.5) {
             ops::hflip(&mut img);
         }
         ops::normalize_into(&img, &norm.mean, &norm.std, out);
-    });
-    (buf, [indices.len(), c, size as usize, size as usize])
+        Ok(())
+    })?;
+    Ok((buf, [indices.len(), c, size as usize, size as usize]))
 }
 
 #[cfg(test)]

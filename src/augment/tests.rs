@@ -25,9 +25,9 @@ fn quiet() -> MultiCropConfig {
 #[test]
 fn output_sizes_channels_and_ranges() {
     let cfg = MultiCropConfig { global_size: 20, local_size: 9, local_crops: 3, ..MultiCropConfig::default() };
-    let ds = Dataset { images: (0..5).map(|i| colour_image(32, i)).collect(), labels: vec![0; 5], num_classes: 1, class_names: vec![] };
+    let ds = Dataset { images: (0..5).map(|i| colour_image(32, i)).collect(), labels: vec![0; 5], num_classes: 1, class_names: vec![], ..Default::default() };
     let norm = Norm { mean: vec![0.5, 0.4, 0.3], std: vec![0.2, 0.25, 0.3] };
-    let out = augment_batch(&ds, &[0, 2, 4], &cfg, &norm, 7, 0);
+    let out = augment_batch(&ds, &[0, 2, 4], &cfg, &norm, 7, 0).unwrap();
     let shapes: Vec<[usize; 4]> = out.views.iter().map(|v| v.1).collect();
     assert_eq!(shapes, vec![[3, 3, 20, 20], [3, 3, 20, 20], [3, 3, 9, 9], [3, 3, 9, 9], [3, 3, 9, 9]]);
     for (buf, shape) in &out.views {
@@ -117,16 +117,16 @@ fn each_op_fires_with_its_probability() {
 #[test]
 fn batches_are_identical_for_any_thread_count() {
     let cfg = MultiCropConfig::for_image_side(24);
-    let ds = Dataset { images: (0..16).map(|i| colour_image(24, i)).collect(), labels: vec![0; 16], num_classes: 1, class_names: vec![] };
+    let ds = Dataset { images: (0..16).map(|i| colour_image(24, i)).collect(), labels: vec![0; 16], num_classes: 1, class_names: vec![], ..Default::default() };
     let norm = Norm::preset("cifar10").unwrap();
     let idx: Vec<usize> = (0..16).rev().collect();
-    let run = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| augment_batch(&ds, &idx, &cfg, &norm, 3, 2));
+    let run = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| augment_batch(&ds, &idx, &cfg, &norm, 3, 2).unwrap());
     let (a, b) = (run(1), run(3));
     for (x, y) in a.views.iter().zip(&b.views) {
         assert_eq!(x.0, y.0);
     }
     // a different epoch gives different crops
-    let c = augment_batch(&ds, &idx, &cfg, &norm, 3, 3);
+    let c = augment_batch(&ds, &idx, &cfg, &norm, 3, 3).unwrap();
     assert_ne!(a.views[0].0, c.views[0].0);
 }
 

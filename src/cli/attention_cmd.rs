@@ -47,15 +47,15 @@ pub fn run(a: AttentionArgs) -> Result<()> {
         let (_, test, prep) = load_data(&a.data, &b)?;
         for &i in &a.indices {
             ensure!(i < test.len(), "--indices: {i} is past the test split ({} images)", test.len());
-            images.push((format!("test{i}"), test.images[i].clone()));
+            images.push((format!("test{i}"), test.image(i)?.into_owned()));
         }
         prep
     };
     let scale = a.scale.unwrap_or((224 / prep.size).max(1));
     std::fs::create_dir_all(&a.out).with_context(|| format!("{}: cannot create", a.out.display()))?;
     for (name, img) in &images {
-        let ds = Dataset { images: vec![img.clone()], labels: vec![-1], num_classes: 0, class_names: vec![] };
-        let (buf, shape) = eval_batch(&ds, &[0], prep.size, prep.channels, &prep.norm);
+        let ds = Dataset { images: vec![img.clone()], labels: vec![-1], num_classes: 0, class_names: vec![], ..Default::default() };
+        let (buf, shape) = eval_batch(&ds, &[0], prep.size, prep.channels, &prep.norm)?;
         let x = Tensor::from_slice(&buf).reshape(shape.map(|d| d as i64)).to_device(device);
         let (heads, gh, gw) = cls_attention(vit, &x).with_context(|| format!("image {name}"))?;
         // what the network saw, for drawing: the evaluation crop without normalisation

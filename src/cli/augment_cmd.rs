@@ -84,23 +84,24 @@ pub fn run(cmd: AugmentCommand) -> Result<()> {
             let ds = data::load(&data, Split::Train, &LoadOptions::default())?;
             ensure!(index < ds.len(), "--index {index}: the training split has {} images", ds.len());
             ensure!(rows >= 1 && (16..=1024).contains(&cell), "--rows must be >= 1 and --cell in 16..=1024");
-            let img = &ds.images[index];
+            let img = ds.image(index)?;
             let cfg = recipe.config(img.w.min(img.h).min(224))?;
-            preview::write_grid(img, &cfg, rows, seed, cell, &out)?;
+            preview::write_grid(&img, &cfg, rows, seed, cell, &out)?;
             println!("wrote {} ({} rows x {} views + source)", out.display(), rows, cfg.views().len());
             Ok(())
         }
         AugmentCommand::Bench { data, batch_size, batches, recipe } => {
             let ds = data::load(&data, Split::Train, &LoadOptions::default())?;
-            let img = &ds.images[0];
+            ensure!(!ds.is_empty(), "--data: no training images");
+            let img = ds.image(0)?;
             let cfg = recipe.config(img.w.min(img.h).min(224))?;
             let norm = Norm::for_dataset(&data, &ds);
             ensure!(batch_size * (batches + 1) <= ds.len(), "--batch-size x (--batches + 1) exceeds the {} training images", ds.len());
             let idx: Vec<usize> = (0..ds.len()).collect();
-            augment_batch(&ds, &idx[..batch_size], &cfg, &norm, 0, 0);
+            augment_batch(&ds, &idx[..batch_size], &cfg, &norm, 0, 0)?;
             let t = std::time::Instant::now();
             for b in 1..=batches {
-                std::hint::black_box(augment_batch(&ds, &idx[b * batch_size..(b + 1) * batch_size], &cfg, &norm, 0, 0));
+                std::hint::black_box(augment_batch(&ds, &idx[b * batch_size..(b + 1) * batch_size], &cfg, &norm, 0, 0)?);
             }
             let s = t.elapsed().as_secs_f64();
             let crops = (batches * batch_size * cfg.views().len()) as f64;

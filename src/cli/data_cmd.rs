@@ -46,7 +46,8 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             let train = data::load(&data, Split::Train, &opts)?;
             let test = data::load(&data, Split::Test, &opts)?;
             let norm = Norm::for_dataset(&data, &train);
-            let im = &train.images[0];
+            anyhow::ensure!(!train.is_empty(), "{data}: no training images");
+            let im = train.image(0)?;
             println!("data set   {data}");
             println!("train      {} images", train.len());
             println!("test       {} images", test.len());

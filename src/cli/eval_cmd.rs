@@ -63,7 +63,10 @@ pub(super) fn load_data(d: &DataArgs, b: &LoadedBackbone) -> Result<(Dataset, Da
     let norm = Norm::for_dataset(&spec, &train);
     let mut prep = match &b.run_config {
         Some(c) => crate::train::eval_prep(c, norm),
-        None => EvalPrep { size: train.images[0].w.min(train.images[0].h).min(224), channels: b.channels, norm },
+        None => {
+            let first = train.image(0)?;
+            EvalPrep { size: first.w.min(first.h).min(224), channels: b.channels, norm }
+        }
     };
     if let Some(s) = d.image_size {
         prep.size = s;
@@ -116,7 +119,7 @@ pub fn run_linear(a: LinearArgs) -> Result<()> {
         seed: a.seed,
         quiet: a.quiet,
     };
-    let r = linear_probe(&b.model, &train, &test, &prep, &opts, device);
+    let r = linear_probe(&b.model, &train, &test, &prep, &opts, device)?;
     println!("{}", serde_json::to_string(&r)?);
     Ok(())
 }
@@ -157,7 +160,7 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
         let (b, device) = a.source.load(seed as i64)?;
         let (train, test, prep) = load_data(&a.data, &b)?;
         let opts = FinetuneOpts { fraction: a.fraction, epochs, batch_size: a.batch_size, lr: a.lr, momentum: 0.9, weight_decay: a.weight_decay, seed, quiet: a.quiet };
-        let r = finetune(&b.vs, &b.model, &train, &test, &prep, &opts, device);
+        let r = finetune(&b.vs, &b.model, &train, &test, &prep, &opts, device)?;
         if !a.quiet {
             eprintln!("run {}/{}: top-1 {:.2} top-5 {:.2} ({} labelled images, {:.0} s)", seed + 1, a.runs, r.top1, r.top5, r.n_labelled, r.seconds);
         }
@@ -241,7 +244,7 @@ fn split_features(input: &SplitArgs, limit: Option<usize>) -> Result<(Vec<f32>, 
     if let Some(n) = limit {
         ds.truncate(n);
     }
-    let f = crate::eval::features::backbone_features(&b.model, &ds, &prep, 256, device).to_device(tch::Device::Cpu);
+    let f = crate::eval::features::backbone_features(&b.model, &ds, &prep, 256, device)?.to_device(tch::Device::Cpu);
     let (n, d) = (f.size()[0] as usize, f.size()[1] as usize);
     let mut v = vec![0f32; n * d];
     f.contiguous().copy_data(&mut v, n * d);

@@ -69,13 +69,14 @@ pub fn run(a: KnnArgs) -> Result<()> {
     let arch = a.arch.as_deref().map(ArchConfig::parse).transpose()?;
     let (train, test) = load_data(&a)?;
     let norm = Norm::for_dataset(&a.data, &train);
-    let first = &train.images[0];
+    ensure!(!train.is_empty(), "--data: no training images");
+    let first = train.image(0)?;
     let size = a.image_size.unwrap_or(first.w.min(first.h).min(224));
     let channels = a.channels.unwrap_or(train.channels());
     ensure!(channels == 1 || channels == 3, "--channels: expected 1 or 3, got {channels}");
     let mut prep = EvalPrep { size, channels, norm };
     let (ftrain, ftest) = if a.raw_pixels {
-        (pixel_features(&train, &prep, a.batch_size, device), pixel_features(&test, &prep, a.batch_size, device))
+        (pixel_features(&train, &prep, a.batch_size, device)?, pixel_features(&test, &prep, a.batch_size, device)?)
     } else {
         let ck = a.checkpoint.as_deref();
         ensure!(
@@ -89,7 +90,7 @@ pub fn run(a: KnnArgs) -> Result<()> {
             prep = crate::train::eval_prep(cfg, prep.norm);
             prep.size = a.image_size.unwrap_or(prep.size);
         }
-        (backbone_features(&b.model, &train, &prep, a.batch_size, device), backbone_features(&b.model, &test, &prep, a.batch_size, device))
+        (backbone_features(&b.model, &train, &prep, a.batch_size, device)?, backbone_features(&b.model, &test, &prep, a.batch_size, device)?)
     };
     let num_classes = train.num_classes.max(test.num_classes) as i64;
     let r = knn_classify(&ftrain, &labels(&train, device), &ftest, &labels(&test, device), num_classes, a.k, a.temperature);

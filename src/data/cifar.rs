@@ -60,7 +60,7 @@ pub fn load(dir: &Path, split: Split, hundred: bool) -> Result<Dataset> {
         .map(|s| s.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect::<Vec<_>>())
         .filter(|v| v.len() == classes)
         .unwrap_or_else(|| (0..classes).map(|i| i.to_string()).collect());
-    Ok(Dataset { images, labels, num_classes: classes, class_names })
+    Ok(Dataset { images, labels, num_classes: classes, class_names, ..Default::default() })
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! ImageFolder trees: `root/train/<class>/*.{jpg,jpeg,png,bmp,webp}` and `root/val/<class>/…`
-//! (or `root/test/…`). Classes are the sorted sub-folder names, as torchvision does. Images are
-//! decoded in parallel; grey images stay one-channel.
+//! (or `root/test/…`). Classes are the sorted sub-folder names, as torchvision does. Opening a
+//! tree indexes its files (memory grows with the file count, not the pixels); images are decoded
+//! when read, by the loader threads; grey images stay one-channel.
 use super::{Dataset, ImageU8, LoadOptions, Split};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
@@ -111,34 +112,35 @@ pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
     if ignored > 0 {
         eprintln!("warning: {}: ignored {ignored} file(s) without an image extension ({})", dir.display(), EXTENSIONS.join(", "));
     }
-    let decoded: Vec<Result<ImageU8>> = files.par_iter().map(|(p, _)| decode(p)).collect();
-    let (mut images, mut labels, mut skipped) = (vec![], vec![], 0usize);
-    for (r, (_, l)) in decoded.into_iter().zip(&files) {
-        match r {
-            Ok(img) => {
-                images.push(img);
-                labels.push(*l);
-            }
-            Err(e) if opts.skip_corrupt => {
-                skipped += 1;
-                if skipped <= 3 {
-                    eprintln!("warning: skipping {e:#}");
-                }
-            }
-            Err(e) => return Err(e.context("use --skip-corrupt to skip undecodable images")),
-        }
+    let files = if opts.skip_corrupt { decodable(files, &dir) } else { files };
+    // the channels of the set: from its first images (a file that does not decode is named here)
+    let mut file_channels = 1;
+    for (p, _) in files.iter().take(16) {
+        file_channels = file_channels.max(decode(p).map_err(|e| e.context("use --skip-corrupt to skip undecodable images"))?.c);
+    }
+    let (files, labels) = files.into_iter().unzip();
+    Ok(Dataset { files, file_channels, labels, num_classes: classes.len(), class_names: classes, ..Default::default() })
+}
+
+/// The files that decode (each decoded once, in parallel, pixels dropped), with a warning for
+/// the others: `--skip-corrupt`.
+fn decodable(files: Vec<(PathBuf, i64)>, dir: &Path) -> Vec<(PathBuf, i64)> {
+    let ok: Vec<Option<anyhow::Error>> = files.par_iter().map(|(p, _)| decode(p).err()).collect();
+    let skipped = ok.iter().filter(|e| e.is_some()).count();
+    for e in ok.iter().flatten().take(3) {
+        eprintln!("warning: skipping {e:#}");
     }
     if skipped > 0 {
         eprintln!("warning: {}: skipped {skipped} corrupt image(s)", dir.display());
     }
-    Ok(Dataset { images, labels, num_classes: classes.len(), class_names: classes })
+    files.into_iter().zip(ok).filter(|(_, e)| e.is_none()).map(|(f, _)| f).collect()
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn tree(root: &Path) {
+    pub fn tree(root: &Path) {
         for (split, class, n) in [("train", "cat", 2), ("train", "dog", 3), ("val", "cat", 1), ("val", "dog", 1)] {
             let d = root.join(split).join(class);
             std::fs::create_dir_all(&d).unwrap();
@@ -157,10 +159,14 @@ mod tests {
         let ds = load(d.path(), Split::Train, &LoadOptions::default()).unwrap();
         assert_eq!(ds.class_names, vec!["cat", "dog"]);
         assert_eq!(ds.labels, vec![0, 0, 1, 1, 1, 1]);
-        assert_eq!((ds.images[1].w, ds.images[1].h, ds.images[1].c), (7, 4, 3));
+        // opening indexes the files; pixels are decoded when read
+        assert!(ds.is_streamed() && ds.images.is_empty());
+        assert_eq!(ds.channels(), 3);
+        let one = ds.image(1).unwrap();
+        assert_eq!((one.w, one.h, one.c), (7, 4, 3));
         // pixel (x=2, y=3) of train/cat/1.png is (20, 60, 1)
-        assert_eq!(&ds.images[1].data[(3 * 7 + 2) * 3..(3 * 7 + 2) * 3 + 3], &[20, 60, 1]);
-        let grey = &ds.images[5];
+        assert_eq!(&one.data[(3 * 7 + 2) * 3..(3 * 7 + 2) * 3 + 3], &[20, 60, 1]);
+        let grey = ds.image(5).unwrap();
         assert_eq!(grey.c, 1);
         assert!(grey.data.iter().all(|&v| (v as i32 - 77).abs() <= 1));
         assert_eq!(load(d.path(), Split::Test, &LoadOptions::default()).unwrap().len(), 2);

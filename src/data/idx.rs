@@ -92,7 +92,7 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
     let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
     let class_names =
         if dir.to_string_lossy().contains("fashion") { FASHION_CLASSES.iter().map(|s| s.to_string()).collect() } else { (0..num_classes).map(|i| i.to_string()).collect() };
-    Ok(Dataset { images, labels, num_classes, class_names })
+    Ok(Dataset { images, labels, num_classes, class_names, ..Default::default() })
 }
 
 /// The classes of a training split: 0..=max label (at least 10, as MNIST-layout sets have);

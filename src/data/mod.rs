@@ -1,5 +1,6 @@
-//! Data sets: readers for the common on-disk layouts, all producing an in-memory [`Dataset`] of
-//! 8-bit images, and the dataset spec string used on the command line.
+//! Data sets: readers for the common on-disk layouts, producing a [`Dataset`] of 8-bit images
+//! (decoded in memory, or for ImageFolder trees a list of files decoded when read), and the
+//! dataset spec string used on the command line.
 mod cifar;
 pub mod folder;
 mod idx;
@@ -12,7 +13,8 @@ pub use norm::Norm;
 pub use spec::{DataSpec, Format};
 
 use anyhow::Result;
-use std::path::Path;
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
 
 /// An 8-bit image, row-major HWC, with 1 (grey) or 3 (RGB) channels.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,10 +51,15 @@ impl Split {
     }
 }
 
-/// Images with integer labels (-1 where a split has none).
-#[derive(Clone, Debug)]
+/// Images with integer labels (-1 where a split has none): decoded in `images`, or (ImageFolder
+/// trees) as `files` decoded each time they are read, so that memory grows with the number of
+/// files, not with their pixels. Exactly one of the two is used.
+#[derive(Clone, Debug, Default)]
 pub struct Dataset {
     pub images: Vec<ImageU8>,
+    pub files: Vec<PathBuf>,
+    /// Streamed sets: the channels of the source images, found when the set was opened.
+    pub file_channels: u8,
     pub labels: Vec<i64>,
     pub num_classes: usize,
     pub class_names: Vec<String>,
@@ -60,18 +67,33 @@ pub struct Dataset {
 
 impl Dataset {
     pub fn len(&self) -> usize {
-        self.images.len()
+        self.labels.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.images.is_empty()
+        self.labels.is_empty()
+    }
+    /// Whether the pixels are read from files when needed.
+    pub fn is_streamed(&self) -> bool {
+        !self.files.is_empty()
+    }
+    /// Image `i`: borrowed from memory, or decoded from its file.
+    pub fn image(&self, i: usize) -> Result<Cow<'_, ImageU8>> {
+        match self.files.get(i) {
+            Some(p) => folder::decode(p).map(Cow::Owned),
+            None => Ok(Cow::Borrowed(&self.images[i])),
+        }
     }
     /// Channels of the source images (1 when every image is grey).
     pub fn channels(&self) -> u8 {
+        if self.is_streamed() {
+            return self.file_channels;
+        }
         self.images.iter().map(|i| i.c).max().unwrap_or(3)
     }
     /// The first `n` images (for quick runs and tests).
     pub fn truncate(&mut self, n: usize) {
         self.images.truncate(n);
+        self.files.truncate(n);
         self.labels.truncate(n);
     }
 
@@ -79,8 +101,13 @@ impl Dataset {
     pub fn subset(&mut self, n: usize, seed: u64) {
         let mut keep = vec![false; self.len()];
         subset_indices(self.len(), n, seed).into_iter().for_each(|i| keep[i] = true);
-        let mut k = keep.iter();
-        self.images.retain(|_| *k.next().expect("one flag per image"));
+        if self.is_streamed() {
+            let mut k = keep.iter();
+            self.files.retain(|_| *k.next().expect("one flag per file"));
+        } else {
+            let mut k = keep.iter();
+            self.images.retain(|_| *k.next().expect("one flag per image"));
+        }
         let mut k = keep.iter();
         self.labels.retain(|_| *k.next().expect("one flag per label"));
     }
@@ -134,7 +161,13 @@ mod tests {
 
     #[test]
     fn seeded_subset_keeps_pairs_in_order_and_is_reproducible() {
-        let make = || Dataset { images: (0..100u8).map(|i| ImageU8::new(1, 1, 1, vec![i])).collect(), labels: (0..100).collect(), num_classes: 100, class_names: vec![] };
+        let make = || Dataset {
+            images: (0..100u8).map(|i| ImageU8::new(1, 1, 1, vec![i])).collect(),
+            labels: (0..100).collect(),
+            num_classes: 100,
+            class_names: vec![],
+            ..Default::default()
+        };
         let (mut a, mut b, mut c) = (make(), make(), make());
         a.subset(10, 0);
         b.subset(10, 0);

@@ -28,12 +28,18 @@ impl Norm {
         Some(Norm { mean: m.to_vec(), std: s.to_vec() })
     }
 
-    /// Mean and std over (up to 20,000 evenly spaced) images; grey images count in every channel.
+    /// Mean and std over (up to 20,000 evenly spaced) images, or 2,000 for a streamed set (each
+    /// decoded from its file; one that does not decode is left out here and named when trained
+    /// on); grey images count in every channel.
     pub fn compute(ds: &Dataset) -> Norm {
+        use rayon::prelude::*;
         let c = ds.channels() as usize;
-        let step = (ds.len() / 20_000).max(1);
+        let step = (ds.len() / if ds.is_streamed() { 2_000 } else { 20_000 }).max(1);
+        let idx: Vec<usize> = (0..ds.len()).step_by(step).collect();
+        let decoded: Vec<crate::data::ImageU8> = if ds.is_streamed() { idx.par_iter().filter_map(|&i| ds.image(i).ok().map(|c| c.into_owned())).collect() } else { vec![] };
+        let images: Box<dyn Iterator<Item = &crate::data::ImageU8>> = if ds.is_streamed() { Box::new(decoded.iter()) } else { Box::new(idx.iter().map(|&i| &ds.images[i])) };
         let (mut sum, mut sq, mut n) = (vec![0f64; c], vec![0f64; c], vec![0f64; c]);
-        for img in ds.images.iter().step_by(step) {
+        for img in images {
             for px in img.data.chunks_exact(img.c as usize) {
                 for ch in 0..c {
                     let v = px[ch.min(px.len() - 1)] as f64 / 255.0;
@@ -92,6 +98,8 @@ fn cache_path(spec: &DataSpec, train: &Dataset) -> Option<PathBuf> {
     spec.name.hash(&mut h);
     train.len().hash(&mut h);
     train.images.first().map(|i| &i.data).hash(&mut h);
+    // a streamed set: its first file's name and size
+    train.files.first().map(|p| (p, std::fs::metadata(p).map(|m| m.len()).ok())).hash(&mut h);
     Some(base.join("norm").join(format!("{:016x}.json", h.finish())))
 }
 
@@ -103,7 +111,13 @@ mod tests {
     #[test]
     fn computed_statistics_match_hand_values() {
         // two 1x2 grey images: pixels 0, 255, 51, 204 -> values 0, 1, .2, .8: mean .5
-        let ds = Dataset { images: vec![ImageU8::new(2, 1, 1, vec![0, 255]), ImageU8::new(2, 1, 1, vec![51, 204])], labels: vec![0, 1], num_classes: 2, class_names: vec![] };
+        let ds = Dataset {
+            images: vec![ImageU8::new(2, 1, 1, vec![0, 255]), ImageU8::new(2, 1, 1, vec![51, 204])],
+            labels: vec![0, 1],
+            num_classes: 2,
+            class_names: vec![],
+            ..Default::default()
+        };
         let n = Norm::compute(&ds);
         let var = (0.25 + 0.25 + 0.09 + 0.09) / 4.0f32;
         assert!((n.mean[0] - 0.5).abs() < 1e-6);

@@ -60,7 +60,7 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
         .map(|s| s.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect::<Vec<_>>())
         .filter(|v| v.len() == 10)
         .unwrap_or_else(|| (0..10).map(|i| i.to_string()).collect());
-    Ok(Dataset { images, labels, num_classes: 10, class_names })
+    Ok(Dataset { images, labels, num_classes: 10, class_names, ..Default::default() })
 }
 
 #[cfg(test)]

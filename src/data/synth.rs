@@ -109,7 +109,8 @@ mod tests {
         assert_eq!(write(dir.path(), &o).unwrap(), 16);
         let a = std::fs::read(dir.path().join("train/001_square/0000004.jpg")).unwrap();
         let ds = crate::data::folder::load(dir.path(), crate::data::Split::Train, &Default::default()).unwrap();
-        assert_eq!((ds.len(), ds.num_classes, ds.images[0].w, ds.images[0].h, ds.channels()), (12, 3, 40, 30, 3));
+        let first = ds.image(0).unwrap();
+        assert_eq!((ds.len(), ds.num_classes, first.w, first.h, ds.channels()), (12, 3, 40, 30, 3));
         let again = tempfile::tempdir().unwrap();
         write(again.path(), &o).unwrap();
         assert_eq!(a, std::fs::read(again.path().join("train/001_square/0000004.jpg")).unwrap());

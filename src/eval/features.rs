@@ -2,6 +2,7 @@
 use crate::augment::eval_batch;
 use crate::data::{Dataset, Norm};
 use crate::models::Backbone;
+use anyhow::Result;
 use tch::nn::ModuleT;
 use tch::{Device, Tensor};
 
@@ -14,13 +15,14 @@ pub struct EvalPrep {
 }
 
 /// The images `indices` of `ds`, preprocessed, as one `[n, c, size, size]` tensor.
-pub fn pixel_batch(ds: &Dataset, indices: &[usize], prep: &EvalPrep) -> Tensor {
-    let (buf, shape) = eval_batch(ds, indices, prep.size, prep.channels, &prep.norm);
-    Tensor::from_slice(&buf).reshape(shape.map(|d| d as i64))
+/// Fails when an image of a streamed set does not decode.
+pub fn pixel_batch(ds: &Dataset, indices: &[usize], prep: &EvalPrep) -> Result<Tensor> {
+    let (buf, shape) = eval_batch(ds, indices, prep.size, prep.channels, &prep.norm)?;
+    Ok(Tensor::from_slice(&buf).reshape(shape.map(|d| d as i64)))
 }
 
 /// Normalised pixel batches of `ds`, `batch` at a time, as `[n, c, size, size]` tensors.
-pub fn pixel_batches<'a>(ds: &'a Dataset, prep: &'a EvalPrep, batch: usize) -> impl Iterator<Item = Tensor> + 'a {
+pub fn pixel_batches<'a>(ds: &'a Dataset, prep: &'a EvalPrep, batch: usize) -> impl Iterator<Item = Result<Tensor>> + 'a {
     (0..ds.len()).step_by(batch.max(1)).map(move |s| pixel_batch(ds, &(s..(s + batch).min(ds.len())).collect::<Vec<_>>(), prep))
 }
 
@@ -30,19 +32,19 @@ pub fn l2n(x: &Tensor) -> Tensor {
 }
 
 /// Backbone features (eval mode, no gradient), L2-normalised, `[n, out_dim]` on `device`.
-pub fn backbone_features(model: &Backbone, ds: &Dataset, prep: &EvalPrep, batch: usize, device: Device) -> Tensor {
+pub fn backbone_features(model: &Backbone, ds: &Dataset, prep: &EvalPrep, batch: usize, device: Device) -> Result<Tensor> {
     let _guard = tch::no_grad_guard();
-    let parts: Vec<Tensor> = pixel_batches(ds, prep, batch).map(|x| model.forward_t(&x.to_device(device), false)).collect();
-    l2n(&Tensor::cat(&parts, 0))
+    let parts: Vec<Tensor> = pixel_batches(ds, prep, batch).map(|x| Ok(model.forward_t(&x?.to_device(device), false))).collect::<Result<_>>()?;
+    Ok(l2n(&Tensor::cat(&parts, 0)))
 }
 
 /// The pixels themselves, scaled to [0, 1] without mean subtraction, as features (the raw-pixel
 /// kNN baseline), L2-normalised.
-pub fn pixel_features(ds: &Dataset, prep: &EvalPrep, batch: usize, device: Device) -> Tensor {
+pub fn pixel_features(ds: &Dataset, prep: &EvalPrep, batch: usize, device: Device) -> Result<Tensor> {
     let c = prep.channels as usize;
     let raw = EvalPrep { norm: Norm { mean: vec![0.0; c], std: vec![1.0; c] }, ..prep.clone() };
-    let parts: Vec<Tensor> = pixel_batches(ds, &raw, batch).map(|x| x.flatten(1, -1).to_device(device)).collect();
-    l2n(&Tensor::cat(&parts, 0))
+    let parts: Vec<Tensor> = pixel_batches(ds, &raw, batch).map(|x| Ok(x?.flatten(1, -1).to_device(device))).collect::<Result<_>>()?;
+    Ok(l2n(&Tensor::cat(&parts, 0)))
 }
 
 /// Labels as an int64 tensor on `device`.

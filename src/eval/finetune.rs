@@ -55,7 +55,7 @@ pub fn balanced_subset(labels: &[i64], fraction: f64, seed: u64) -> Vec<usize> {
 }
 
 /// Fine-tunes `model` (whose variables are in `vs`) with a new linear layer `fc` in `vs`.
-pub fn finetune(vs: &nn::VarStore, model: &Backbone, train: &Dataset, test: &Dataset, prep: &EvalPrep, opts: &FinetuneOpts, device: Device) -> FinetuneResult {
+pub fn finetune(vs: &nn::VarStore, model: &Backbone, train: &Dataset, test: &Dataset, prep: &EvalPrep, opts: &FinetuneOpts, device: Device) -> anyhow::Result<FinetuneResult> {
     let started = std::time::Instant::now();
     let subset = balanced_subset(&train.labels, opts.fraction, opts.seed);
     let classes = train.num_classes.max(test.num_classes) as i64;
@@ -80,7 +80,7 @@ pub fn finetune(vs: &nn::VarStore, model: &Backbone, train: &Dataset, test: &Dat
         order.shuffle(&mut rng);
         for chunk in order.chunks(bs) {
             opt.set_lr(lr0 * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos()));
-            let (buf, shape) = supervised_batch(train, chunk, prep.size, prep.channels, &prep.norm, [0.08, 1.0], opts.seed, epoch as u64);
+            let (buf, shape) = supervised_batch(train, chunk, prep.size, prep.channels, &prep.norm, [0.08, 1.0], opts.seed, epoch as u64)?;
             let x = Tensor::from_slice(&buf).reshape(shape.map(|d| d as i64)).to_device(device);
             let y = Tensor::from_slice(&chunk.iter().map(|&i| train.labels[i]).collect::<Vec<_>>()).to_device(device);
             let loss = model.forward_t(&x, true).apply(&fc).cross_entropy_for_logits(&y);
@@ -93,9 +93,9 @@ pub fn finetune(vs: &nn::VarStore, model: &Backbone, train: &Dataset, test: &Dat
         }
     }
     pb.finish_and_clear();
-    let logits: Vec<Tensor> = tch::no_grad(|| pixel_batches(test, prep, 256).map(|x| model.forward_t(&x.to_device(device), false).apply(&fc)).collect());
+    let logits: Vec<Tensor> = tch::no_grad(|| pixel_batches(test, prep, 256).map(|x| Ok(model.forward_t(&x?.to_device(device), false).apply(&fc))).collect::<anyhow::Result<_>>())?;
     let (top1, top5) = topk_accuracy(&Tensor::cat(&logits, 0), &Tensor::from_slice(&test.labels).to_device(device).to_kind(Kind::Int64));
-    FinetuneResult { top1, top5, n_labelled: subset.len(), seed: opts.seed, seconds: started.elapsed().as_secs_f64() }
+    Ok(FinetuneResult { top1, top5, n_labelled: subset.len(), seed: opts.seed, seconds: started.elapsed().as_secs_f64() })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use crate::augment::supervised_batch;
 use crate::data::Dataset;
 use crate::eval::features::{pixel_batches, EvalPrep};
 use crate::models::Backbone;
+use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -49,9 +50,9 @@ pub fn probe_features(model: &Backbone, x: &Tensor, n_last_blocks: usize) -> Ten
     })
 }
 
-fn all_features(model: &Backbone, ds: &Dataset, prep: &EvalPrep, n_last: usize, device: Device) -> Tensor {
-    let parts: Vec<Tensor> = pixel_batches(ds, prep, 256).map(|x| probe_features(model, &x.to_device(device), n_last)).collect();
-    Tensor::cat(&parts, 0)
+fn all_features(model: &Backbone, ds: &Dataset, prep: &EvalPrep, n_last: usize, device: Device) -> Result<Tensor> {
+    let parts: Vec<Tensor> = pixel_batches(ds, prep, 256).map(|x| Ok(probe_features(model, &x?.to_device(device), n_last))).collect::<Result<_>>()?;
+    Ok(Tensor::cat(&parts, 0))
 }
 
 /// Top-1 and top-5 accuracy (%) of logits `[N, C]` against labels `[N]`.
@@ -67,7 +68,7 @@ pub fn topk_accuracy(logits: &Tensor, labels: &Tensor) -> (f64, f64) {
 
 /// Trains a linear classifier on `[N, D]` features; returns it.
 pub fn train_linear(
-    features: impl Fn(usize) -> Tensor,
+    features: impl Fn(usize) -> Result<Tensor>,
     n_train: usize,
     dim: i64,
     labels: &Tensor,
@@ -75,7 +76,7 @@ pub fn train_linear(
     opts: &LinearOpts,
     device: Device,
     pb: &ProgressBar,
-) -> nn::Linear {
+) -> Result<nn::Linear> {
     let vs = nn::VarStore::new(device);
     tch::manual_seed(opts.seed as i64);
     let cfg = nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.01 }, bs_init: Some(nn::Init::Const(0.0)), bias: true };
@@ -86,7 +87,7 @@ pub fn train_linear(
     for epoch in 0..opts.epochs {
         // cosine annealing per epoch to 0, as torch's CosineAnnealingLR(T_max = epochs)
         opt.set_lr(lr0 * 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / opts.epochs as f64).cos()));
-        let feats = features(epoch);
+        let feats = features(epoch)?;
         let mut order: Vec<i64> = (0..n_train as i64).collect();
         order.shuffle(&mut rng);
         for chunk in order.chunks(opts.batch_size) {
@@ -97,39 +98,51 @@ pub fn train_linear(
         }
         pb.inc(1);
     }
-    fc
+    Ok(fc)
 }
 
 /// The linear probe on `model` with train/test sets.
-pub fn linear_probe(model: &Backbone, train: &Dataset, test: &Dataset, prep: &EvalPrep, opts: &LinearOpts, device: Device) -> LinearResult {
+pub fn linear_probe(model: &Backbone, train: &Dataset, test: &Dataset, prep: &EvalPrep, opts: &LinearOpts, device: Device) -> Result<LinearResult> {
     let started = std::time::Instant::now();
     let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(opts.epochs as u64) };
     pb.set_style(ProgressStyle::with_template("{spinner} linear probe [{elapsed_precise}<{eta_precise}] {bar:30} epoch {pos}/{len}").expect("valid template"));
     let labels = Tensor::from_slice(&train.labels).to_device(device);
     let classes = train.num_classes.max(test.num_classes) as i64;
-    let cached = (!opts.augment).then(|| all_features(model, train, prep, opts.n_last_blocks, device));
-    let dim = probe_features(model, &crate::eval::features::pixel_batch(train, &[0], prep).to_device(device), opts.n_last_blocks).size()[1];
-    let features = |epoch: usize| match &cached {
-        Some(f) => f.shallow_clone(),
-        None => {
-            let idx: Vec<usize> = (0..train.len()).collect();
-            let parts: Vec<Tensor> = idx
-                .chunks(256)
-                .map(|c| {
-                    let (buf, shape) = supervised_batch(train, c, prep.size, prep.channels, &prep.norm, [0.08, 1.0], opts.seed, epoch as u64);
-                    let x = Tensor::from_slice(&buf).reshape(shape.map(|d| d as i64)).to_device(device);
-                    probe_features(model, &x, opts.n_last_blocks)
-                })
-                .collect();
-            Tensor::cat(&parts, 0)
-        }
+    let cached = (!opts.augment).then(|| all_features(model, train, prep, opts.n_last_blocks, device)).transpose()?;
+    let dim = probe_features(model, &crate::eval::features::pixel_batch(train, &[0], prep)?.to_device(device), opts.n_last_blocks).size()[1];
+    let features = |epoch: usize| -> Result<Tensor> {
+        let Some(f) = &cached else { return augmented_features(model, train, prep, opts, epoch, device) };
+        Ok(f.shallow_clone())
     };
-    let fc = train_linear(features, train.len(), dim, &labels, classes, opts, device, &pb);
+    let fc = train_linear(features, train.len(), dim, &labels, classes, opts, device, &pb)?;
     pb.finish_and_clear();
-    let test_feats = all_features(model, test, prep, opts.n_last_blocks, device);
+    let test_feats = all_features(model, test, prep, opts.n_last_blocks, device)?;
     let logits = tch::no_grad(|| test_feats.apply(&fc));
     let (top1, top5) = topk_accuracy(&logits, &Tensor::from_slice(&test.labels).to_device(device));
-    LinearResult { top1, top5, epochs: opts.epochs, feature_dim: dim, n_train: train.len(), n_test: test.len(), augment: opts.augment, seconds: started.elapsed().as_secs_f64() }
+    Ok(LinearResult {
+        top1,
+        top5,
+        epochs: opts.epochs,
+        feature_dim: dim,
+        n_train: train.len(),
+        n_test: test.len(),
+        augment: opts.augment,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Features of the training images under the probe's augmentation of `epoch`.
+fn augmented_features(model: &Backbone, train: &Dataset, prep: &EvalPrep, opts: &LinearOpts, epoch: usize, device: Device) -> Result<Tensor> {
+    let idx: Vec<usize> = (0..train.len()).collect();
+    let parts: Vec<Tensor> = idx
+        .chunks(256)
+        .map(|c| {
+            let (buf, shape) = supervised_batch(train, c, prep.size, prep.channels, &prep.norm, [0.08, 1.0], opts.seed, epoch as u64)?;
+            let x = Tensor::from_slice(&buf).reshape(shape.map(|d| d as i64)).to_device(device);
+            Ok(probe_features(model, &x, opts.n_last_blocks))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Tensor::cat(&parts, 0))
 }
 
 #[cfg(test)]
@@ -159,12 +172,12 @@ mod tests {
         let centres = Tensor::eye(8, (Kind::Float, Device::Cpu)).narrow(0, 0, 4) * 3.0;
         let feats = centres.index_select(0, &labels) + Tensor::randn([n, 8], (Kind::Float, Device::Cpu)) * 0.3;
         let opts = LinearOpts { epochs: 30, batch_size: 64, lr: 0.1, momentum: 0.9, weight_decay: 0.0, augment: false, n_last_blocks: 1, seed: 1, quiet: true };
-        let fc = train_linear(|_| feats.shallow_clone(), n as usize, 8, &labels, 4, &opts, Device::Cpu, &ProgressBar::hidden());
+        let fc = train_linear(|_| Ok(feats.shallow_clone()), n as usize, 8, &labels, 4, &opts, Device::Cpu, &ProgressBar::hidden()).unwrap();
         let (t1, _) = topk_accuracy(&tch::no_grad(|| feats.apply(&fc)), &labels);
         assert_eq!(t1, 100.0);
         // shuffled labels are not linearly separable: far from 100%, so the check above can fail
         let wrong = labels.index_select(0, &Tensor::randperm(n, (Kind::Int64, Device::Cpu)));
-        let fc = train_linear(|_| feats.shallow_clone(), n as usize, 8, &wrong, 4, &opts, Device::Cpu, &ProgressBar::hidden());
+        let fc = train_linear(|_| Ok(feats.shallow_clone()), n as usize, 8, &wrong, 4, &opts, Device::Cpu, &ProgressBar::hidden()).unwrap();
         let fit = topk_accuracy(&tch::no_grad(|| feats.apply(&fc)), &wrong).0;
         assert!(fit < 60.0, "{fit}");
     }

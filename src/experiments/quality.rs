@@ -140,7 +140,7 @@ fn raw_pixels(cfg: &Config, dir: &Path) -> Result<f64> {
     let test = data::load(&spec, Split::Test, &LoadOptions { skip_corrupt: cfg.data.skip_corrupt })?;
     let prep = eval_prep(cfg, Norm::for_dataset(&spec, &train));
     let dev = tch::Device::Cpu;
-    let (ftr, fte) = (pixel_features(&train, &prep, 256, dev), pixel_features(&test, &prep, 256, dev));
+    let (ftr, fte) = (pixel_features(&train, &prep, 256, dev)?, pixel_features(&test, &prep, 256, dev)?);
     let classes = train.num_classes.max(test.num_classes) as i64;
     let r = knn_classify(&ftr, &labels(&train, dev), &fte, &labels(&test, dev), classes, cfg.eval.k, cfg.eval.temperature);
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;

@@ -364,7 +364,7 @@ impl Svib {
         let feats = tch::no_grad(|| -> Result<Tensor> {
             let mut parts = vec![];
             for chunk in idx.chunks(256) {
-                parts.push(self.teacher.embed(&[pixel_batch(train, chunk, prep).to_device(device)], false));
+                parts.push(self.teacher.embed(&[pixel_batch(train, chunk, prep)?.to_device(device)], false));
             }
             Ok(Tensor::cat(&parts, 0))
         })?;

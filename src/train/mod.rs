@@ -52,7 +52,9 @@ pub fn load_train_data(cfg: &Config) -> Result<(DataSpec, Dataset)> {
     let mut ds = data::load(&spec, Split::Train, &opts)?;
     if cfg.data.use_unlabeled {
         let extra = data::load(&spec, Split::Unlabeled, &opts)?;
+        anyhow::ensure!(ds.is_streamed() == extra.is_streamed() || extra.is_empty(), "data.use_unlabeled: the unlabeled split is stored unlike the training split");
         ds.images.extend(extra.images);
+        ds.files.extend(extra.files);
         ds.labels.extend(extra.labels);
     }
     match (cfg.data.limit, cfg.data.limit_seed) {
@@ -70,12 +72,12 @@ pub fn eval_prep(cfg: &Config, norm: Norm) -> EvalPrep {
 }
 
 /// kNN of `method`'s evaluation backbone, train split against test split.
-pub fn knn_eval(method: &dyn Method, cfg: &Config, train: &Dataset, test: &Dataset, prep: &EvalPrep, device: Device) -> KnnResult {
+pub fn knn_eval(method: &dyn Method, cfg: &Config, train: &Dataset, test: &Dataset, prep: &EvalPrep, device: Device) -> Result<KnnResult> {
     let b = method.eval_backbone();
-    let ftr = backbone_features(b, train, prep, cfg.eval.batch_size, device);
-    let fte = backbone_features(b, test, prep, cfg.eval.batch_size, device);
+    let ftr = backbone_features(b, train, prep, cfg.eval.batch_size, device)?;
+    let fte = backbone_features(b, test, prep, cfg.eval.batch_size, device)?;
     let classes = train.num_classes.max(test.num_classes) as i64;
-    knn_classify(&ftr, &labels(train, device), &fte, &labels(test, device), classes, cfg.eval.k, cfg.eval.temperature)
+    Ok(knn_classify(&ftr, &labels(train, device), &fte, &labels(test, device), classes, cfg.eval.k, cfg.eval.temperature))
 }
 
 /// All tensors of a checkpoint: student.*, teacher.*, optim.*, state.*.

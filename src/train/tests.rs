@@ -50,7 +50,7 @@ fn two_epoch_run_logs_everything_and_loss_decreases() {
     let (spec, train) = load_train_data(&c2).unwrap();
     let test = data::load(&spec, Split::Test, &LoadOptions::default()).unwrap();
     let prep = eval_prep(&c2, Norm::for_dataset(&spec, &train));
-    assert_eq!(knn_eval(m.as_ref(), &c2, &train, &test, &prep, Device::Cpu).top1, r.knn_top1);
+    assert_eq!(knn_eval(m.as_ref(), &c2, &train, &test, &prep, Device::Cpu).unwrap().top1, r.knn_top1);
 }
 
 #[test]

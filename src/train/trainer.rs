@@ -228,7 +228,7 @@ impl<'a> Trainer<'a> {
         self.prof.lap("other");
         for batch in loader {
             self.prof.lap("waiting for the loader");
-            let (out, loss) = self.step(&batch)?;
+            let (out, loss) = self.step(&batch?)?;
             self.after_step(&out, loss)?;
             if self.at.step == self.sched.total_steps && self.at.batch < spe {
                 return Ok(EpochEnd::Budget);
@@ -342,7 +342,7 @@ impl<'a> Trainer<'a> {
         self.pb.finish_and_clear();
         self.prof.report().inspect(|r| eprint!("{r}"));
         let secs = self.seconds();
-        let r = self.knn();
+        let r = self.knn()?;
         if let Some(w) = self.untrained.and_then(|u| monitor::below_untrained(self.at.step, r.top1, u)) {
             eprintln!("{w}");
         }
@@ -413,13 +413,13 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    fn knn(&self) -> KnnResult {
+    fn knn(&self) -> Result<KnnResult> {
         knn_eval(self.method.as_ref(), self.cfg, &self.data.train, &self.data.test, &self.data.prep, self.device)
     }
 
     /// A kNN evaluation, logged, with the learning-curve guard's warning.
     fn evaluate(&mut self, epoch: f64) -> Result<KnnResult> {
-        let r = self.knn();
+        let r = self.knn()?;
         self.sinks.knn(self.at.step, epoch, &r, None)?;
         if let Some(w) = self.untrained.and_then(|u| monitor::below_untrained(self.at.step, r.top1, u)) {
             self.pb.suspend(|| eprintln!("{w}"));
@@ -438,7 +438,7 @@ impl<'a> Trainer<'a> {
         if logged.is_some() || self.at.step > 0 {
             return Ok(logged);
         }
-        let r = self.knn();
+        let r = self.knn()?;
         self.sinks.knn(0, 0.0, &r, Some("untrained"))?;
         Ok(Some(r.top1))
     }

@@ -132,11 +132,11 @@ fn reinit_sets_means_to_normalised_teacher_features() {
     let cfg = tiny_cfg();
     let mut m = new(&cfg);
     let images: Vec<ImageU8> = (0..10).map(|i| ImageU8::new(12, 12, 1, crate::data::testutil::bytes(144, i))).collect();
-    let ds = Dataset { images, labels: vec![0; 10], num_classes: 1, class_names: vec![] };
+    let ds = Dataset { images, labels: vec![0; 10], num_classes: 1, class_names: vec![], ..Default::default() };
     let prep = EvalPrep { size: 12, channels: 1, norm: crate::data::Norm { mean: vec![0.5], std: vec![0.25] } };
     let reset = m.end_epoch(0, &ds, &prep, 1).unwrap();
     assert_eq!(reset, vec!["gmm.means".to_string()]);
-    let z = m.teacher_embed(&pixel_batch(&ds, &(0..10).collect::<Vec<_>>(), &prep));
+    let z = m.teacher_embed(&pixel_batch(&ds, &(0..10).collect::<Vec<_>>(), &prep).unwrap());
     let means = m.means();
     assert_eq!(means.size(), vec![6, 8]);
     // every mean is one of the teacher's unit features (K = 6 <= 10 images: no noise)
