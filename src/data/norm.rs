@@ -36,10 +36,19 @@ impl Norm {
         let c = ds.channels() as usize;
         let step = (ds.len() / if ds.is_streamed() { 2_000 } else { 20_000 }).max(1);
         let idx: Vec<usize> = (0..ds.len()).step_by(step).collect();
-        let decoded: Vec<crate::data::ImageU8> = if ds.is_streamed() { idx.par_iter().filter_map(|&i| ds.image(i).ok().map(|c| c.into_owned())).collect() } else { vec![] };
-        let images: Box<dyn Iterator<Item = &crate::data::ImageU8>> = if ds.is_streamed() { Box::new(decoded.iter()) } else { Box::new(idx.iter().map(|&i| &ds.images[i])) };
         let (mut sum, mut sq, mut n) = (vec![0f64; c], vec![0f64; c], vec![0f64; c]);
-        for img in images {
+        if ds.is_streamed() {
+            // per-image sums, decoded in parallel and dropped at once (memory: the images in flight)
+            let parts: Vec<Option<Sums>> = idx.par_iter().map(|&i| ds.image(i).ok().map(|img| Sums::of(&img, c))).collect();
+            for p in parts.into_iter().flatten() {
+                for ch in 0..c {
+                    sum[ch] += p.sum[ch];
+                    sq[ch] += p.sq[ch];
+                    n[ch] += p.n[ch];
+                }
+            }
+        }
+        for img in idx.iter().filter(|_| !ds.is_streamed()).map(|&i| &ds.images[i]) {
             for px in img.data.chunks_exact(img.c as usize) {
                 for ch in 0..c {
                     let v = px[ch.min(px.len() - 1)] as f64 / 255.0;
@@ -85,6 +94,28 @@ impl Norm {
         } else {
             Norm { mean: vec![self.mean[0]; c], std: vec![self.std[0]; c] }
         }
+    }
+}
+
+/// Per-channel sums of one image (grey images count in every channel).
+struct Sums {
+    sum: Vec<f64>,
+    sq: Vec<f64>,
+    n: Vec<f64>,
+}
+
+impl Sums {
+    fn of(img: &crate::data::ImageU8, c: usize) -> Sums {
+        let mut s = Sums { sum: vec![0.0; c], sq: vec![0.0; c], n: vec![0.0; c] };
+        for px in img.data.chunks_exact(img.c as usize) {
+            for ch in 0..c {
+                let v = px[ch.min(px.len() - 1)] as f64 / 255.0;
+                s.sum[ch] += v;
+                s.sq[ch] += v * v;
+                s.n[ch] += 1.0;
+            }
+        }
+        s
     }
 }
 
