@@ -48,6 +48,7 @@ pub fn parse(spec: &str) -> Result<Device> {
 /// The libtorch calls tch 0.24 does not expose (src/shim/amp.cpp, compiled by build.rs).
 pub mod shim {
     use anyhow::{bail, Result};
+    use std::borrow::Borrow;
     use std::ffi::{c_char, c_int, c_void, CStr};
     use tch::Tensor;
 
@@ -79,19 +80,20 @@ pub mod shim {
         ) -> c_int;
     }
 
-    fn ptrs(ts: &[&Tensor]) -> Vec<*const c_void> {
-        ts.iter().map(|t| t.as_ptr() as *const c_void).collect()
+    /// The libtorch tensors behind `ts`, for a `at::Tensor**` argument.
+    fn ptrs(ts: &[impl Borrow<Tensor>]) -> Vec<*const c_void> {
+        ts.iter().map(|t| t.borrow().as_ptr() as *const c_void).collect()
     }
 
     /// Zeroes every tensor with one multi-tensor kernel per device and dtype.
-    pub fn foreach_zero(ts: &[&Tensor]) -> Result<()> {
+    pub fn foreach_zero(ts: &[impl Borrow<Tensor>]) -> Result<()> {
         let p = ptrs(ts);
         // SAFETY: the pointers are live tensors borrowed for the call (changed in place).
         call("zeroing the gradients", |e, n| unsafe { svib_foreach_zero(p.as_ptr(), p.len(), e, n) })
     }
 
     /// `dst[i].lerp_(src[i], w)` for every i (the EMA teacher update), multi-tensor.
-    pub fn foreach_lerp(dst: &[&Tensor], src: &[&Tensor], w: f64) -> Result<()> {
+    pub fn foreach_lerp(dst: &[impl Borrow<Tensor>], src: &[impl Borrow<Tensor>], w: f64) -> Result<()> {
         assert_eq!(dst.len(), src.len());
         let (d, s) = (ptrs(dst), ptrs(src));
         // SAFETY: as above; both lists have the same length.
@@ -99,7 +101,7 @@ pub mod shim {
     }
 
     /// DINO's per-parameter clipping, g *= min(1, max / (|g| + 1e-6)), multi-tensor.
-    pub fn foreach_clip(grads: &[&Tensor], max: f64) -> Result<()> {
+    pub fn foreach_clip(grads: &[impl Borrow<Tensor>], max: f64) -> Result<()> {
         let p = ptrs(grads);
         // SAFETY: as above.
         call("clipping the gradients", |e, n| unsafe { svib_foreach_clip(p.as_ptr(), p.len(), max, e, n) })
@@ -107,7 +109,17 @@ pub mod shim {
 
     /// One AdamW step of tensors that share lr, weight decay and step count (see the shim).
     #[allow(clippy::too_many_arguments)]
-    pub fn foreach_adamw(p: &[&Tensor], g: &[&Tensor], m: &[&Tensor], v: &[&Tensor], lr: f64, wd: f64, betas: [f64; 2], bc: [f64; 2], eps: f64) -> Result<()> {
+    pub fn foreach_adamw(
+        p: &[impl Borrow<Tensor>],
+        g: &[impl Borrow<Tensor>],
+        m: &[impl Borrow<Tensor>],
+        v: &[impl Borrow<Tensor>],
+        lr: f64,
+        wd: f64,
+        betas: [f64; 2],
+        bc: [f64; 2],
+        eps: f64,
+    ) -> Result<()> {
         assert!(g.len() == p.len() && m.len() == p.len() && v.len() == p.len());
         let (pp, gp, mp, vp) = (ptrs(p), ptrs(g), ptrs(m), ptrs(v));
         // SAFETY: as above; the four lists have the same length.
@@ -152,13 +164,11 @@ pub mod shim {
 
     /// torch's fused unscale of the gradients by `inv_scale`, setting `found_inf` to 1 when any
     /// holds an inf or NaN.
-    pub fn unscale_check(grads: &[&Tensor], found_inf: &Tensor, inv_scale: &Tensor) -> Result<()> {
-        let ptrs: Vec<*const c_void> = grads.iter().map(|g| g.as_ptr() as *const c_void).collect();
+    pub fn unscale_check(grads: &[impl Borrow<Tensor>], found_inf: &Tensor, inv_scale: &Tensor) -> Result<()> {
+        let p = ptrs(grads);
         // SAFETY: every pointer is a live tensor borrowed for the call; libtorch changes the
         // gradients and found_inf in place.
-        call("unscaling the gradients", |e, n| unsafe {
-            svib_unscale_check(ptrs.as_ptr(), ptrs.len(), found_inf.as_ptr() as *const c_void, inv_scale.as_ptr() as *const c_void, e, n)
-        })
+        call("unscaling the gradients", |e, n| unsafe { svib_unscale_check(p.as_ptr(), p.len(), found_inf.as_ptr() as *const c_void, inv_scale.as_ptr() as *const c_void, e, n) })
     }
 
     /// A new float32 CPU tensor of `shape` in pinned memory (for non-blocking copies to CUDA).

@@ -220,11 +220,17 @@ pub fn augment_batch(ds: &Dataset, indices: &[usize], cfg: &MultiCropConfig, nor
         .map(|(v, spec)| {
             let n = c * (spec.size * spec.size) as usize;
             let mut buf = vec![0f32; b * n];
-            buf.par_chunks_mut(n).zip(per_image.par_iter()).for_each(|(out, imgs)| ops::normalize_into(&imgs[v], &norm.mean, &norm.std, out));
+            normalize_view(&per_image, v, &norm, &mut buf);
             (buf, [b, c, spec.size as usize, spec.size as usize])
         })
         .collect();
     Ok(CropBuffers { views })
+}
+
+/// View `v` of every image, normalised into `out` (`[batch, channels, size, size]`), in parallel.
+fn normalize_view(per_image: &[Vec<ImageU8>], v: usize, norm: &Norm, out: &mut [f32]) {
+    let n = out.len() / per_image.len().max(1);
+    out.par_chunks_mut(n.max(1)).zip(per_image.par_iter()).for_each(|(o, imgs)| ops::normalize_into(&imgs[v], &norm.mean, &norm.std, o));
 }
 
 /// Every view of every image of `indices`, augmented in parallel on the rayon pool.
@@ -261,7 +267,7 @@ pub fn augment_batch_tensors(ds: &Dataset, indices: &[usize], cfg: &MultiCropCon
             // SAFETY: `t` is a new contiguous f32 tensor of b * n elements that nothing else
             // references until it is returned; the chunks written in parallel are disjoint.
             let out = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, b * n) };
-            out.par_chunks_mut(n).zip(per_image.par_iter()).for_each(|(o, imgs)| ops::normalize_into(&imgs[v], &norm.mean, &norm.std, o));
+            normalize_view(&per_image, v, &norm, out);
             t
         })
         .collect())

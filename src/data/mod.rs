@@ -101,16 +101,17 @@ impl Dataset {
     pub fn subset(&mut self, n: usize, seed: u64) {
         let mut keep = vec![false; self.len()];
         subset_indices(self.len(), n, seed).into_iter().for_each(|i| keep[i] = true);
-        if self.is_streamed() {
-            let mut k = keep.iter();
-            self.files.retain(|_| *k.next().expect("one flag per file"));
-        } else {
-            let mut k = keep.iter();
-            self.images.retain(|_| *k.next().expect("one flag per image"));
-        }
-        let mut k = keep.iter();
-        self.labels.retain(|_| *k.next().expect("one flag per label"));
+        // images or files (the other is empty), and labels
+        keep_flagged(&mut self.images, &keep);
+        keep_flagged(&mut self.files, &keep);
+        keep_flagged(&mut self.labels, &keep);
     }
+}
+
+/// Keeps the items of `v` whose flag is set (an empty `v` stays empty).
+fn keep_flagged<T>(v: &mut Vec<T>, keep: &[bool]) {
+    let mut k = keep.iter();
+    v.retain(|_| *k.next().expect("one flag per item"));
 }
 
 /// The indices, ascending, of a seeded random choice of `n` of `len` items (all when n >= len).

@@ -36,28 +36,16 @@ impl Norm {
         let c = ds.channels() as usize;
         let step = (ds.len() / if ds.is_streamed() { 2_000 } else { 20_000 }).max(1);
         let idx: Vec<usize> = (0..ds.len()).step_by(step).collect();
-        let (mut sum, mut sq, mut n) = (vec![0f64; c], vec![0f64; c], vec![0f64; c]);
+        let mut t = Sums::new(c);
         if ds.is_streamed() {
             // per-image sums, decoded in parallel and dropped at once (memory: the images in flight)
-            let parts: Vec<Option<Sums>> = idx.par_iter().map(|&i| ds.image(i).ok().map(|img| Sums::of(&img, c))).collect();
-            for p in parts.into_iter().flatten() {
-                for ch in 0..c {
-                    sum[ch] += p.sum[ch];
-                    sq[ch] += p.sq[ch];
-                    n[ch] += p.n[ch];
-                }
-            }
+            let parts: Vec<Option<Sums>> = idx.par_iter().map(|&i| ds.image(i).ok().map(|img| Sums::new(c).add(&img))).collect();
+            parts.into_iter().flatten().for_each(|p| t.merge(&p));
+        } else {
+            // one running sum, image after image
+            t = idx.iter().fold(t, |t, &i| t.add(&ds.images[i]));
         }
-        for img in idx.iter().filter(|_| !ds.is_streamed()).map(|&i| &ds.images[i]) {
-            for px in img.data.chunks_exact(img.c as usize) {
-                for ch in 0..c {
-                    let v = px[ch.min(px.len() - 1)] as f64 / 255.0;
-                    sum[ch] += v;
-                    sq[ch] += v * v;
-                    n[ch] += 1.0;
-                }
-            }
-        }
+        let Sums { sum, sq, n } = t;
         let mean: Vec<f32> = (0..c).map(|i| (sum[i] / n[i]) as f32).collect();
         let std = (0..c).map(|i| ((sq[i] / n[i] - (sum[i] / n[i]).powi(2)).max(1e-12).sqrt()) as f32).collect();
         Norm { mean, std }
@@ -97,7 +85,8 @@ impl Norm {
     }
 }
 
-/// Per-channel sums of one image (grey images count in every channel).
+/// Per-channel sums of pixel values and their squares, and pixel counts (grey images count in
+/// every channel).
 struct Sums {
     sum: Vec<f64>,
     sq: Vec<f64>,
@@ -105,17 +94,30 @@ struct Sums {
 }
 
 impl Sums {
-    fn of(img: &crate::data::ImageU8, c: usize) -> Sums {
-        let mut s = Sums { sum: vec![0.0; c], sq: vec![0.0; c], n: vec![0.0; c] };
+    fn new(c: usize) -> Sums {
+        Sums { sum: vec![0.0; c], sq: vec![0.0; c], n: vec![0.0; c] }
+    }
+
+    /// Adds every pixel of `img` to the running sums.
+    fn add(mut self, img: &crate::data::ImageU8) -> Sums {
+        let c = self.sum.len();
         for px in img.data.chunks_exact(img.c as usize) {
             for ch in 0..c {
                 let v = px[ch.min(px.len() - 1)] as f64 / 255.0;
-                s.sum[ch] += v;
-                s.sq[ch] += v * v;
-                s.n[ch] += 1.0;
+                self.sum[ch] += v;
+                self.sq[ch] += v * v;
+                self.n[ch] += 1.0;
             }
         }
-        s
+        self
+    }
+
+    fn merge(&mut self, o: &Sums) {
+        for ch in 0..self.sum.len() {
+            self.sum[ch] += o.sum[ch];
+            self.sq[ch] += o.sq[ch];
+            self.n[ch] += o.n[ch];
+        }
     }
 }
 

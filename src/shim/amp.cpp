@@ -18,6 +18,14 @@ int fail(const char *what, char *buf, size_t cap) {
   }
   return 1;
 }
+
+// The tensors behind an array of at::Tensor* (as Rust hands them over).
+std::vector<at::Tensor> list(at::Tensor **ts, size_t n) {
+  std::vector<at::Tensor> v;
+  v.reserve(n);
+  for (size_t i = 0; i < n; i++) v.push_back(*ts[i]);
+  return v;
+}
 }  // namespace
 
 extern "C" {
@@ -47,10 +55,7 @@ int svib_set_tf32(int on, char *err, size_t cap) {
 // gradient holds an inf or NaN (one fused kernel per device and dtype).
 int svib_unscale_check(at::Tensor **grads, size_t n, at::Tensor *found_inf, at::Tensor *inv_scale, char *err, size_t cap) {
   try {
-    std::vector<at::Tensor> list;
-    list.reserve(n);
-    for (size_t i = 0; i < n; i++) list.push_back(*grads[i]);
-    at::_amp_foreach_non_finite_check_and_unscale_(list, *found_inf, *inv_scale);
+    at::_amp_foreach_non_finite_check_and_unscale_(list(grads, n), *found_inf, *inv_scale);
     return 0;
   } catch (const std::exception &e) {
     return fail(e.what(), err, cap);
@@ -99,15 +104,6 @@ int svib_empty_pinned(const int64_t *shape, size_t ndim, void **out, char *err, 
 // Multi-tensor ("foreach") versions of the optimiser's, the clipping's and the EMA's per-tensor
 // loops, for CUDA, where one kernel launch per tensor costs more than the arithmetic. Each does
 // the same element-wise operations, in the same order, as the loop it replaces.
-namespace {
-std::vector<at::Tensor> list(at::Tensor **ts, size_t n) {
-  std::vector<at::Tensor> v;
-  v.reserve(n);
-  for (size_t i = 0; i < n; i++) v.push_back(*ts[i]);
-  return v;
-}
-}  // namespace
-
 extern "C" {
 
 int svib_foreach_zero(at::Tensor **ts, size_t n, char *err, size_t cap) {

@@ -3,6 +3,7 @@
 //! torch.amp.GradScaler's rules (scale 2^16, halved and the step skipped when a gradient is
 //! inf/NaN, doubled after 2,000 good steps). CPU runs are unchanged: they accept fp32 only.
 use super::config::Precision;
+use super::optim::Optimizer;
 use crate::device::shim;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
@@ -50,11 +51,12 @@ impl Amp {
         }
     }
 
-    /// After backward: unscales the gradients (fp16) and says whether the step may be taken
-    /// (false: a gradient overflowed, the step is skipped and the scale lowered).
-    pub fn unscale(&mut self, grads: &[Tensor]) -> Result<bool> {
+    /// After backward: unscales the optimiser's gradients (fp16) and says whether the step may
+    /// be taken (false: a gradient overflowed, the step is skipped and the scale lowered).
+    /// Without a scaler nothing is read.
+    pub fn unscale(&mut self, opt: &Optimizer) -> Result<bool> {
         match &mut self.scaler {
-            Some(s) => s.unscale_and_update(grads),
+            Some(s) => s.unscale_and_update(&opt.grads()),
             None => Ok(true),
         }
     }
@@ -108,10 +110,9 @@ impl GradScaler {
     }
 
     fn unscale_and_update(&mut self, grads: &[Tensor]) -> Result<bool> {
-        let grads: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
         let _ = self.found_inf.zero_();
         let inv = self.scale.reciprocal();
-        shim::unscale_check(&grads, &self.found_inf, &inv)?;
+        shim::unscale_check(grads, &self.found_inf, &inv)?;
         let ok = self.found_inf.double_value(&[0]) == 0.0;
         let _ = self.scale.internal_amp_update_scale_(&self.growth, &self.found_inf, 2.0, 0.5, 2000);
         Ok(ok)

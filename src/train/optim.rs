@@ -49,12 +49,8 @@ impl Optimizer {
 
     pub fn zero_grad(&mut self) {
         self.skip.clear();
-        if self.on_cuda() {
-            let grads = self.grads();
-            let defined: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
-            if shim::foreach_zero(&defined).is_ok() {
-                return;
-            }
+        if self.on_cuda() && shim::foreach_zero(&self.grads()).is_ok() {
+            return;
         }
         for s in self.slots.values_mut() {
             s.param.zero_grad();
@@ -82,15 +78,17 @@ impl Optimizer {
         }
     }
 
-    /// The gradients of every variable (undefined where backward did not reach).
+    /// The gradients backward reached (the others are undefined).
     pub fn grads(&self) -> Vec<Tensor> {
-        self.slots.values().map(|s| s.param.grad()).collect()
+        self.slots.values().map(|s| s.param.grad()).filter(|g| g.defined()).collect()
     }
 
     /// DINO's per-parameter gradient clipping: each gradient scaled to norm at most `max`.
     pub fn clip_grad_per_param(&mut self, max: f64) {
-        if self.slots.values().next().is_some_and(|s| s.param.device().is_cuda()) {
-            return self.clip_grad_on_device(max);
+        // on CUDA one multi-tensor launch, the factors kept on the device (reading each norm back
+        // would stall the GPU's queue once per variable); they are computed in f32 there, in f64 here
+        if self.on_cuda() && tch::no_grad(|| shim::foreach_clip(&self.grads(), max)).is_ok() {
+            return;
         }
         tch::no_grad(|| {
             for s in self.slots.values() {
@@ -103,28 +101,6 @@ impl Optimizer {
                 if coef < 1.0 {
                     let _ = g.g_mul_scalar_(coef);
                 }
-            }
-        });
-    }
-
-    /// The same clipping without reading each norm back to the host (one synchronisation per
-    /// variable would stall the GPU's queue): the factors min(1, max / (norm + 1e-6)) are
-    /// computed on the device in f32 (the CPU path computes them in f64).
-    fn clip_grad_on_device(&mut self, max: f64) {
-        let grads = self.grads();
-        let defined: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
-        if tch::no_grad(|| shim::foreach_clip(&defined, max)).is_ok() {
-            return;
-        }
-        tch::no_grad(|| {
-            let grads: Vec<Tensor> = self.slots.values().map(|s| s.param.grad()).filter(|g| g.defined()).collect();
-            if grads.is_empty() {
-                return;
-            }
-            let norms = Tensor::stack(&grads.iter().map(|g| g.norm()).collect::<Vec<_>>(), 0);
-            let coef = (norms + 1e-6).reciprocal().g_mul_scalar(max).clamp_max(1.0);
-            for (i, g) in grads.iter().enumerate() {
-                let _ = g.shallow_clone().g_mul_(&coef.get(i as i64));
             }
         });
     }
@@ -165,7 +141,7 @@ impl Optimizer {
                 let p: Vec<&Tensor> = slots.iter().map(|s| &s.param).collect();
                 let m: Vec<&Tensor> = slots.iter().map(|s| &s.m).collect();
                 let v: Vec<&Tensor> = slots.iter().map(|s| s.v.as_ref().expect("AdamW has second moments")).collect();
-                shim::foreach_adamw(&p, &grads.iter().collect::<Vec<_>>(), &m, &v, lr, wd, [b1, b2], bc, c.eps)?;
+                shim::foreach_adamw(&p, &grads, &m, &v, lr, wd, [b1, b2], bc, c.eps)?;
             }
             Ok(())
         })
@@ -214,8 +190,7 @@ impl Optimizer {
                             d = &d + &*p * wd;
                             let (pn, un) = (p.norm(), d.norm());
                             let ok = pn.gt(0.0).logical_and(&un.gt(0.0));
-                            let ratio = ok.where_self(&(&pn * c.lars_eta / &un.clamp_min(1e-30)), &pn.ones_like());
-                            d = &d * ratio;
+                            d = &d * ok.where_self(&(&pn * c.lars_eta / &un.clamp_min(1e-30)), &pn.ones_like());
                         } else if s.regularized {
                             d = &d + &*p * wd;
                             let pn = p.norm().double_value(&[]);

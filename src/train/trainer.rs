@@ -266,7 +266,7 @@ impl<'a> Trainer<'a> {
         self.amp.scale(&out.loss).backward();
         self.prof.lap("backward");
         // fp16: a step whose gradients overflowed is skipped (the scale is lowered), as GradScaler
-        if self.amp.unscale(&self.opt.grads())? {
+        if self.amp.unscale(&self.opt)? {
             if self.cfg.optim.clip_grad > 0.0 {
                 self.opt.clip_grad_per_param(self.cfg.optim.clip_grad);
             }
@@ -500,10 +500,7 @@ impl RunData {
 /// A batch tensor on `device`: on CUDA copied without blocking from the pinned host memory the
 /// loader wrote it to, so the copy overlaps the work already queued.
 fn to_device(v: &Tensor, device: Device) -> Tensor {
-    match device {
-        Device::Cuda(_) => v.to_device_(device, v.kind(), true, false),
-        _ => v.to_device(device),
-    }
+    v.to_device_(device, v.kind(), device.is_cuda(), false)
 }
 
 fn to_channels_last(method: &dyn Method) {
