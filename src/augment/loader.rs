@@ -24,6 +24,16 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
+/// The order of one epoch of `ds`: [`epoch_order`], or for tar shards with a shuffle buffer
+/// WebDataset's order (also derived from seed and epoch only).
+pub fn dataset_order(ds: &Dataset, seed: u64, epoch: u64) -> Vec<usize> {
+    if ds.shuffle_buffer == 0 || ds.members.is_empty() {
+        return epoch_order(ds.len(), seed, epoch);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0000_5A4D ^ epoch.wrapping_mul(0x2545_F491_4F6C_DD1D));
+    crate::data::wds::buffered_order(&ds.members, ds.shuffle_buffer, &mut rng)
+}
+
 /// Iterator over the batches of one epoch, produced ahead by a background thread.
 pub struct Loader {
     rx: Receiver<anyhow::Result<CropBatch>>,
@@ -36,7 +46,7 @@ impl Loader {
     /// the views in pinned host memory with `pinned` (training on CUDA).
     #[allow(clippy::too_many_arguments)]
     pub fn new(ds: Arc<Dataset>, cfg: MultiCropConfig, norm: Norm, batch: usize, seed: u64, epoch: u64, skip: usize, prefetch: usize, pinned: bool) -> Loader {
-        let order = epoch_order(ds.len(), seed, epoch);
+        let order = dataset_order(&ds, seed, epoch);
         let batches = ds.len() / batch;
         let (tx, rx) = sync_channel(prefetch.max(1));
         let handle = std::thread::spawn(move || {

@@ -1,4 +1,4 @@
-//! `svib data info`, `svib data synth` and `svib models`.
+//! `svib data info`, `svib data synth`, `svib data pack` and `svib models`.
 use crate::data::{self, DataSpec, LoadOptions, Norm, Split};
 use crate::models::{ArchConfig, Backbone};
 use anyhow::Result;
@@ -8,10 +8,28 @@ use clap::Subcommand;
 pub enum DataCommand {
     /// Reads both splits and prints sizes, image shape, classes and normalisation.
     Info {
-        /// Data set: fashion-mnist | mnist:DIR | kmnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR
+        /// Data set: fashion-mnist | mnist:DIR | kmnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR | wds:DIR
         #[arg(long, default_value = "fashion-mnist")]
         data: DataSpec,
-        /// ImageFolder: skip undecodable images (with a warning count) instead of failing.
+        /// ImageFolder and tar shards: skip undecodable images (with a warning count) instead of failing.
+        #[arg(long)]
+        skip_corrupt: bool,
+    },
+    /// Writes a data set as WebDataset-style tar shards (OUT/train/shard-NNNNNN.tar, OUT/val/…,
+    /// OUT/classes.txt; KEY.jpg + KEY.cls per image) for `--data wds:OUT`. Files are copied as they
+    /// are; images held in memory are written as PNG. The order is kept, so the shards train as
+    /// the source does.
+    Pack {
+        /// The source data set (any --data spec).
+        #[arg(long)]
+        data: DataSpec,
+        /// A new (or empty) folder.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Images per shard.
+        #[arg(long, default_value_t = 1000)]
+        shard_size: usize,
+        /// Leave out images that do not decode (each decoded once) instead of copying them.
         #[arg(long)]
         skip_corrupt: bool,
     },
@@ -54,6 +72,13 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             println!("image      {}x{} px, {} channel(s)", im.w, im.h, train.channels());
             println!("classes    {}: {}", train.num_classes, train.class_names.join(", "));
             println!("mean/std   {:?} / {:?}", norm.mean, norm.std);
+            Ok(())
+        }
+        DataCommand::Pack { data, out, shard_size, skip_corrupt } => {
+            let t = std::time::Instant::now();
+            let sum = data::pack::pack(&data, &out, shard_size, &LoadOptions { skip_corrupt })?;
+            let parts: Vec<String> = sum.splits.iter().map(|(s, n, k)| format!("{s}: {n} images in {k} shard(s)")).collect();
+            println!("packed {data} into {} ({}) in {:.1} s; train with --data wds:{}", out.display(), parts.join(", "), t.elapsed().as_secs_f64(), out.display());
             Ok(())
         }
         DataCommand::Synth { out, train, val, classes, size, quality, seed } => {

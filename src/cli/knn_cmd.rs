@@ -12,7 +12,7 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("features").required(true).args(["checkpoint", "random_init", "raw_pixels"])), allow_negative_numbers = true)]
 pub struct KnnArgs {
-    /// Data set: fashion-mnist | mnist:DIR | kmnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR
+    /// Data set: fashion-mnist | mnist:DIR | kmnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR | wds:DIR
     #[arg(long, default_value = "fashion-mnist")]
     pub data: DataSpec,
     /// A run directory or one of its checkpoints (the teacher backbone is evaluated), or backbone

@@ -7,9 +7,11 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
-const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "webp"];
+pub(super) const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "webp"];
 
-fn split_dir(root: &Path, split: Split) -> Result<PathBuf> {
+/// The folder of a split (`train`, `val` or `test`, `unlabeled`); `layout` completes the
+/// expected path in the error (`<class>/<images>`).
+pub(super) fn split_dir(root: &Path, split: Split, layout: &str) -> Result<PathBuf> {
     let names: &[&str] = match split {
         Split::Train => &["train"],
         Split::Test => &["val", "test"],
@@ -19,27 +21,10 @@ fn split_dir(root: &Path, split: Split) -> Result<PathBuf> {
         .iter()
         .map(|n| root.join(n))
         .find(|p| p.is_dir())
-        .ok_or_else(|| anyhow::anyhow!("{}: no {} folder (expected root/{}/<class>/<images>)", root.display(), names.join(" or "), names[0]))
+        .ok_or_else(|| anyhow::anyhow!("{}: no {} folder (expected root/{}/{layout})", root.display(), names.join(" or "), names[0]))
 }
 
-pub fn decode(path: &Path) -> Result<ImageU8> {
-    let img = image::ImageReader::open(path)
-        .with_context(|| format!("{}: cannot open", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("{}: cannot read", path.display()))?
-        .decode()
-        .map_err(|e| anyhow::anyhow!("{}: not a decodable image ({e})", path.display()))?;
-    Ok(match img.color().channel_count() {
-        1 | 2 => {
-            let g = img.into_luma8();
-            ImageU8::new(g.width(), g.height(), 1, g.into_raw())
-        }
-        _ => {
-            let c = img.into_rgb8();
-            ImageU8::new(c.width(), c.height(), 3, c.into_raw())
-        }
-    })
-}
+pub use super::decode::decode_file as decode;
 
 /// The sorted names of the class folders under `dir`.
 fn class_dirs(dir: &Path) -> Result<Vec<String>> {
@@ -89,7 +74,7 @@ fn classes_of(root: &Path, dir: &Path, split: Split) -> Result<(Vec<String>, Cla
 }
 
 pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
-    let dir = split_dir(root, split)?;
+    let dir = split_dir(root, split, "<class>/<images>")?;
     let (classes, class_index) = classes_of(root, &dir, split)?;
     let mut files: Vec<(PathBuf, i64)> = vec![];
     let mut ignored = 0usize;
@@ -112,20 +97,26 @@ pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
     if ignored > 0 {
         eprintln!("warning: {}: ignored {ignored} file(s) without an image extension ({})", dir.display(), EXTENSIONS.join(", "));
     }
-    let files = if opts.skip_corrupt { decodable(files, &dir) } else { files };
-    // the channels of the set: from its first images (a file that does not decode is named here)
-    let mut file_channels = 1;
-    for (p, _) in files.iter().take(16) {
-        file_channels = file_channels.max(decode(p).map_err(|e| e.context("use --skip-corrupt to skip undecodable images"))?.c);
-    }
+    let files = if opts.skip_corrupt { decodable(files, &dir, |(p, _)| decode(p).map(drop)) } else { files };
+    let file_channels = channels_of(files.iter().map(|(p, _)| p), |p| decode(p))?;
     let (files, labels) = files.into_iter().unzip();
     Ok(Dataset { files, file_channels, labels, num_classes: classes.len(), class_names: classes, ..Default::default() })
 }
 
-/// The files that decode (each decoded once, in parallel, pixels dropped), with a warning for
-/// the others: `--skip-corrupt`.
-fn decodable(files: Vec<(PathBuf, i64)>, dir: &Path) -> Vec<(PathBuf, i64)> {
-    let ok: Vec<Option<anyhow::Error>> = files.par_iter().map(|(p, _)| decode(p).err()).collect();
+/// The channels of a streamed set, from its first 16 images (one that does not decode is named
+/// here).
+pub(super) fn channels_of<T>(items: impl Iterator<Item = T>, decode: impl Fn(T) -> Result<ImageU8>) -> Result<u8> {
+    let mut channels = 1;
+    for it in items.take(16) {
+        channels = channels.max(decode(it).map_err(|e| e.context("use --skip-corrupt to skip undecodable images"))?.c);
+    }
+    Ok(channels)
+}
+
+/// The items whose image decodes (each decoded once, in parallel, pixels dropped), with a
+/// warning for the others: `--skip-corrupt`.
+pub(super) fn decodable<T: Sync>(items: Vec<T>, dir: &Path, check: impl Fn(&T) -> Result<()> + Sync) -> Vec<T> {
+    let ok: Vec<Option<anyhow::Error>> = items.par_iter().map(|it| check(it).err()).collect();
     let skipped = ok.iter().filter(|e| e.is_some()).count();
     for e in ok.iter().flatten().take(3) {
         eprintln!("warning: skipping {e:#}");
@@ -133,7 +124,7 @@ fn decodable(files: Vec<(PathBuf, i64)>, dir: &Path) -> Vec<(PathBuf, i64)> {
     if skipped > 0 {
         eprintln!("warning: {}: skipped {skipped} corrupt image(s)", dir.display());
     }
-    files.into_iter().zip(ok).filter(|(_, e)| e.is_none()).map(|(f, _)| f).collect()
+    items.into_iter().zip(ok).filter(|(_, e)| e.is_none()).map(|(f, _)| f).collect()
 }
 
 #[cfg(test)]

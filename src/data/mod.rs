@@ -1,13 +1,16 @@
 //! Data sets: readers for the common on-disk layouts, producing a [`Dataset`] of 8-bit images
-//! (decoded in memory, or for ImageFolder trees a list of files decoded when read), and the
-//! dataset spec string used on the command line.
+//! (decoded in memory, or for ImageFolder trees and tar shards an index decoded when read), and
+//! the dataset spec string used on the command line.
 mod cifar;
+pub mod decode;
 pub mod folder;
 mod idx;
 mod norm;
+pub mod pack;
 mod spec;
 mod stl10;
 pub mod synth;
+pub mod wds;
 
 pub use norm::Norm;
 pub use spec::{DataSpec, Format};
@@ -51,13 +54,19 @@ impl Split {
     }
 }
 
-/// Images with integer labels (-1 where a split has none): decoded in `images`, or (ImageFolder
-/// trees) as `files` decoded each time they are read, so that memory grows with the number of
-/// files, not with their pixels. Exactly one of the two is used.
+/// Images with integer labels (-1 where a split has none): decoded in `images`, or streamed —
+/// ImageFolder `files`, or tar-shard `members` of `shards` — decoded each time they are read, so
+/// that memory grows with the number of images, not with their pixels. Exactly one of `images`,
+/// `files` and `members` is used.
 #[derive(Clone, Debug, Default)]
 pub struct Dataset {
     pub images: Vec<ImageU8>,
     pub files: Vec<PathBuf>,
+    pub members: Vec<wds::Member>,
+    pub shards: Vec<PathBuf>,
+    /// Tar shards: WebDataset's epoch order with a shuffle buffer of this many samples (0: the
+    /// global shuffle of every data set).
+    pub shuffle_buffer: usize,
     /// Streamed sets: the channels of the source images, found when the set was opened.
     pub file_channels: u8,
     pub labels: Vec<i64>,
@@ -74,14 +83,28 @@ impl Dataset {
     }
     /// Whether the pixels are read from files when needed.
     pub fn is_streamed(&self) -> bool {
-        !self.files.is_empty()
+        !self.files.is_empty() || !self.members.is_empty()
     }
-    /// Image `i`: borrowed from memory, or decoded from its file.
+    /// Image `i`: borrowed from memory, or decoded from its file or shard.
     pub fn image(&self, i: usize) -> Result<Cow<'_, ImageU8>> {
-        match self.files.get(i) {
-            Some(p) => folder::decode(p).map(Cow::Owned),
-            None => Ok(Cow::Borrowed(&self.images[i])),
+        if let Some(p) = self.files.get(i) {
+            return decode::decode_file(p).map(Cow::Owned);
         }
+        if let Some(m) = self.members.get(i) {
+            return wds::decode(&self.shards, m).map(Cow::Owned);
+        }
+        Ok(Cow::Borrowed(&self.images[i]))
+    }
+    /// Appends the images of `other`, stored the same way (STL-10's unlabeled split).
+    pub fn append(&mut self, other: Dataset) -> Result<()> {
+        anyhow::ensure!(other.is_empty() || self.is_streamed() == other.is_streamed(), "the splits are stored differently");
+        let base = self.shards.len() as u32;
+        self.members.extend(other.members.into_iter().map(|m| wds::Member { shard: m.shard + base, ..m }));
+        self.shards.extend(other.shards);
+        self.images.extend(other.images);
+        self.files.extend(other.files);
+        self.labels.extend(other.labels);
+        Ok(())
     }
     /// Channels of the source images (1 when every image is grey).
     pub fn channels(&self) -> u8 {
@@ -94,6 +117,7 @@ impl Dataset {
     pub fn truncate(&mut self, n: usize) {
         self.images.truncate(n);
         self.files.truncate(n);
+        self.members.truncate(n);
         self.labels.truncate(n);
     }
 
@@ -101,9 +125,10 @@ impl Dataset {
     pub fn subset(&mut self, n: usize, seed: u64) {
         let mut keep = vec![false; self.len()];
         subset_indices(self.len(), n, seed).into_iter().for_each(|i| keep[i] = true);
-        // images or files (the other is empty), and labels
+        // images, files or members (the others are empty), and labels
         keep_flagged(&mut self.images, &keep);
         keep_flagged(&mut self.files, &keep);
+        keep_flagged(&mut self.members, &keep);
         keep_flagged(&mut self.labels, &keep);
     }
 }
@@ -141,6 +166,7 @@ pub fn load(spec: &DataSpec, split: Split, opts: &LoadOptions) -> Result<Dataset
         Format::Cifar100 => cifar::load(&spec.dir, split, true),
         Format::Stl10 => stl10::load(&spec.dir, split),
         Format::Folder => folder::load(&spec.dir, split, opts),
+        Format::Wds => wds::load(&spec.dir, split, opts),
     }?;
     if ds.is_empty() {
         anyhow::bail!("{}: the {} split has no images", spec.dir.display(), split.name());

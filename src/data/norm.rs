@@ -132,7 +132,7 @@ fn cache_path(spec: &DataSpec, train: &Dataset) -> Option<PathBuf> {
     train.len().hash(&mut h);
     train.images.first().map(|i| &i.data).hash(&mut h);
     // a streamed set: its first file's name and size
-    train.files.first().map(|p| (p, std::fs::metadata(p).map(|m| m.len()).ok())).hash(&mut h);
+    train.files.first().or(train.shards.first()).map(|p| (p, std::fs::metadata(p).map(|m| m.len()).ok())).hash(&mut h);
     Some(base.join("norm").join(format!("{:016x}.json", h.finish())))
 }
 

@@ -1,5 +1,5 @@
 //! The dataset spec string: `fashion-mnist`, `mnist:DIR`, `kmnist:DIR`, `idx:DIR`, `cifar10:DIR`,
-//! `cifar100:DIR`, `stl10:DIR`, `folder:DIR`.
+//! `cifar100:DIR`, `stl10:DIR`, `folder:DIR`, `wds:DIR`.
 use anyhow::{bail, Result};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,7 @@ pub enum Format {
     Cifar100,
     Stl10,
     Folder,
+    Wds,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -25,7 +26,7 @@ pub struct DataSpec {
     pub dir: PathBuf,
 }
 
-pub const SPEC_HELP: &str = "fashion-mnist | mnist:DIR | kmnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR";
+pub const SPEC_HELP: &str = "fashion-mnist | mnist:DIR | kmnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR | wds:DIR";
 
 impl FromStr for DataSpec {
     type Err = anyhow::Error;
@@ -40,6 +41,7 @@ impl FromStr for DataSpec {
             "cifar100" => Format::Cifar100,
             "stl10" => Format::Stl10,
             "folder" => Format::Folder,
+            "wds" => Format::Wds,
             _ => bail!("unknown dataset `{s}`: expected {SPEC_HELP}"),
         };
         let dir = match (name, dir) {

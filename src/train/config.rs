@@ -48,7 +48,7 @@ impl Default for SharedTables {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// Dataset spec: fashion-mnist | mnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR
+    /// Dataset spec: fashion-mnist | mnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR | wds:DIR
     pub spec: String,
     /// Use only N training images (0: all): the first N, or a seeded random subset.
     pub limit: usize,
@@ -58,8 +58,17 @@ pub struct DataConfig {
     pub limit_seed: Option<u64>,
     /// STL-10: pre-train on train + unlabeled images.
     pub use_unlabeled: bool,
-    /// ImageFolder: skip undecodable images (with a warning count) instead of stopping.
+    /// ImageFolder and tar shards: skip undecodable images (with a warning count) instead of stopping.
     pub skip_corrupt: bool,
+    /// `wds:` tar shards: read in WebDataset's order, shards shuffled and then a shuffle buffer of
+    /// this many samples (0: the global shuffle every data set gets, the same order as the folder
+    /// the shards were packed from).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shuffle_buffer: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +166,7 @@ pub struct EvalConfig {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { spec: "fashion-mnist".into(), limit: 0, limit_seed: None, use_unlabeled: false, skip_corrupt: false }
+        DataConfig { spec: "fashion-mnist".into(), limit: 0, limit_seed: None, use_unlabeled: false, skip_corrupt: false, shuffle_buffer: 0 }
     }
 }
 impl Default for OptimConfig {
@@ -428,6 +437,7 @@ impl Config {
         let peak = self.optim.lr * self.train.batch_size as f64 / 256.0;
         ensure!(self.optim.min_lr <= peak, "optim.min_lr: expected at most the peak learning rate (optim.lr x train.batch_size / 256 = {peak}), got {}", self.optim.min_lr);
         ensure!(self.eval.image_size == 0 || self.eval.image_size >= 8, "eval.image_size: expected 0 (the global crop size) or at least 8 pixels, got {}", self.eval.image_size);
+        ensure!(self.data.shuffle_buffer == 0 || self.data.spec.starts_with("wds:"), "data.shuffle_buffer: only for `wds:` tar shards (data.spec is `{}`)", self.data.spec);
         self.check_patch_fits()
     }
 
@@ -458,6 +468,7 @@ impl Config {
             ("eval.temperature", e.temperature, 1e-3, 1e3),
             ("eval.batch_size", e.batch_size as f64, 1.0, 65536.0),
             ("eval.image_size", e.image_size as f64, 0.0, 4096.0),
+            ("data.shuffle_buffer", self.data.shuffle_buffer as f64, 0.0, 1e7),
         ]
     }
 

@@ -52,11 +52,9 @@ pub fn load_train_data(cfg: &Config) -> Result<(DataSpec, Dataset)> {
     let mut ds = data::load(&spec, Split::Train, &opts)?;
     if cfg.data.use_unlabeled {
         let extra = data::load(&spec, Split::Unlabeled, &opts)?;
-        anyhow::ensure!(ds.is_streamed() == extra.is_streamed() || extra.is_empty(), "data.use_unlabeled: the unlabeled split is stored unlike the training split");
-        ds.images.extend(extra.images);
-        ds.files.extend(extra.files);
-        ds.labels.extend(extra.labels);
+        ds.append(extra).map_err(|e| anyhow::anyhow!("data.use_unlabeled: {e}"))?;
     }
+    ds.shuffle_buffer = cfg.data.shuffle_buffer;
     match (cfg.data.limit, cfg.data.limit_seed) {
         (0, _) => {}
         (n, None) => ds.truncate(n),

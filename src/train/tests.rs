@@ -203,3 +203,32 @@ fn tensorboard_files_hold_the_curves() {
         assert!(has(tag), "{tag} missing");
     }
 }
+
+/// `svib data pack`'s shards train to the very losses of the folder they were packed from; with
+/// WebDataset's shuffle buffer the order changes, and a stop and resume is still exact.
+#[test]
+fn packed_shards_train_as_their_folder_and_resume_exactly() {
+    let data = tempfile::tempdir().unwrap();
+    let o = crate::data::synth::SynthOptions { train: 40, val: 10, classes: 4, width: 24, height: 18, quality: 90, seed: 5 };
+    crate::data::synth::write(&data.path().join("folder"), &o).unwrap();
+    let folder: DataSpec = format!("folder:{}", data.path().join("folder").display()).parse().unwrap();
+    crate::data::pack::pack(&folder, &data.path().join("wds"), 8, &LoadOptions::default()).unwrap();
+    let mut cfg = tiny(data.path());
+    cfg.train.epochs = 1;
+    let mut at = |spec: String, buffer: usize, stop: Option<usize>, out: &Path| {
+        cfg.data.spec = spec;
+        cfg.data.shuffle_buffer = buffer;
+        run(&cfg, out, &quiet(stop)).unwrap()
+    };
+    let (a, b, c, d) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let wds = format!("wds:{}", data.path().join("wds").display());
+    at(folder.to_string(), 0, None, a.path());
+    at(wds.clone(), 0, None, b.path());
+    assert_eq!(losses(a.path()).len(), 5);
+    assert_eq!(losses(a.path()), losses(b.path()), "folder vs its shards");
+    at(wds.clone(), 6, None, c.path());
+    assert_ne!(losses(a.path()), losses(c.path()), "a shuffle buffer reads in another order");
+    assert!(at(wds.clone(), 6, Some(2), d.path()).is_none());
+    at(wds, 6, None, d.path());
+    assert_eq!(losses(c.path()), losses(d.path()), "resumed with the shuffle buffer");
+}
