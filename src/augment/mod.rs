@@ -37,6 +37,10 @@ pub struct MultiCropConfig {
     pub blur_radius: [f32; 2],
     /// Solarisation probability for global view 1, global view 2, local views.
     pub solarize_p: [f32; 3],
+    /// Decode large JPEGs at 1/2, 1/4 or 1/8 of their size when every crop still has at least
+    /// its output size in pixels ([`MultiCropConfig::decode_reduction`]); images of ImageNet's
+    /// size are never reduced by DINO's recipe.
+    pub reduced_decode: bool,
 }
 
 impl Default for MultiCropConfig {
@@ -59,6 +63,7 @@ impl Default for MultiCropConfig {
             blur_p: [1.0, 0.1, 0.5],
             blur_radius: [0.1, 2.0],
             solarize_p: [0.0, 0.2, 0.0],
+            reduced_decode: true,
         }
     }
 }
@@ -114,6 +119,23 @@ impl MultiCropConfig {
         Ok(())
     }
 
+    /// By how much (1, 2, 4 or 8) an image of `w` x `h` may be decoded smaller: the largest r for
+    /// which every crop the views can draw keeps at least its output size in pixels (plus one) at
+    /// 1/r of the size. With `reduced_decode` off, 1.
+    pub fn decode_reduction(&self, w: u32, h: u32) -> u32 {
+        if !self.reduced_decode {
+            return 1;
+        }
+        // the shortest side of a crop of at least `scale` of the area at any allowed ratio
+        let side_ratio = self.ratio[0].min(1.0 / self.ratio[1]) as f64;
+        let shortest = |scale: f32| (w as f64 * h as f64 * scale as f64 * side_ratio).sqrt().min(w.min(h) as f64) - 1.0;
+        let mut room = shortest(self.global_scale[0]) / self.global_size as f64;
+        if self.local_crops > 0 {
+            room = room.min(shortest(self.local_scale[0]) / self.local_size as f64);
+        }
+        [8, 4, 2].into_iter().find(|&r| room >= r as f64).unwrap_or(1)
+    }
+
     /// The 2 + L views in order: global 1, global 2, locals.
     pub fn views(&self) -> Vec<ViewSpec> {
         let g = |i: usize| ViewSpec { size: self.global_size, scale: self.global_scale, blur_p: self.blur_p[i], solarize_p: self.solarize_p[i] };
@@ -150,13 +172,22 @@ pub fn augment_view<R: Rng>(img: &ImageU8, cfg: &MultiCropConfig, view: &ViewSpe
 
 /// [`augment_view`], also saying which operations fired.
 pub fn augment_view_traced<R: Rng>(img: &ImageU8, cfg: &MultiCropConfig, view: &ViewSpec, rng: &mut R, resizer: &mut fir::Resizer) -> (ImageU8, Trace) {
+    augment_view_at(img, (img.w, img.h), cfg, view, rng, resizer)
+}
+
+/// [`augment_view_traced`] of an image decoded at a reduced size from a full image of size
+/// `full` (width, height): the crop is drawn in full-image coordinates (the same random numbers
+/// as for the full image) and mapped onto `img`.
+fn augment_view_at<R: Rng>(img: &ImageU8, full: (u32, u32), cfg: &MultiCropConfig, view: &ViewSpec, rng: &mut R, resizer: &mut fir::Resizer) -> (ImageU8, Trace) {
     let mut t = Trace::default();
     // Grey sources are processed in one channel and replicated at the end: every op gives the
     // same result on a replicated grey image (PIL's L of (g,g,g) is g), at a third of the work.
     let work_c = if img.c == 1 || cfg.channels == 1 { 1 } else { 3 };
-    let src = if img.c != work_c { ops::to_channels(img, work_c) } else { img.clone() };
-    t.crop = ops::rrc_params(src.h, src.w, view.scale, cfg.ratio, rng);
-    let mut out = ops::crop_resize(&src, t.crop, view.size, view.size, resizer);
+    let src = if img.c != work_c { std::borrow::Cow::Owned(ops::to_channels(img, work_c)) } else { std::borrow::Cow::Borrowed(img) };
+    t.crop = ops::rrc_params(full.1, full.0, view.scale, cfg.ratio, rng);
+    let (top, left, ch, cw) = t.crop;
+    let (fx, fy) = (full.0 as f64 / img.w as f64, full.1 as f64 / img.h as f64);
+    let mut out = ops::crop_resize_f(&src, [top as f64 / fy, left as f64 / fx, ch as f64 / fy, cw as f64 / fx], view.size, view.size, resizer);
     t.flip = rng.random_bool(cfg.flip_p as f64);
     if t.flip {
         ops::hflip(&mut out);
@@ -199,7 +230,12 @@ pub fn augment_view_traced<R: Rng>(img: &ImageU8, cfg: &MultiCropConfig, view: &
 
 /// All views of one image, in the order of [`MultiCropConfig::views`].
 pub fn augment_all(img: &ImageU8, cfg: &MultiCropConfig, rng: &mut ChaCha8Rng, resizer: &mut fir::Resizer) -> Vec<ImageU8> {
-    cfg.views().iter().map(|v| augment_view(img, cfg, v, rng, resizer)).collect()
+    augment_all_at(img, (img.w, img.h), cfg, rng, resizer)
+}
+
+/// [`augment_all`] of an image decoded at a reduced size from a full image of size `full`.
+fn augment_all_at(img: &ImageU8, full: (u32, u32), cfg: &MultiCropConfig, rng: &mut ChaCha8Rng, resizer: &mut fir::Resizer) -> Vec<ImageU8> {
+    cfg.views().iter().map(|v| augment_view_at(img, full, cfg, v, rng, resizer).0).collect()
 }
 
 /// Normalised float crops of a batch: one buffer per view, each `[batch, channels, size, size]`.
@@ -239,9 +275,9 @@ fn augment_images(ds: &Dataset, indices: &[usize], cfg: &MultiCropConfig, seed: 
     indices
         .par_iter()
         .map_init(fir::Resizer::new, |resizer, &i| -> anyhow::Result<Vec<ImageU8>> {
-            let img = ds.image(i)?;
+            let d = ds.image_reduced(i, &|w, h| cfg.decode_reduction(w, h))?;
             let mut rng = image_rng(seed, epoch, i as u64);
-            Ok(augment_all(&img, cfg, &mut rng, resizer))
+            Ok(augment_all_at(&d.img, d.full, cfg, &mut rng, resizer))
         })
         .collect()
 }
@@ -276,9 +312,9 @@ pub fn augment_batch_tensors(ds: &Dataset, indices: &[usize], cfg: &MultiCropCon
 /// Deterministic evaluation preprocessing: images already `size` square pass unchanged; others
 /// are resized (shorter side to size/0.875, bicubic) and centre-cropped, as DINO's eval does.
 pub fn eval_image(img: &ImageU8, size: u32, channels: u8, resizer: &mut fir::Resizer) -> ImageU8 {
-    let img = if img.c != channels { ops::to_channels(img, channels) } else { img.clone() };
+    let img = if img.c != channels { std::borrow::Cow::Owned(ops::to_channels(img, channels)) } else { std::borrow::Cow::Borrowed(img) };
     if img.w == size && img.h == size {
-        return img;
+        return img.into_owned();
     }
     let short = (size as f32 / 0.875).round() as u32;
     let (rw, rh) = if img.w <= img.h {
@@ -291,14 +327,34 @@ pub fn eval_image(img: &ImageU8, size: u32, channels: u8, resizer: &mut fir::Res
     ops::crop_resize(&resized, (top, left, size, size), size, size, resizer)
 }
 
+/// How evaluation images are prepared.
+#[derive(Clone, Debug)]
+pub struct EvalPrep {
+    pub size: u32,
+    pub channels: u8,
+    pub norm: Norm,
+    /// Decode large JPEGs smaller where the resize needs fewer pixels
+    /// ([`crate::augment::eval_decode_reduction`]); a run's `augment.reduced_decode`.
+    pub reduced_decode: bool,
+}
+
+/// By how much (1, 2, 4 or 8) [`eval_image`] may see an image of `w` x `h` decoded smaller: the
+/// largest r that keeps the shorter side, plus one pixel, at least the resize target.
+pub fn eval_decode_reduction(size: u32, w: u32, h: u32) -> u32 {
+    let short = (size as f32 / 0.875).round() as u32 + 1;
+    [8, 4, 2].into_iter().find(|&r| w.min(h) >= r * short).unwrap_or(1)
+}
+
 /// Evaluation tensors' data for `indices`: `[n, channels, size, size]`, normalised.
-pub fn eval_batch(ds: &Dataset, indices: &[usize], size: u32, channels: u8, norm: &Norm) -> anyhow::Result<(Vec<f32>, [usize; 4])> {
+pub fn eval_batch(ds: &Dataset, indices: &[usize], prep: &EvalPrep) -> anyhow::Result<(Vec<f32>, [usize; 4])> {
+    let (size, channels) = (prep.size, prep.channels);
     let c = channels as usize;
-    let norm = norm.with_channels(c);
+    let norm = prep.norm.with_channels(c);
     let n = c * (size * size) as usize;
     let mut buf = vec![0f32; indices.len() * n];
     buf.par_chunks_mut(n).zip(indices.par_iter()).try_for_each_init(fir::Resizer::new, |resizer, (out, &i)| -> anyhow::Result<()> {
-        let img = eval_image(ds.image(i)?.as_ref(), size, channels, resizer);
+        let reduce = |w, h| if prep.reduced_decode { eval_decode_reduction(size, w, h) } else { 1 };
+        let img = eval_image(&ds.image_reduced(i, &reduce)?.img, size, channels, resizer);
         ops::normalize_into(&img, &norm.mean, &norm.std, out);
         Ok(())
     })?;

@@ -43,9 +43,16 @@ fn pixel_type(c: u8) -> fir::PixelType {
 /// (Catmull-Rom, a = -0.5: PIL's BICUBIC).
 pub fn crop_resize(img: &ImageU8, crop: (u32, u32, u32, u32), out_w: u32, out_h: u32, resizer: &mut fir::Resizer) -> ImageU8 {
     let (top, left, ch, cw) = crop;
+    crop_resize_f(img, [top as f64, left as f64, ch as f64, cw as f64], out_w, out_h, resizer)
+}
+
+/// [`crop_resize`] of a crop box (top, left, height, width) in fractional pixels, kept inside the image.
+pub fn crop_resize_f(img: &ImageU8, crop: [f64; 4], out_w: u32, out_h: u32, resizer: &mut fir::Resizer) -> ImageU8 {
+    let [top, left, ch, cw] = crop;
+    let (ch, cw) = (ch.min(img.h as f64 - top), cw.min(img.w as f64 - left));
     let src = fir::images::ImageRef::new(img.w, img.h, &img.data, pixel_type(img.c)).expect("image buffer matches its size");
     let mut dst = fir::images::Image::new(out_w, out_h, pixel_type(img.c));
-    let opts = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::CatmullRom)).crop(left as f64, top as f64, cw as f64, ch as f64);
+    let opts = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::CatmullRom)).crop(left, top, cw, ch);
     resizer.resize(&src, &mut dst, &opts).expect("crop inside the image");
     ImageU8::new(out_w, out_h, img.c, dst.into_vec())
 }

@@ -149,3 +149,52 @@ fn config_validation_names_the_key() {
     assert!(bad.validate().unwrap_err().to_string().contains("augment.jitter_p"));
     assert!(MultiCropConfig::default().validate().is_ok());
 }
+
+#[test]
+fn decode_reduction_keeps_every_crop_at_its_output_size() {
+    let dino = MultiCropConfig::default(); // 224 px at scale >= 0.4, 96 px at >= 0.05, ratio 3/4-4/3
+                                           // local: sqrt(W H 0.05 3/4) - 1 over 96; global: sqrt(W H 0.4 3/4) - 1 over 224
+    for ((w, h), r) in [((500, 375), 1), ((1000, 750), 1), ((2000, 1500), 2), ((4000, 3000), 4), ((8000, 6000), 8), ((16000, 12000), 8)] {
+        assert_eq!(dino.decode_reduction(w, h), r, "{w}x{h}");
+    }
+    // a long strip: its short side bounds every crop (40000x600: global crops at most 599/224 =
+    // 2.67 times their output size, not sqrt(24e6 0.3) = 2683 px)
+    assert_eq!(dino.decode_reduction(40000, 600), 2);
+    let globals = MultiCropConfig { local_crops: 0, ..dino.clone() };
+    assert_eq!(globals.decode_reduction(4000, 3000), 8);
+    let off = MultiCropConfig { reduced_decode: false, ..dino };
+    assert_eq!(off.decode_reduction(4000, 3000), 1);
+    // evaluation at 224 px resizes the shorter side to 256: 3000 / 8 = 375 >= 257; 1500 / 4 too,
+    // 1500 / 8 not; 514 / 2 = 257; 375 < 2 x 257
+    let eval = |w, h| eval_decode_reduction(224, w, h);
+    assert_eq!((eval(4000, 3000), eval(2000, 1500), eval(600, 514), eval(500, 375)), (8, 4, 2, 1));
+}
+
+/// A large smooth JPEG is decoded at 1/4 of its size, and its crops are those of the full
+/// decode up to resampling differences.
+#[test]
+fn reduced_decode_gives_the_crops_of_the_full_image() {
+    let d = tempfile::tempdir().unwrap();
+    let (w, h) = (1600u32, 1200u32);
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
+        image::Rgb([(255.0 * fx) as u8, (255.0 * fy) as u8, (127.0 + 120.0 * (6.0 * fx + 4.0 * fy).sin()) as u8])
+    });
+    let path = d.path().join("big.jpg");
+    img.save(&path).unwrap();
+    let ds = Dataset { files: vec![path], file_channels: 3, labels: vec![0], num_classes: 1, ..Default::default() };
+    // locals: (sqrt(1600 1200 0.05 3/4) - 1) / 48 = 5.6; globals: 11.8
+    let cfg = MultiCropConfig { global_size: 64, local_size: 48, local_crops: 4, ..quiet() };
+    let cfg = MultiCropConfig { global_scale: [0.4, 1.0], local_scale: [0.05, 0.4], ratio: [0.75, 4.0 / 3.0], ..cfg };
+    assert_eq!(cfg.decode_reduction(w, h), 4);
+    let reduced = ds.image_reduced(0, &|w, h| cfg.decode_reduction(w, h)).unwrap();
+    assert_eq!(((reduced.img.w, reduced.img.h), reduced.full), ((400, 300), (w, h)));
+    let norm = Norm { mean: vec![0.0; 3], std: vec![1.0; 3] };
+    let a = augment_batch(&ds, &[0], &cfg, &norm, 3, 0).unwrap();
+    let b = augment_batch(&ds, &[0], &MultiCropConfig { reduced_decode: false, ..cfg }, &norm, 3, 0).unwrap();
+    for ((va, _), (vb, _)) in a.views.iter().zip(&b.views) {
+        let mad = va.iter().zip(vb).map(|(x, y)| (x - y).abs()).sum::<f32>() / va.len() as f32;
+        assert!(mad < 2.0 / 255.0, "mean difference {:.2} levels", mad * 255.0);
+        assert!(mad > 0.0, "the views come from another decode");
+    }
+}

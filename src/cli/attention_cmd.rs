@@ -42,7 +42,7 @@ pub fn run(a: AttentionArgs) -> Result<()> {
     let mut images: Vec<(String, ImageU8)> = a.image.iter().map(|p| Ok((stem(p), folder::decode(p)?))).collect::<Result<_>>()?;
     let prep = if a.indices.is_empty() && b.run_config.is_none() && a.data.data.is_none() {
         // image files and a weights file: ImageNet's normalisation at 224 px unless told
-        EvalPrep { size: a.data.image_size.unwrap_or(224), channels: b.channels, norm: Norm::preset("imagenet").unwrap().with_channels(b.channels as usize) }
+        EvalPrep { size: a.data.image_size.unwrap_or(224), channels: b.channels, norm: Norm::preset("imagenet").unwrap().with_channels(b.channels as usize), reduced_decode: true }
     } else {
         let (_, test, prep) = load_data(&a.data, &b)?;
         for &i in &a.indices {
@@ -55,7 +55,7 @@ pub fn run(a: AttentionArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("{}: cannot create", a.out.display()))?;
     for (name, img) in &images {
         let ds = Dataset { images: vec![img.clone()], labels: vec![-1], num_classes: 0, class_names: vec![], ..Default::default() };
-        let (buf, shape) = eval_batch(&ds, &[0], prep.size, prep.channels, &prep.norm)?;
+        let (buf, shape) = eval_batch(&ds, &[0], &prep)?;
         let x = Tensor::from_slice(&buf).reshape(shape.map(|d| d as i64)).to_device(device);
         let (heads, gh, gw) = cls_attention(vit, &x).with_context(|| format!("image {name}"))?;
         // what the network saw, for drawing: the evaluation crop without normalisation

@@ -65,7 +65,7 @@ pub(super) fn load_data(d: &DataArgs, b: &LoadedBackbone) -> Result<(Dataset, Da
         Some(c) => crate::train::eval_prep(c, norm),
         None => {
             let first = train.image(0)?;
-            EvalPrep { size: first.w.min(first.h).min(224), channels: b.channels, norm }
+            EvalPrep { size: first.w.min(first.h).min(224), channels: b.channels, norm, reduced_decode: true }
         }
     };
     if let Some(s) = d.image_size {

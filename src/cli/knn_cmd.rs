@@ -74,7 +74,7 @@ pub fn run(a: KnnArgs) -> Result<()> {
     let size = a.image_size.unwrap_or(first.w.min(first.h).min(224));
     let channels = a.channels.unwrap_or(train.channels());
     ensure!(channels == 1 || channels == 3, "--channels: expected 1 or 3, got {channels}");
-    let mut prep = EvalPrep { size, channels, norm };
+    let mut prep = EvalPrep { size, channels, norm, reduced_decode: true };
     let (ftrain, ftest) = if a.raw_pixels {
         (pixel_features(&train, &prep, a.batch_size, device)?, pixel_features(&test, &prep, a.batch_size, device)?)
     } else {

@@ -1,5 +1,7 @@
 //! Decoding one image file (JPEG, PNG, BMP, WebP) into 8-bit pixels: grey images stay
-//! one-channel, everything else becomes RGB.
+//! one-channel, everything else becomes RGB. Large JPEGs can be decoded at 1/2, 1/4 or 1/8 of
+//! their size (the DCT scaling libjpeg offers, here through `jpeg-decoder`) when the caller's
+//! crops need no more pixels: fewer pixels to decode and to resample (docs/PERFORMANCE.md).
 use super::ImageU8;
 use anyhow::{Context, Result};
 use std::fmt::Display;
@@ -28,4 +30,47 @@ pub fn decode_bytes(bytes: &[u8], name: impl Display) -> Result<ImageU8> {
             ImageU8::new(c.width(), c.height(), 3, c.into_raw())
         }
     })
+}
+
+/// An image as decoded, possibly reduced, with the size of the full image: crops are chosen in
+/// full-image coordinates and mapped onto `img`.
+pub struct Decoded<'a> {
+    pub img: std::borrow::Cow<'a, ImageU8>,
+    pub full: (u32, u32),
+}
+
+/// [`decode_bytes`], except that a JPEG of (width, height) for which `reduce` returns r > 1 is
+/// decoded at about 1/r of its size (r in 2, 4, 8; other images, and JPEGs that jpeg-decoder
+/// cannot reduce, are decoded in full).
+pub fn decode_bytes_reduced(bytes: &[u8], name: impl Display, reduce: &dyn Fn(u32, u32) -> u32) -> Result<Decoded<'static>> {
+    if let Some(d) = jpeg_reduced(bytes, reduce) {
+        return Ok(d);
+    }
+    let img = decode_bytes(bytes, name)?;
+    Ok(Decoded { full: (img.w, img.h), img: std::borrow::Cow::Owned(img) })
+}
+
+/// The reduced decode, or None where it does not apply (not a JPEG, r = 1, CMYK or 16-bit, or
+/// an error, which the full decoder then reports).
+fn jpeg_reduced(bytes: &[u8], reduce: &dyn Fn(u32, u32) -> u32) -> Option<Decoded<'static>> {
+    use jpeg_decoder::PixelFormat;
+    if !matches!(image::guess_format(bytes), Ok(image::ImageFormat::Jpeg)) {
+        return None;
+    }
+    let mut d = jpeg_decoder::Decoder::new(bytes);
+    d.read_info().ok()?;
+    let info = d.info()?;
+    let (w, h) = (info.width as u32, info.height as u32);
+    let r = reduce(w, h);
+    let c = match info.pixel_format {
+        PixelFormat::L8 => 1,
+        PixelFormat::RGB24 => 3,
+        _ => return None,
+    };
+    if r <= 1 {
+        return None;
+    }
+    let (sw, sh) = d.scale(w.div_ceil(r) as u16, h.div_ceil(r) as u16).ok()?;
+    let px = d.decode().ok()?;
+    (px.len() == sw as usize * sh as usize * c as usize).then(|| Decoded { img: std::borrow::Cow::Owned(ImageU8::new(sw as u32, sh as u32, c, px)), full: (w, h) })
 }

@@ -85,15 +85,32 @@ impl Dataset {
     pub fn is_streamed(&self) -> bool {
         !self.files.is_empty() || !self.members.is_empty()
     }
+    /// The encoded bytes of streamed image `i` with a name for messages (None for an image held
+    /// in memory).
+    pub fn encoded(&self, i: usize) -> Result<Option<(Vec<u8>, String)>> {
+        if let Some(p) = self.files.get(i) {
+            let bytes = std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: cannot read ({e})", p.display()))?;
+            return Ok(Some((bytes, p.display().to_string())));
+        }
+        match self.members.get(i) {
+            Some(m) => Ok(Some((wds::read(&self.shards, m)?, wds::member_name(&self.shards, m)))),
+            None => Ok(None),
+        }
+    }
     /// Image `i`: borrowed from memory, or decoded from its file or shard.
     pub fn image(&self, i: usize) -> Result<Cow<'_, ImageU8>> {
-        if let Some(p) = self.files.get(i) {
-            return decode::decode_file(p).map(Cow::Owned);
+        match self.encoded(i)? {
+            Some((bytes, name)) => decode::decode_bytes(&bytes, name).map(Cow::Owned),
+            None => Ok(Cow::Borrowed(&self.images[i])),
         }
-        if let Some(m) = self.members.get(i) {
-            return wds::decode(&self.shards, m).map(Cow::Owned);
+    }
+    /// Image `i` for cropping: a streamed JPEG for which `reduce(width, height)` gives r > 1 is
+    /// decoded at about 1/r of its size ([`decode::decode_bytes_reduced`]); all else as [`Self::image`].
+    pub fn image_reduced(&self, i: usize, reduce: &dyn Fn(u32, u32) -> u32) -> Result<decode::Decoded<'_>> {
+        match self.encoded(i)? {
+            Some((bytes, name)) => decode::decode_bytes_reduced(&bytes, name, reduce),
+            None => Ok(decode::Decoded { full: (self.images[i].w, self.images[i].h), img: Cow::Borrowed(&self.images[i]) }),
         }
-        Ok(Cow::Borrowed(&self.images[i]))
     }
     /// Appends the images of `other`, stored the same way (STL-10's unlabeled split).
     pub fn append(&mut self, other: Dataset) -> Result<()> {

@@ -79,11 +79,7 @@ fn append(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) -> Result<()> 
 
 /// Image `i` encoded, with its extension: a file's own bytes, or PNG for an image in memory.
 fn encoded(ds: &Dataset, i: usize) -> Result<(Vec<u8>, &'static str)> {
-    let bytes = if let Some(p) = ds.files.get(i) {
-        std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?
-    } else if let Some(m) = ds.members.get(i) {
-        super::wds::read(&ds.shards, m)?
-    } else {
+    let Some((bytes, name)) = ds.encoded(i)? else {
         let im = &ds.images[i];
         let color = if im.c == 1 { image::ExtendedColorType::L8 } else { image::ExtendedColorType::Rgb8 };
         let mut png = vec![];
@@ -95,7 +91,7 @@ fn encoded(ds: &Dataset, i: usize) -> Result<(Vec<u8>, &'static str)> {
         Ok(image::ImageFormat::Png) => "png",
         Ok(image::ImageFormat::WebP) => "webp",
         Ok(image::ImageFormat::Bmp) => "bmp",
-        _ => bail!("image {i} of the source: not a JPEG, PNG, WebP or BMP file"),
+        _ => bail!("{name}: not a JPEG, PNG, WebP or BMP file"),
     };
     Ok((bytes, ext))
 }

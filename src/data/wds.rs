@@ -161,10 +161,14 @@ pub fn read(shards: &[PathBuf], m: &Member) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// How messages name a sample: its shard and offset.
+pub fn member_name(shards: &[PathBuf], m: &Member) -> String {
+    format!("{} (member at byte {})", shards[m.shard as usize].display(), m.offset)
+}
+
 /// Decodes one sample's image.
 pub fn decode(shards: &[PathBuf], m: &Member) -> Result<ImageU8> {
-    let bytes = read(shards, m)?;
-    super::decode::decode_bytes(&bytes, format_args!("{} (member at byte {})", shards[m.shard as usize].display(), m.offset))
+    super::decode::decode_bytes(&read(shards, m)?, member_name(shards, m))
 }
 
 /// WebDataset's epoch order over `members`: shards in a shuffled order, each read front to back,

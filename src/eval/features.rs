@@ -6,18 +6,12 @@ use anyhow::Result;
 use tch::nn::ModuleT;
 use tch::{Device, Tensor};
 
-/// How evaluation images are prepared.
-#[derive(Clone, Debug)]
-pub struct EvalPrep {
-    pub size: u32,
-    pub channels: u8,
-    pub norm: Norm,
-}
+pub use crate::augment::EvalPrep;
 
 /// The images `indices` of `ds`, preprocessed, as one `[n, c, size, size]` tensor.
 /// Fails when an image of a streamed set does not decode.
 pub fn pixel_batch(ds: &Dataset, indices: &[usize], prep: &EvalPrep) -> Result<Tensor> {
-    let (buf, shape) = eval_batch(ds, indices, prep.size, prep.channels, &prep.norm)?;
+    let (buf, shape) = eval_batch(ds, indices, prep)?;
     Ok(Tensor::from_slice(&buf).reshape(shape.map(|d| d as i64)))
 }
 

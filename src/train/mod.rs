@@ -66,7 +66,7 @@ pub fn load_train_data(cfg: &Config) -> Result<(DataSpec, Dataset)> {
 /// Evaluation preprocessing of a run.
 pub fn eval_prep(cfg: &Config, norm: Norm) -> EvalPrep {
     let size = if cfg.eval.image_size > 0 { cfg.eval.image_size } else { cfg.augment.global_size };
-    EvalPrep { size, channels: cfg.augment.channels, norm }
+    EvalPrep { size, channels: cfg.augment.channels, norm, reduced_decode: cfg.augment.reduced_decode }
 }
 
 /// kNN of `method`'s evaluation backbone, train split against test split.

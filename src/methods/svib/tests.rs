@@ -133,7 +133,7 @@ fn reinit_sets_means_to_normalised_teacher_features() {
     let mut m = new(&cfg);
     let images: Vec<ImageU8> = (0..10).map(|i| ImageU8::new(12, 12, 1, crate::data::testutil::bytes(144, i))).collect();
     let ds = Dataset { images, labels: vec![0; 10], num_classes: 1, class_names: vec![], ..Default::default() };
-    let prep = EvalPrep { size: 12, channels: 1, norm: crate::data::Norm { mean: vec![0.5], std: vec![0.25] } };
+    let prep = EvalPrep { size: 12, channels: 1, norm: crate::data::Norm { mean: vec![0.5], std: vec![0.25] }, reduced_decode: true };
     let reset = m.end_epoch(0, &ds, &prep, 1).unwrap();
     assert_eq!(reset, vec!["gmm.means".to_string()]);
     let z = m.teacher_embed(&pixel_batch(&ds, &(0..10).collect::<Vec<_>>(), &prep).unwrap());
