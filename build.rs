@@ -29,8 +29,8 @@ fn main() {
 /// Compiles src/shim/*.cpp against the headers of the same libtorch tch-sys links (the PyPI
 /// wheel carries them under torch/include), with the same flags tch-sys uses for its own C++.
 fn compile_shim(libtorch: &Path) {
-    let files = ["src/shim/amp.cpp"];
-    for f in files {
+    let files = ["src/shim/amp.cpp", "src/shim/dist.cpp"];
+    for f in files.iter().chain(&["src/shim/common.hpp"]) {
         println!("cargo:rerun-if-changed={f}");
     }
     let include = libtorch.join("include");
@@ -43,6 +43,8 @@ fn compile_shim(libtorch: &Path) {
         .flag("-std=c++17")
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
         .flag("-DGLOG_USE_GLOG_EXPORT")
+        .flag("-DUSE_DISTRIBUTED")
+        .flag("-DUSE_C10D_GLOO")
         .files(files)
         .compile("svibshim");
 }

@@ -11,12 +11,18 @@ build=1
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 
-# 1. Fashion-MNIST from Debian (the real data set for demos and checks).
-if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
-  say "installing Debian package dataset-fashion-mnist"
+# 1. From Debian: Fashion-MNIST (the real data set for demos and checks), and Gloo's headers
+#    (the torch wheel ships c10d's but not Gloo's, which the distributed shim src/shim/dist.cpp
+#    needs to compile; every Gloo symbol comes from libtorch itself).
+missing=""
+for pkg in dataset-fashion-mnist libgloo-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  say "installing Debian package(s)$missing"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
-  apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  apt-get install -y -qq $missing >/dev/null
 fi
 
 # 2. libtorch from the PyPI wheel, in a project-local venv.

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod eval;
 pub mod experiments;
 pub mod interop;

@@ -2,6 +2,7 @@
 // (src/train/amp.rs): the autocast dtype, the TF32 switches, and GradScaler's fused
 // unscale-and-check. Every function catches C++ exceptions and returns them as text.
 #include <ATen/ATen.h>
+#include "common.hpp"
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 #include <cmath>
@@ -9,24 +10,8 @@
 #include <string>
 #include <vector>
 
-namespace {
-// Copies `what` into buf (cap bytes, NUL-terminated) and returns 1.
-int fail(const char *what, char *buf, size_t cap) {
-  if (cap > 0) {
-    std::strncpy(buf, what, cap - 1);
-    buf[cap - 1] = '\0';
-  }
-  return 1;
-}
-
-// The tensors behind an array of at::Tensor* (as Rust hands them over).
-std::vector<at::Tensor> list(at::Tensor **ts, size_t n) {
-  std::vector<at::Tensor> v;
-  v.reserve(n);
-  for (size_t i = 0; i < n; i++) v.push_back(*ts[i]);
-  return v;
-}
-}  // namespace
+using svib_shim::fail;
+using svib_shim::list;
 
 extern "C" {
 

@@ -141,6 +141,11 @@ pub fn channels_last(t: &Tensor) -> Tensor {
 /// Pre-trains as `cfg` says into `dir`, resuming from its newest checkpoint when there is one;
 /// `None` when stopped early (with a checkpoint, to be resumed).
 pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResult>> {
+    if let Some(env) = crate::dist::DistEnv::from_env()? {
+        // The process group works (src/dist.rs); the trainer does not shard, reduce or keep rank 0
+        // the only writer yet, so N processes would train N copies into one folder.
+        bail!("this process is rank {} of {} (launcher environment: WORLD_SIZE/RANK or SLURM_NTASKS/SLURM_PROCID), but data-parallel training is not built yet; run one process (unset WORLD_SIZE, or srun --ntasks=1)", env.rank, env.world_size);
+    }
     match trainer::Trainer::open(cfg, RunDir::new(dir), opts)? {
         trainer::Opened::Done(r) => Ok(Some(r)),
         trainer::Opened::Ready(t) => t.fit(),

@@ -1,0 +1,123 @@
+// libtorch's own distributed engine (c10d), for data-parallel training (src/dist.rs): a
+// TCPStore rendezvous and a Gloo process group (CPU tensors) with all-reduce (sum), broadcast,
+// all-gather and barrier; every collective waits at most the group's timeout. The wheel ships
+// c10d's headers but not Gloo's, which ProcessGroupGloo.hpp includes: they come from Debian's
+// libgloo-dev (scripts/setup.sh); only pointers to Gloo types appear in the classes used here,
+// and every Gloo symbol is libtorch's own. Each function catches C++ exceptions and returns
+// them as text.
+#include <ATen/ATen.h>
+#include "common.hpp"
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+using svib_shim::fail;
+using svib_shim::list;
+
+namespace {
+struct Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  std::chrono::milliseconds timeout;
+};
+
+// Waits for a collective: a timeout, or a peer that went away, throws.
+void wait(const c10::intrusive_ptr<c10d::Work> &w, const Group *g) { w->wait(g->timeout); }
+}  // namespace
+
+extern "C" {
+
+// Joins the group of `size` processes whose rank 0 serves the store at host:port. The Gloo
+// transport binds to `bind_host` (an address of this machine; empty: the hostname's).
+int svib_dist_new(const char *host, int port, int rank, int size, long timeout_ms, const char *bind_host, void **out, char *err, size_t cap) {
+  try {
+    auto timeout = std::chrono::milliseconds(timeout_ms);
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<std::uint16_t>(port);
+    so.isServer = rank == 0;
+    so.numWorkers = size;
+    so.waitWorkers = true;
+    so.timeout = timeout;
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
+    auto store = c10::make_intrusive<c10d::PrefixStore>("svib", tcp);
+    auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+    std::string bind(bind_host);
+    opts->devices.push_back(bind.empty() ? c10d::ProcessGroupGloo::createDefaultDevice() : c10d::ProcessGroupGloo::createDeviceForHostname(bind));
+    auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, opts);
+    *out = new Group{store, pg, timeout};
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(e.what(), err, cap);
+  }
+}
+
+void svib_dist_free(void *g) { delete static_cast<Group *>(g); }
+
+// Sums each tensor over the group, in place.
+int svib_dist_allreduce_sum(void *gp, at::Tensor **ts, size_t n, char *err, size_t cap) {
+  try {
+    auto g = static_cast<Group *>(gp);
+    auto v = list(ts, n);
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    o.timeout = g->timeout;
+    for (auto &t : v) {
+      std::vector<at::Tensor> one{t};
+      wait(g->pg->allreduce(one, o), g);
+    }
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(e.what(), err, cap);
+  }
+}
+
+// Copies each tensor of rank `root` into the same tensors of every other rank, in place.
+int svib_dist_broadcast(void *gp, at::Tensor **ts, size_t n, int root, char *err, size_t cap) {
+  try {
+    auto g = static_cast<Group *>(gp);
+    auto v = list(ts, n);
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    o.rootTensor = 0;
+    o.timeout = g->timeout;
+    for (auto &t : v) {
+      std::vector<at::Tensor> one{t};
+      wait(g->pg->broadcast(one, o), g);
+    }
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(e.what(), err, cap);
+  }
+}
+
+// outs[r] = `input` of rank r (outs: one tensor per rank, shaped as input).
+int svib_dist_allgather(void *gp, at::Tensor *input, at::Tensor **outs, size_t n, char *err, size_t cap) {
+  try {
+    auto g = static_cast<Group *>(gp);
+    std::vector<std::vector<at::Tensor>> o{list(outs, n)};
+    std::vector<at::Tensor> in{*input};
+    c10d::AllgatherOptions opt;
+    opt.timeout = g->timeout;
+    wait(g->pg->allgather(o, in, opt), g);
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(e.what(), err, cap);
+  }
+}
+
+int svib_dist_barrier(void *gp, char *err, size_t cap) {
+  try {
+    auto g = static_cast<Group *>(gp);
+    c10d::BarrierOptions o;
+    o.timeout = g->timeout;
+    wait(g->pg->barrier(o), g);
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(e.what(), err, cap);
+  }
+}
+}
