@@ -82,7 +82,7 @@ pub fn dump_loss_case(cfg: &Config, dir: &Path) -> Result<serde_json::Value> {
     });
     let k = svib_cfg.gmm.k;
     svib.load_state(&[("center".into(), Tensor::randn([1, k], (Kind::Float, Device::Cpu)) * 0.05)])?;
-    let batch = Loader::new(Arc::new(train.clone()), cfg.augment.clone(), norm, bs, cfg.train.seed, 0, 0, 1, false).next().context("no batch")??;
+    let batch = Loader::new(Arc::new(train.clone()), cfg.augment.clone(), norm, bs, cfg.train.seed, 0, 0, 1, false, (0, 1)).next().context("no batch")??;
     let sched = Schedules::new(cfg, train.len() / bs);
     let ctx = StepCtx { step: 0, total_steps: sched.total_steps, epoch: 0, beta: sched.beta(0), teacher_momentum: sched.teacher_momentum(0).unwrap_or(1.0) };
     let out = svib.loss(&batch.views, &ctx);
@@ -226,7 +226,7 @@ pub fn loader_images_per_second(cfg: &Config, batches: usize, warmup: usize) -> 
     let mut epoch = 0;
     let mut next_loader = || {
         epoch += 1;
-        Loader::new(train.clone(), cfg.augment.clone(), norm.clone(), bs, cfg.train.seed, epoch - 1, 0, cfg.train.prefetch, false)
+        Loader::new(train.clone(), cfg.augment.clone(), norm.clone(), bs, cfg.train.seed, epoch - 1, 0, cfg.train.prefetch, false, (0, 1))
     };
     let mut loader = next_loader();
     let mut start = Instant::now();

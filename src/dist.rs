@@ -155,5 +155,80 @@ impl Drop for Group {
     }
 }
 
+/// `svib launch`: runs `args` (an svib command line) in `nproc` local processes with torchrun's
+/// variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR=127.0.0.1, MASTER_PORT = `port` or a
+/// free one), each with its share of the cores unless `args` set `--threads`; waits for all.
+/// Returns the exit code: 0, or the first failing rank's (named on stderr).
+pub fn launch(nproc: usize, port: Option<u16>, args: &[String]) -> Result<i32> {
+    anyhow::ensure!(nproc >= 1, "--nproc: expected at least 1 process");
+    anyhow::ensure!(!args.is_empty(), "expected the svib command to run after `--`, e.g. svib launch --nproc 2 -- train --config fmnist-cpu --out runs/a");
+    let port = match port {
+        Some(p) => p,
+        None => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
+    };
+    let exe = std::env::current_exe().context("the svib executable")?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut argv: Vec<String> = vec![];
+    if !args.iter().any(|a| a == "--threads" || a.starts_with("--threads=")) {
+        argv.extend(["--threads".to_string(), (cores / nproc).max(1).to_string()]);
+    }
+    argv.extend(args.iter().cloned());
+    eprintln!("launching {nproc} processes of `svib {}` (MASTER_ADDR=127.0.0.1 MASTER_PORT={port})", argv.join(" "));
+    let mut children = vec![];
+    for r in 0..nproc {
+        let vars =
+            [("RANK", r.to_string()), ("LOCAL_RANK", r.to_string()), ("WORLD_SIZE", nproc.to_string()), ("MASTER_ADDR", "127.0.0.1".into()), ("MASTER_PORT", port.to_string())];
+        children.push(std::process::Command::new(&exe).args(&argv).envs(vars).spawn().with_context(|| format!("starting rank {r}"))?);
+    }
+    let mut code = 0;
+    for (r, mut c) in children.into_iter().enumerate() {
+        let status = c.wait()?;
+        if !status.success() && code == 0 {
+            code = status.code().unwrap_or(1);
+            eprintln!("error: rank {r} of {nproc} failed ({status}); the other ranks stop at their next collective");
+        }
+    }
+    Ok(code)
+}
+
+/// The process group of this process's training run, set once (as torch.distributed's default
+/// group): methods reduce their batch statistics through it.
+static GLOBAL: std::sync::OnceLock<std::sync::Mutex<Group>> = std::sync::OnceLock::new();
+
+/// Makes `g` the group of this process (once).
+pub fn set_global(g: Group) -> Result<()> {
+    GLOBAL.set(std::sync::Mutex::new(g)).map_err(|_| anyhow::anyhow!("the process group is already set"))
+}
+
+/// (rank, world size): (0, 1) without a group.
+pub fn world() -> (usize, usize) {
+    GLOBAL.get().map_or((0, 1), |g| {
+        let g = g.lock().expect("group lock");
+        (g.rank, g.size)
+    })
+}
+
+/// Runs `f` on the global group; None without one.
+pub fn with_global<T>(f: impl FnOnce(&Group) -> Result<T>) -> Option<Result<T>> {
+    GLOBAL.get().map(|g| f(&g.lock().expect("group lock")))
+}
+
+/// The mean of `t` over the ranks (a copy; `t` itself without a group). Panics when a
+/// collective fails, as a failed collective inside a loss cannot be recovered (the trainer
+/// reports the rank).
+pub fn mean_over_ranks(t: &Tensor) -> Tensor {
+    match with_global(|g| {
+        let c = t.detach().copy();
+        g.all_reduce_mean(&[&c])?;
+        Ok(c)
+    }) {
+        None => t.shallow_clone(),
+        Some(r) => r.unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            std::process::exit(1)
+        }),
+    }
+}
+
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

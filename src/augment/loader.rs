@@ -43,15 +43,30 @@ pub struct Loader {
 
 impl Loader {
     /// Batches `skip..` of epoch `epoch` (drop-last, as DINO's loader), `prefetch` batches ahead;
-    /// the views in pinned host memory with `pinned` (training on CUDA).
+    /// the views in pinned host memory with `pinned` (training on CUDA). With `shard` = (rank,
+    /// world size) a global batch is `batch` x world images of the epoch order and this rank
+    /// gets its rank-th part, so the ranks together see every image once per epoch.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(ds: Arc<Dataset>, cfg: MultiCropConfig, norm: Norm, batch: usize, seed: u64, epoch: u64, skip: usize, prefetch: usize, pinned: bool) -> Loader {
+    pub fn new(
+        ds: Arc<Dataset>,
+        cfg: MultiCropConfig,
+        norm: Norm,
+        batch: usize,
+        seed: u64,
+        epoch: u64,
+        skip: usize,
+        prefetch: usize,
+        pinned: bool,
+        shard: (usize, usize),
+    ) -> Loader {
         let order = dataset_order(&ds, seed, epoch);
-        let batches = ds.len() / batch;
+        let (rank, world) = shard;
+        let batches = ds.len() / (batch * world);
         let (tx, rx) = sync_channel(prefetch.max(1));
         let handle = std::thread::spawn(move || {
             for b in skip..batches {
-                let idx = &order[b * batch..(b + 1) * batch];
+                let start = b * batch * world + rank * batch;
+                let idx = &order[start..start + batch];
                 let batch = augment_batch_tensors(&ds, idx, &cfg, &norm, seed, epoch, pinned).map(|views| {
                     let labels = Tensor::from_slice(&idx.iter().map(|&i| ds.labels[i]).collect::<Vec<_>>());
                     CropBatch { views, labels, indices: idx.to_vec() }
@@ -101,7 +116,7 @@ mod tests {
         });
         let cfg = MultiCropConfig { global_size: 8, local_size: 4, local_crops: 1, ..MultiCropConfig::default() };
         let norm = Norm { mean: vec![0.5], std: vec![0.5] };
-        let batches: Vec<CropBatch> = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 0, 2, false).collect::<anyhow::Result<_>>().unwrap();
+        let batches: Vec<CropBatch> = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 0, 2, false, (0, 1)).collect::<anyhow::Result<_>>().unwrap();
         assert_eq!(batches.len(), 3);
         assert_eq!(batches[0].views.len(), 3);
         assert_eq!(batches[0].views[2].size(), vec![3, 3, 4, 4]);
@@ -109,7 +124,7 @@ mod tests {
         assert_eq!(batches[1].indices, order[3..6].to_vec());
         assert_eq!(Vec::<i64>::try_from(&batches[1].labels).unwrap(), order[3..6].iter().map(|&i| i as i64).collect::<Vec<_>>());
         // skipping resumes mid-epoch with the same batches
-        let rest: Vec<CropBatch> = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 2, 2, false).collect::<anyhow::Result<_>>().unwrap();
+        let rest: Vec<CropBatch> = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 2, 2, false, (0, 1)).collect::<anyhow::Result<_>>().unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].indices, batches[2].indices);
         assert!(rest[0].views[0].equal(&batches[2].views[0]));
@@ -137,7 +152,7 @@ mod tests {
         let cfg = MultiCropConfig { global_size: 8, local_size: 4, local_crops: 1, channels: 3, ..Default::default() };
         let norm = crate::data::Norm { mean: vec![0.5; 3], std: vec![0.5; 3] };
         let n = ds.len();
-        let batches: Vec<_> = Loader::new(ds, cfg, norm, n, 0, 0, 0, 1, false).collect();
+        let batches: Vec<_> = Loader::new(ds, cfg, norm, n, 0, 0, 0, 1, false, (0, 1)).collect();
         let e = format!("{:#}", batches.into_iter().next().unwrap().err().expect("the bad file fails the batch"));
         assert!(e.contains("zz.png") && e.contains("not a decodable image"), "{e}");
     }

@@ -62,6 +62,19 @@ pub enum Command {
     },
     /// List the backbone architectures with their parameter counts.
     Models,
+    /// Run an svib command in N local processes as one data-parallel job (torchrun's
+    /// variables; for users without torchrun): svib launch --nproc 2 -- train --config C --out DIR
+    Launch {
+        /// Processes (ranks) on this machine.
+        #[arg(long)]
+        nproc: usize,
+        /// Port of rank 0's rendezvous store (default: a free one).
+        #[arg(long)]
+        master_port: Option<u16>,
+        /// The svib command line each process runs.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
 }
 
 fn set_threads(n: Option<usize>) {
@@ -90,6 +103,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Augment { command } => augment_cmd::run(command),
         Command::Data { command } => data_cmd::run(command),
         Command::Models => data_cmd::list_models(),
+        Command::Launch { nproc, master_port, args } => match crate::dist::launch(nproc, master_port, &args)? {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
     }
 }
 

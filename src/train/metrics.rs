@@ -107,6 +107,8 @@ pub fn knn_json(step: usize, epoch: f64, r: &KnnResult, flag: Option<&str>) -> M
 pub struct Sinks {
     jsonl: Option<MetricsLog>,
     tensorboard: Option<EventWriter>,
+    /// Ranks other than 0 of a distributed run write nothing.
+    off: bool,
 }
 
 impl Sinks {
@@ -114,7 +116,12 @@ impl Sinks {
     pub fn open(run: &RunDir, from_step: usize, tensorboard: bool) -> Result<Sinks> {
         let jsonl = Some(MetricsLog::open(&run.metrics_path(), from_step)?);
         let tensorboard = if tensorboard { Some(EventWriter::create(&run.path().join("tensorboard"), from_step)?) } else { None };
-        Ok(Sinks { jsonl, tensorboard })
+        Ok(Sinks { jsonl, tensorboard, off: false })
+    }
+
+    /// Sinks that drop everything (the ranks other than 0).
+    pub fn off() -> Sinks {
+        Sinks { off: true, ..Default::default() }
     }
 
     fn jsonl(&mut self) -> Result<&mut MetricsLog> {
@@ -122,6 +129,9 @@ impl Sinks {
     }
 
     pub fn step(&mut self, r: &StepRecord) -> Result<()> {
+        if self.off {
+            return Ok(());
+        }
         self.jsonl()?.write(r.to_json())?;
         if let Some(tb) = &mut self.tensorboard {
             let tagged: Vec<(String, f64)> = r.scalars().into_iter().map(|(k, v)| (format!("train/{k}"), v)).collect();
@@ -131,6 +141,9 @@ impl Sinks {
     }
 
     pub fn knn(&mut self, step: usize, epoch: f64, r: &KnnResult, flag: Option<&str>) -> Result<()> {
+        if self.off {
+            return Ok(());
+        }
         self.jsonl()?.write(knn_json(step, epoch, r, flag))?;
         if let Some(tb) = &mut self.tensorboard {
             let k = r.k;
@@ -144,6 +157,9 @@ impl Sinks {
         let mut m = Map::new();
         m.insert("step".into(), json!(step));
         m.insert("event".into(), json!(name));
+        if self.off {
+            return Ok(());
+        }
         self.jsonl()?.write(m)?;
         if let Some(tb) = &mut self.tensorboard {
             tb.scalars(step, &[(format!("events/{name}"), 1.0)])?;

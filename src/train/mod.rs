@@ -141,15 +141,27 @@ pub fn channels_last(t: &Tensor) -> Tensor {
 /// Pre-trains as `cfg` says into `dir`, resuming from its newest checkpoint when there is one;
 /// `None` when stopped early (with a checkpoint, to be resumed).
 pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResult>> {
-    if let Some(env) = crate::dist::DistEnv::from_env()? {
-        // The process group works (src/dist.rs); the trainer does not shard, reduce or keep rank 0
-        // the only writer yet, so N processes would train N copies into one folder.
-        bail!("this process is rank {} of {} (launcher environment: WORLD_SIZE/RANK or SLURM_NTASKS/SLURM_PROCID), but data-parallel training is not built yet; run one process (unset WORLD_SIZE, or srun --ntasks=1)", env.rank, env.world_size);
-    }
+    join_group(cfg)?;
     match trainer::Trainer::open(cfg, RunDir::new(dir), opts)? {
         trainer::Opened::Done(r) => Ok(Some(r)),
         trainer::Opened::Ready(t) => t.fit(),
     }
+}
+
+/// In a launcher's environment (torchrun, SLURM) with 2 or more processes: joins the process
+/// group, once per process, for the methods whose batch statistics are reduced over the ranks.
+fn join_group(cfg: &Config) -> Result<()> {
+    let Some(env) = crate::dist::DistEnv::from_env()? else { return Ok(()) };
+    let name = cfg.method.name();
+    let svib_plain = cfg.svib().is_some_and(|s| s.teacher.sinkhorn_iters == 0);
+    if !(name == "dino" || svib_plain) {
+        bail!("method {name}: data-parallel training is built for svib (without teacher.sinkhorn_iters) and dino so far; this is rank {} of {} (WORLD_SIZE/RANK or SLURM_NTASKS/SLURM_PROCID); run one process", env.rank, env.world_size);
+    }
+    if crate::dist::world().1 == 1 {
+        let timeout = std::time::Duration::from_secs(std::env::var("SVIB_DIST_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(1800));
+        crate::dist::set_global(crate::dist::Group::join(&env, timeout)?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -42,7 +42,8 @@ impl Schedules {
         Schedules {
             total_steps,
             warmup_steps,
-            peak_lr: cfg.optim.lr * cfg.train.batch_size as f64 / 256.0,
+            // the linear rule on the global batch (per-rank batch x ranks)
+            peak_lr: cfg.optim.lr * (cfg.train.batch_size * crate::dist::world().1) as f64 / 256.0,
             min_lr: cfg.optim.min_lr,
             wd: (cfg.optim.weight_decay, cfg.optim.weight_decay_end),
             momentum: cfg.method.teacher().map(|t| (t.momentum_start, t.momentum_end)),

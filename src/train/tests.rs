@@ -232,3 +232,65 @@ fn packed_shards_train_as_their_folder_and_resume_exactly() {
     at(wds, 6, None, d.path());
     assert_eq!(losses(c.path()), losses(d.path()), "resumed with the shuffle buffer");
 }
+
+/// Data-parallel training (issue 18): 2 Gloo processes with 4 images each train as one process
+/// with 8, step for step (a ViT: no BatchNorm, whose statistics would be per rank). The parent
+/// runs the single process and starts the two ranks as children of this very test.
+#[test]
+fn two_ranks_train_as_one_process_with_their_global_batch() {
+    const DIR: &str = "SVIB_DDP_TEST_DATA";
+    let cfg_for = |data: &Path, method: &str, batch: usize| {
+        let mut c = tiny(data);
+        // no drop-path: its random masks are drawn per rank (each rank would redraw the first 4)
+        c.model = crate::models::ArchConfig::parse("vit_tiny:patch_size=3,img_size=12,dim=24,depth=2,heads=2,drop_path=0").unwrap();
+        c.train.batch_size = batch;
+        c.train.steps = 4;
+        c.train.knn_at_start = false;
+        let mut t: toml::Table = toml::from_str(&c.to_toml()).unwrap();
+        config::apply_method(&mut t, method).unwrap();
+        Config::from_table(t).unwrap()
+    };
+    if let Ok(dir) = std::env::var(DIR) {
+        let (data, out) = (Path::new(&dir).join("data"), Path::new(&dir).join(std::env::var("SVIB_DDP_TEST_METHOD").unwrap()));
+        run(&cfg_for(&data, &std::env::var("SVIB_DDP_TEST_METHOD").unwrap(), 4), &out, &quiet(None)).unwrap().unwrap();
+        println!("rank done");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    write_idx_dir(&dir.path().join("data"), 40, 12, 12, false);
+    let exe = std::env::current_exe().unwrap();
+    for method in ["svib", "dino"] {
+        let one = tempfile::tempdir().unwrap();
+        run(&cfg_for(&dir.path().join("data"), method, 8), one.path(), &quiet(None)).unwrap().unwrap();
+        let port = crate::dist::tests::free_port().to_string();
+        let ranks: Vec<_> = (0..2)
+            .map(|r| {
+                std::process::Command::new(&exe)
+                    .args(["--exact", "train::tests::two_ranks_train_as_one_process_with_their_global_batch", "--nocapture", "--test-threads", "1"])
+                    .envs([(DIR, dir.path().display().to_string()), ("SVIB_DDP_TEST_METHOD", method.into()), ("RANK", r.to_string()), ("WORLD_SIZE", "2".into())])
+                    .envs([("MASTER_ADDR", "127.0.0.1".to_string()), ("MASTER_PORT", port.clone()), ("SVIB_DIST_TIMEOUT", "120".into())])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        for (r, o) in ranks.iter().enumerate() {
+            let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success() && text.contains("rank done"), "{method} rank {r}: {text}");
+        }
+        let (a, b) = (losses(one.path()), losses(&dir.path().join(method)));
+        let worst = a.iter().zip(&b).map(|((_, x), (_, y))| (x - y).abs() / x.abs()).fold(0.0, f64::max);
+        println!("{method}: largest relative difference of the 4 losses {worst:.2e}");
+        assert_eq!(a.len(), 4, "{method}");
+        assert_eq!(a.iter().map(|x| x.0).collect::<Vec<_>>(), b.iter().map(|x| x.0).collect::<Vec<_>>(), "{method}: steps");
+        for ((s, x), (_, y)) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-5 * x.abs(), "{method} step {s}: one process {x}, two ranks {y}");
+        }
+        assert!(dir.path().join(method).join("result.json").is_file(), "{method}: rank 0 writes the result");
+    }
+}

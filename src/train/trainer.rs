@@ -82,7 +82,7 @@ pub struct Trainer<'a> {
     window: Window,
     prof: profile::Profile,
     pb: ProgressBar,
-    _lock: RunLock,
+    _lock: Option<RunLock>,
 }
 
 /// A run directory opened for training: either already finished or ready to go on.
@@ -99,7 +99,10 @@ impl<'a> Trainer<'a> {
         if let (tch::Device::Cpu, Some(mem)) = (device, crate::util::physical_memory()) {
             super::limits::check_memory(cfg, mem)?;
         }
-        let lock = run.open_for_writing(cfg)?;
+        let rank = crate::dist::world().0;
+        // rank 0 alone writes the run folder; the others read its checkpoints once it is ready
+        let lock = if rank == 0 { Some(run.open_for_writing(cfg)?) } else { None };
+        crate::dist::with_global(|g| g.barrier()).transpose()?;
         if let Some(w) = crate::device::bf16_warning(cfg.model.bf16, device) {
             eprintln!("{w}");
         }
@@ -125,7 +128,7 @@ impl<'a> Trainer<'a> {
         let t = &cfg.train;
         let monitor = CollapseMonitor::new(t.collapse_threshold, t.collapse_mi_threshold, t.collapse_patience);
         let epochs_total = sched.total_steps.div_ceil(data.steps_per_epoch);
-        let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(sched.total_steps as u64) };
+        let pb = if opts.quiet || rank > 0 { ProgressBar::hidden() } else { ProgressBar::new(sched.total_steps as u64) };
         pb.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} {msg}").expect("valid template"));
         let window = Window { images: 0, start: Instant::now(), per_second: 0.0 };
         let prof = profile::Profile::from_env(device);
@@ -183,7 +186,8 @@ impl<'a> Trainer<'a> {
                 return Ok(Some(r));
             }
         }
-        self.sinks = Sinks::open(&self.run, self.at.step, self.cfg.train.tensorboard)?;
+        self.sinks = if crate::dist::world().0 == 0 { Sinks::open(&self.run, self.at.step, self.cfg.train.tensorboard)? } else { Sinks::off() };
+        self.broadcast_weights()?;
         self.untrained = self.untrained_knn()?;
         self.pb.set_position(self.at.step as u64);
         self.started = Instant::now();
@@ -224,6 +228,7 @@ impl<'a> Trainer<'a> {
             self.at.batch,
             c.train.prefetch,
             self.device.is_cuda(),
+            crate::dist::world(),
         );
         self.prof.lap("other");
         for batch in loader {
@@ -257,13 +262,14 @@ impl<'a> Trainer<'a> {
         let views: Vec<Tensor> = batch.views.iter().map(|v| to_device(v, self.device)).map(|v| if cl { channels_last(&v) } else { v }).collect();
         self.prof.lap("host to device");
         let out = self.amp.forward(|| self.method.loss(&views, &ctx))?;
-        let loss = if injected_nan(step + 1) { f64::NAN } else { out.loss.double_value(&[]) };
+        let loss = if injected_nan(step + 1) { f64::NAN } else { crate::dist::mean_over_ranks(&out.loss).double_value(&[]) };
         self.prof.lap("forward + loss");
         if !loss.is_finite() {
             return Err(self.diverged(&out, loss));
         }
         self.opt.zero_grad();
         self.amp.scale(&out.loss).backward();
+        self.average_gradients()?;
         self.prof.lap("backward");
         // fp16: a step whose gradients overflowed is skipped (the scale is lowered), as GradScaler
         if self.amp.unscale(&self.opt)? {
@@ -277,7 +283,7 @@ impl<'a> Trainer<'a> {
         self.method.after_step(&ctx);
         self.at.step += 1;
         self.at.batch += 1;
-        self.window.images += self.cfg.train.batch_size;
+        self.window.images += self.cfg.train.batch_size * crate::dist::world().1;
         let reset = self.method.at_step(self.at.step, &self.data.train, &self.data.prep, self.cfg.train.seed)?;
         self.opt.reset_state(&reset);
         self.prof.lap("EMA + centre");
@@ -353,11 +359,13 @@ impl<'a> Trainer<'a> {
             epochs: self.epochs_total,
             seconds: secs,
             steps: step,
-            images_per_second: (step * self.cfg.train.batch_size) as f64 / secs.max(1e-9),
+            images_per_second: (step * self.cfg.train.batch_size * crate::dist::world().1) as f64 / secs.max(1e-9),
             peak_rss_mib: crate::util::peak_rss_mib(),
         };
         self.sinks.knn(step, step as f64 / self.data.steps_per_epoch as f64, &r, Some("final"))?;
-        self.run.write_result(&result)?;
+        if crate::dist::world().0 == 0 {
+            self.run.write_result(&result)?;
+        }
         Ok(result)
     }
 
@@ -443,8 +451,50 @@ impl<'a> Trainer<'a> {
         Ok(Some(r.top1))
     }
 
-    /// Writes a checkpoint of where training stands.
+    /// Distributed: every rank starts from rank 0's weights (student, teacher, method buffers).
+    fn broadcast_weights(&self) -> Result<()> {
+        crate::dist::with_global(|g| {
+            // in name order, the same on every rank
+            let mut named: Vec<(String, Tensor)> = self.method.student().variables().into_iter().map(|(k, v)| (format!("s.{k}"), v)).collect();
+            if let Some(t) = self.method.teacher() {
+                named.extend(t.variables().into_iter().map(|(k, v)| (format!("t.{k}"), v)));
+            }
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+            g.broadcast(&named.iter().map(|(_, t)| t).collect::<Vec<_>>(), 0)
+        })
+        .transpose()
+        .map(drop)
+    }
+
+    /// Distributed: the gradients averaged over the ranks (one flat bucket per dtype and device),
+    /// as DDP does after backward.
+    fn average_gradients(&self) -> Result<()> {
+        crate::dist::with_global(|g| {
+            let grads: Vec<Tensor> = self.opt.grads();
+            if grads.is_empty() {
+                return Ok(());
+            }
+            let flat = Tensor::cat(&grads.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0);
+            g.all_reduce_mean(&[&flat])?;
+            let mut at = 0;
+            tch::no_grad(|| {
+                for gr in &grads {
+                    let n = gr.numel() as i64;
+                    gr.shallow_clone().copy_(&flat.narrow(0, at, n).view_as(gr));
+                    at += n;
+                }
+            });
+            Ok(())
+        })
+        .transpose()
+        .map(drop)
+    }
+
+    /// Writes a checkpoint of where training stands (rank 0 of a distributed run).
     fn save(&mut self) -> Result<()> {
+        if crate::dist::world().0 > 0 {
+            return Ok(());
+        }
         let meta = checkpoint::Meta {
             step: self.at.step,
             epoch: self.at.epoch,
@@ -485,9 +535,9 @@ impl RunData {
     fn load(cfg: &Config) -> Result<RunData> {
         let (spec, train) = load_train_data(cfg)?;
         let test = data::load(&spec, Split::Test, &LoadOptions { skip_corrupt: cfg.data.skip_corrupt })?;
-        let bs = cfg.train.batch_size;
+        let bs = cfg.train.batch_size * crate::dist::world().1;
         if train.len() < bs {
-            bail!("train.batch_size {bs} is larger than the {} training images", train.len());
+            bail!("train.batch_size {} x {} ranks is larger than the {} training images", cfg.train.batch_size, crate::dist::world().1, train.len());
         }
         let norm = Norm::for_dataset(&spec, &train);
         let prep = eval_prep(cfg, norm.clone());
