@@ -22,6 +22,13 @@ pub struct Meta {
     /// The collapse monitor's counts (absent in checkpoints of older versions).
     #[serde(default)]
     pub monitor: crate::train::monitor::MonitorState,
+    /// Processes of the data-parallel run that wrote it (1 in older checkpoints).
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn stem(step: usize) -> String {
@@ -146,7 +153,7 @@ mod tests {
     use super::*;
 
     fn meta(step: usize) -> Meta {
-        Meta { step, epoch: 0, batch_in_epoch: step, seconds: 1.0, svib_version: "t".into(), rng: "derived".into(), monitor: Default::default() }
+        Meta { step, epoch: 0, batch_in_epoch: step, seconds: 1.0, svib_version: "t".into(), rng: "derived".into(), monitor: Default::default(), world_size: 1 }
     }
 
     #[test]

@@ -169,6 +169,10 @@ impl<'a> Trainer<'a> {
         let total = self.sched.total_steps;
         match self.run.latest_checkpoint()? {
             Some((meta, tensors, path)) => {
+                let world = crate::dist::world().1;
+                if meta.world_size != world && meta.step < total {
+                    bail!("{}: written by a run of {} process(es), and this one has {world}; resuming on another number of processes is not supported yet (the epoch's order would be re-sharded mid-epoch); launch {} again", path.display(), meta.world_size, meta.world_size);
+                }
                 restore(self.method.as_mut(), Some(&mut self.opt), &tensors, &path)?;
                 self.amp.load_state(&checkpoint::with_prefix(&tensors, "amp").into_iter().collect());
                 self.at = Position { step: meta.step, epoch: meta.epoch, batch: meta.batch_in_epoch };
@@ -260,6 +264,7 @@ impl<'a> Trainer<'a> {
         tch::manual_seed(self.cfg.train.seed as i64 * 1_000_003 + step as i64);
         let cl = self.channels_last;
         let views: Vec<Tensor> = batch.views.iter().map(|v| to_device(v, self.device)).map(|v| if cl { channels_last(&v) } else { v }).collect();
+        self.broadcast_buffers()?;
         self.prof.lap("host to device");
         let out = self.amp.forward(|| self.method.loss(&views, &ctx))?;
         let loss = if injected_nan(step + 1) { f64::NAN } else { crate::dist::mean_over_ranks(&out.loss).double_value(&[]) };
@@ -422,6 +427,8 @@ impl<'a> Trainer<'a> {
     }
 
     fn knn(&self) -> Result<KnnResult> {
+        // every rank evaluates the same network (rank 0's BatchNorm statistics)
+        self.broadcast_buffers()?;
         knn_eval(self.method.as_ref(), self.cfg, &self.data.train, &self.data.test, &self.data.prep, self.device)
     }
 
@@ -451,15 +458,29 @@ impl<'a> Trainer<'a> {
         Ok(Some(r.top1))
     }
 
-    /// Distributed: every rank starts from rank 0's weights (student, teacher, method buffers).
+    /// Distributed: every rank starts from rank 0's weights (student and teacher).
     fn broadcast_weights(&self) -> Result<()> {
+        self.broadcast_where(|_| true)
+    }
+
+    /// Distributed: rank 0's BatchNorm running statistics to every rank before each step, as
+    /// DDP's `broadcast_buffers` does (the batch statistics themselves stay per rank).
+    fn broadcast_buffers(&self) -> Result<()> {
+        self.broadcast_where(|name| name.ends_with("running_mean") || name.ends_with("running_var"))
+    }
+
+    /// Rank 0's student and teacher variables whose name passes `keep`, in name order.
+    fn broadcast_where(&self, keep: impl Fn(&str) -> bool) -> Result<()> {
         crate::dist::with_global(|g| {
-            // in name order, the same on every rank
             let mut named: Vec<(String, Tensor)> = self.method.student().variables().into_iter().map(|(k, v)| (format!("s.{k}"), v)).collect();
             if let Some(t) = self.method.teacher() {
                 named.extend(t.variables().into_iter().map(|(k, v)| (format!("t.{k}"), v)));
             }
+            named.retain(|(k, _)| keep(k));
             named.sort_by(|a, b| a.0.cmp(&b.0));
+            if named.is_empty() {
+                return Ok(());
+            }
             g.broadcast(&named.iter().map(|(_, t)| t).collect::<Vec<_>>(), 0)
         })
         .transpose()
@@ -492,6 +513,7 @@ impl<'a> Trainer<'a> {
 
     /// Writes a checkpoint of where training stands (rank 0 of a distributed run).
     fn save(&mut self) -> Result<()> {
+        self.broadcast_buffers()?;
         if crate::dist::world().0 > 0 {
             return Ok(());
         }
@@ -503,6 +525,7 @@ impl<'a> Trainer<'a> {
             svib_version: env!("CARGO_PKG_VERSION").into(),
             rng: "derived from (train.seed, epoch, step)".into(),
             monitor: self.monitor.state().clone(),
+            world_size: crate::dist::world().1,
         };
         let mut tensors = super::checkpoint_tensors(self.method.as_ref(), &self.opt);
         tensors.extend(self.amp.state().into_iter().map(|(k, v)| (format!("amp.{k}"), v)));
