@@ -82,6 +82,8 @@ pub struct Trainer<'a> {
     window: Window,
     prof: profile::Profile,
     pb: ProgressBar,
+    /// (rank, processes) of a data-parallel run; (0, 1) otherwise.
+    world: (usize, usize),
     _lock: Option<RunLock>,
 }
 
@@ -99,7 +101,9 @@ impl<'a> Trainer<'a> {
         if let (tch::Device::Cpu, Some(mem)) = (device, crate::util::physical_memory()) {
             super::limits::check_memory(cfg, mem)?;
         }
-        let rank = crate::dist::world().0;
+        // (rank, processes): fixed for the run (the group is joined before the trainer opens)
+        let world = crate::dist::world();
+        let rank = world.0;
         // rank 0 alone writes the run folder; the others read its checkpoints once it is ready
         let lock = if rank == 0 { Some(run.open_for_writing(cfg)?) } else { None };
         crate::dist::with_global(|g| g.barrier()).transpose()?;
@@ -111,7 +115,7 @@ impl<'a> Trainer<'a> {
             // cuDNN picks the fastest convolution algorithms for the (fixed) crop shapes
             tch::Cuda::cudnn_set_benchmark(true);
         }
-        let data = RunData::load(cfg)?;
+        let data = RunData::load(cfg, world.1)?;
         let sched = Schedules::new(cfg, data.steps_per_epoch);
         tch::manual_seed(cfg.train.seed as i64);
         let method = cfg.method.build(&cfg.shared(), device)?;
@@ -155,6 +159,7 @@ impl<'a> Trainer<'a> {
             window,
             prof,
             pb,
+            world,
             _lock: lock,
         };
         if let Some(result) = tr.resume()? {
@@ -169,7 +174,7 @@ impl<'a> Trainer<'a> {
         let total = self.sched.total_steps;
         match self.run.latest_checkpoint()? {
             Some((meta, tensors, path)) => {
-                let world = crate::dist::world().1;
+                let world = self.world.1;
                 if meta.world_size != world && meta.step < total {
                     bail!("{}: written by a run of {} process(es), and this one has {world}; resuming on another number of processes is not supported yet (the epoch's order would be re-sharded mid-epoch); launch {} again", path.display(), meta.world_size, meta.world_size);
                 }
@@ -190,7 +195,7 @@ impl<'a> Trainer<'a> {
                 return Ok(Some(r));
             }
         }
-        self.sinks = if crate::dist::world().0 == 0 { Sinks::open(&self.run, self.at.step, self.cfg.train.tensorboard)? } else { Sinks::off() };
+        self.sinks = if self.world.0 == 0 { Sinks::open(&self.run, self.at.step, self.cfg.train.tensorboard)? } else { Sinks::off() };
         self.broadcast_weights()?;
         self.untrained = self.untrained_knn()?;
         self.pb.set_position(self.at.step as u64);
@@ -232,7 +237,7 @@ impl<'a> Trainer<'a> {
             self.at.batch,
             c.train.prefetch,
             self.device.is_cuda(),
-            crate::dist::world(),
+            self.world,
         );
         self.prof.lap("other");
         for batch in loader {
@@ -288,7 +293,7 @@ impl<'a> Trainer<'a> {
         self.method.after_step(&ctx);
         self.at.step += 1;
         self.at.batch += 1;
-        self.window.images += self.cfg.train.batch_size * crate::dist::world().1;
+        self.window.images += self.global_batch();
         let reset = self.method.at_step(self.at.step, &self.data.train, &self.data.prep, self.cfg.train.seed)?;
         self.opt.reset_state(&reset);
         self.prof.lap("EMA + centre");
@@ -364,14 +369,19 @@ impl<'a> Trainer<'a> {
             epochs: self.epochs_total,
             seconds: secs,
             steps: step,
-            images_per_second: (step * self.cfg.train.batch_size * crate::dist::world().1) as f64 / secs.max(1e-9),
+            images_per_second: (step * self.global_batch()) as f64 / secs.max(1e-9),
             peak_rss_mib: crate::util::peak_rss_mib(),
         };
         self.sinks.knn(step, step as f64 / self.data.steps_per_epoch as f64, &r, Some("final"))?;
-        if crate::dist::world().0 == 0 {
+        if self.world.0 == 0 {
             self.run.write_result(&result)?;
         }
         Ok(result)
+    }
+
+    /// Images per step over all ranks.
+    fn global_batch(&self) -> usize {
+        self.cfg.train.batch_size * self.world.1
     }
 
     fn ctx(&self) -> StepCtx {
@@ -514,7 +524,7 @@ impl<'a> Trainer<'a> {
     /// Writes a checkpoint of where training stands (rank 0 of a distributed run).
     fn save(&mut self) -> Result<()> {
         self.broadcast_buffers()?;
-        if crate::dist::world().0 > 0 {
+        if self.world.0 > 0 {
             return Ok(());
         }
         let meta = checkpoint::Meta {
@@ -525,7 +535,7 @@ impl<'a> Trainer<'a> {
             svib_version: env!("CARGO_PKG_VERSION").into(),
             rng: "derived from (train.seed, epoch, step)".into(),
             monitor: self.monitor.state().clone(),
-            world_size: crate::dist::world().1,
+            world_size: self.world.1,
         };
         let mut tensors = super::checkpoint_tensors(self.method.as_ref(), &self.opt);
         tensors.extend(self.amp.state().into_iter().map(|(k, v)| (format!("amp.{k}"), v)));
@@ -555,12 +565,12 @@ impl<'a> Trainer<'a> {
 }
 
 impl RunData {
-    fn load(cfg: &Config) -> Result<RunData> {
+    fn load(cfg: &Config, ranks: usize) -> Result<RunData> {
         let (spec, train) = load_train_data(cfg)?;
         let test = data::load(&spec, Split::Test, &LoadOptions { skip_corrupt: cfg.data.skip_corrupt })?;
-        let bs = cfg.train.batch_size * crate::dist::world().1;
+        let bs = cfg.train.batch_size * ranks;
         if train.len() < bs {
-            bail!("train.batch_size {} x {} ranks is larger than the {} training images", cfg.train.batch_size, crate::dist::world().1, train.len());
+            bail!("train.batch_size {} x {ranks} ranks is larger than the {} training images", cfg.train.batch_size, train.len());
         }
         let norm = Norm::for_dataset(&spec, &train);
         let prep = eval_prep(cfg, norm.clone());
