@@ -23,6 +23,7 @@ extern "C" {
     ) -> c_int;
     fn svib_dist_free(g: *mut c_void);
     fn svib_dist_allreduce_sum(g: *mut c_void, ts: *const *const c_void, n: usize, err: *mut c_char, cap: usize) -> c_int;
+    fn svib_dist_allreduce_sum_grad(g: *mut c_void, x: *const c_void, out: *mut *mut c_void, err: *mut c_char, cap: usize) -> c_int;
     fn svib_dist_broadcast(g: *mut c_void, ts: *const *const c_void, n: usize, root: c_int, err: *mut c_char, cap: usize) -> c_int;
     fn svib_dist_allgather(g: *mut c_void, input: *const c_void, outs: *const *const c_void, n: usize, err: *mut c_char, cap: usize) -> c_int;
     fn svib_dist_barrier(g: *mut c_void, err: *mut c_char, cap: usize) -> c_int;
@@ -124,6 +125,29 @@ impl Group {
         Ok(())
     }
 
+    /// The sum of `t` over the ranks, differentiable: its backward sums the ranks' gradients
+    /// (torch.distributed.nn.all_reduce), so that a loss on rank r reaches the inputs of every rank.
+    pub fn all_reduce_sum_grad(&self, t: &Tensor) -> Result<Tensor> {
+        let mut out = std::ptr::null_mut();
+        // SAFETY: `t` is live for the call; the shim allocates the result, owned by the Tensor.
+        call("all-reduce", |e, n| unsafe { svib_dist_allreduce_sum_grad(self.ptr, t.as_ptr() as *const c_void, &mut out, e, n) })?;
+        // SAFETY: a tensor the shim allocated for us.
+        Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
+    }
+
+    /// Every rank's `t` concatenated along the first dimension in rank order, differentiable
+    /// (solo-learn's GatherLayer): the gradient of this rank's rows sums every rank's. All ranks'
+    /// `t` must have the same shape.
+    pub fn all_gather_grad(&self, t: &Tensor) -> Result<Tensor> {
+        let pad = |parts: usize| {
+            let mut shape = t.size();
+            shape[0] *= parts as i64;
+            Tensor::zeros(shape.as_slice(), (t.kind(), t.device()))
+        };
+        let placed = Tensor::cat(&[pad(self.rank), t.shallow_clone(), pad(self.size - self.rank - 1)], 0);
+        self.all_reduce_sum_grad(&placed)
+    }
+
     /// Copies each tensor of rank `root` into every other rank's, in place.
     pub fn broadcast(&self, ts: &[&Tensor], root: usize) -> Result<()> {
         let p = ptrs(ts);
@@ -217,17 +241,75 @@ pub fn with_global<T>(f: impl FnOnce(&Group) -> Result<T>) -> Option<Result<T>> 
 /// collective fails, as a failed collective inside a loss cannot be recovered (the trainer
 /// reports the rank).
 pub fn mean_over_ranks(t: &Tensor) -> Tensor {
-    match with_global(|g| {
-        let c = t.detach().copy();
-        g.all_reduce_mean(&[&c])?;
-        Ok(c)
-    }) {
-        None => t.shallow_clone(),
+    collective(
+        |g| {
+            let c = t.detach().copy();
+            g.all_reduce_mean(&[&c])?;
+            Ok(c)
+        },
+        || t.shallow_clone(),
+    )
+}
+
+static SYNC_BN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether BatchNorm layers in training mode normalise with the global batch's statistics
+/// (`model.sync_bn`; set by the trainer when it joins a group).
+pub fn set_sync_batch_norm(on: bool) {
+    SYNC_BN.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// True when BatchNorm synchronises: switched on and this process is in a group.
+pub fn sync_batch_norm() -> bool {
+    SYNC_BN.load(std::sync::atomic::Ordering::Relaxed) && GLOBAL.get().is_some()
+}
+
+/// Runs a collective of the global group inside a method's loss: `f(group)`, or `alone()`
+/// without a group. A failed collective there cannot be recovered: it is named on stderr and
+/// the process ends (the trainer's other ranks then stop at their next collective).
+fn collective(f: impl FnOnce(&Group) -> Result<Tensor>, alone: impl FnOnce() -> Tensor) -> Tensor {
+    match with_global(f) {
+        None => alone(),
         Some(r) => r.unwrap_or_else(|e| {
             eprintln!("error: {e:#}");
             std::process::exit(1)
         }),
     }
+}
+
+/// Every rank's `t` concatenated in rank order, without gradient (`t` itself without a group).
+pub fn gather_over_ranks(t: &Tensor) -> Tensor {
+    collective(|g| g.all_gather(&t.detach()), || t.shallow_clone())
+}
+
+/// Every rank's `t` concatenated in rank order, with gradient (`t` itself without a group).
+pub fn gather_over_ranks_grad(t: &Tensor) -> Tensor {
+    collective(|g| g.all_gather_grad(t), || t.shallow_clone())
+}
+
+/// A batch of `n_views` views stacked as `[view 0 rows; view 1 rows; …]`, gathered over the
+/// ranks and laid out as one process holding the global batch would hold it: view 0 of every
+/// rank in rank order, then view 1, … (no gradient; `t` itself without a group).
+pub fn gather_views(t: &Tensor, n_views: i64) -> Tensor {
+    if GLOBAL.get().is_none() {
+        return t.shallow_clone();
+    }
+    Tensor::cat(&t.chunk(n_views, 0).iter().map(gather_over_ranks).collect::<Vec<_>>(), 0)
+}
+
+/// This rank's rows of a global-batch tensor laid out by [`gather_views`].
+pub fn own_rows(t: &Tensor, n_views: i64) -> Tensor {
+    let (rank, size) = world();
+    if size == 1 {
+        return t.shallow_clone();
+    }
+    let per = t.size()[0] / n_views / size as i64;
+    Tensor::cat(&t.chunk(n_views, 0).iter().map(|v| v.narrow(0, rank as i64 * per, per)).collect::<Vec<_>>(), 0)
+}
+
+/// The sum of `t` over the ranks, with gradient (`t` itself without a group).
+pub fn sum_over_ranks_grad(t: &Tensor) -> Tensor {
+    collective(|g| g.all_reduce_sum_grad(t), || t.shallow_clone())
 }
 
 #[cfg(test)]

@@ -67,6 +67,20 @@ fn two_gloo_processes_reduce_broadcast_and_gather() {
         assert_eq!(Vec::<f64>::try_from(&b).unwrap(), vec![8.0, 1.0]);
         let all = g.all_gather(&Tensor::from_slice(&[r as i64 * 5, 1]).view([1, 2])).unwrap();
         assert_eq!(Vec::<i64>::try_from(&all.view([-1])).unwrap(), vec![0, 1, 5, 1]);
+        // differentiable all-reduce: loss_r = w_r . sum(x), w_r = [r + 1, 1], so every x gets
+        // the gradient w_0 + w_1 = [3, 2]
+        let x = Tensor::from_slice(&[r + 1.0, 2.0 * (r + 1.0)]).set_requires_grad(true);
+        let y = g.all_reduce_sum_grad(&x).unwrap();
+        assert_eq!(Vec::<f64>::try_from(&y.detach()).unwrap(), vec![3.0, 6.0]);
+        (y * Tensor::from_slice(&[r + 1.0, 1.0])).sum(tch::Kind::Double).backward();
+        assert_eq!(Vec::<f64>::try_from(&x.grad()).unwrap(), vec![3.0, 2.0]);
+        // differentiable gather: loss_r = sum((r + 1) * [1; 10] * z): rank 0's rows get
+        // (1 + 2) * 1, rank 1's (1 + 2) * 10
+        let x = Tensor::from_slice(&[r, r]).view([1, 2]).set_requires_grad(true);
+        let z = g.all_gather_grad(&x).unwrap();
+        assert_eq!(Vec::<f64>::try_from(&z.detach().view([-1])).unwrap(), vec![0.0, 0.0, 1.0, 1.0]);
+        (z * Tensor::from_slice(&[1.0, 10.0]).view([2, 1]) * (r + 1.0)).sum(tch::Kind::Double).backward();
+        assert_eq!(Vec::<f64>::try_from(&x.grad().view([-1])).unwrap(), vec![3.0 * 10f64.powi(g.rank as i32); 2]);
         g.barrier().unwrap();
         println!("rank {} ok", g.rank);
         return;

@@ -1,5 +1,6 @@
 //! Heads shared by methods: DINO's projection MLP (names `head.mlp.N` as DINO's `nn.Sequential`)
 //! and the GMM prototype layer whose means are normalised in the forward pass.
+use crate::models::norm::BatchNorm;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
@@ -45,8 +46,8 @@ impl Default for HeadConfig {
 #[derive(Debug)]
 pub struct ProjectionHead {
     linears: Vec<nn::Linear>,
-    bns: Vec<Option<nn::BatchNorm>>,
-    out_bn: Option<nn::BatchNorm>,
+    bns: Vec<Option<BatchNorm>>,
+    out_bn: Option<BatchNorm>,
     act: Act,
 }
 
@@ -62,7 +63,7 @@ impl ProjectionHead {
             idx += 1;
             if l != layers - 1 {
                 bns.push(bn.then(|| {
-                    let b = nn::batch_norm1d(&mp / idx.to_string(), o, Default::default());
+                    let b = BatchNorm::new1d(&mp / idx.to_string(), o, Default::default());
                     idx += 1;
                     b
                 }));
@@ -71,7 +72,7 @@ impl ProjectionHead {
         }
         let out_bn = bn_out.then(|| {
             let c = nn::BatchNormConfig { affine: false, ..Default::default() };
-            nn::batch_norm1d(&mp / idx.to_string(), out, c)
+            BatchNorm::new1d(&mp / idx.to_string(), out, c)
         });
         ProjectionHead { linears, bns, out_bn, act }
     }

@@ -99,12 +99,20 @@ pub fn info_nce_with_negatives(q: &Tensor, k: &Tensor, neg: &Tensor, temperature
 /// rows, cross-entropy over the 2B - 1 others at `temperature`, the positive being the same
 /// image's other view; the mean over the 2B rows (lightly's `NTXentLoss` without a memory bank).
 pub fn nt_xent(z0: &Tensor, z1: &Tensor, temperature: f64) -> Tensor {
+    nt_xent_rows(z0, z1, 0, z0.size()[0], temperature)
+}
+
+/// [`nt_xent`] averaged over the anchors of images `first..first + n` only (both views), against
+/// every row: one rank's part of the loss over a gathered global batch (the mean over the ranks
+/// of their parts is the global batch's NT-Xent).
+pub fn nt_xent_rows(z0: &Tensor, z1: &Tensor, first: i64, n: i64, temperature: f64) -> Tensor {
     let b = z0.size()[0];
     let z = Tensor::cat(&[l2n(z0), l2n(z1)], 0);
-    let eye = Tensor::eye(2 * b, (Kind::Bool, z.device()));
-    let logits = (z.matmul(&z.transpose(0, 1)) / temperature).masked_fill(&eye, f64::NEG_INFINITY);
-    let positives = (Tensor::arange(2 * b, (Kind::Int64, z.device())) + b).remainder(2 * b);
-    logits.cross_entropy_for_logits(&positives)
+    let opts = (Kind::Int64, z.device());
+    let anchors = Tensor::cat(&[Tensor::arange_start(first, first + n, opts), Tensor::arange_start(b + first, b + first + n, opts)], 0);
+    let own = Tensor::zeros([2 * n, 2 * b], (Kind::Bool, z.device())).scatter_value(1, &anchors.unsqueeze(1), 1);
+    let logits = (z.index_select(0, &anchors).matmul(&z.transpose(0, 1)) / temperature).masked_fill(&own, f64::NEG_INFINITY);
+    logits.cross_entropy_for_logits(&(anchors + b).remainder(2 * b))
 }
 
 #[cfg(test)]

@@ -83,7 +83,8 @@ impl Method for MocoV2 {
         let k = k_all.chunk(2, 0);
         let negatives: Vec<Tensor> = q.iter().map(|query| query.matmul(&self.queue.transpose(0, 1))).collect();
         let loss = cross_view_mean(k.len(), q.len(), |i, v| info_nce_with_negatives(&q[v], &k[i], &negatives[v], t));
-        self.pending_keys = Some(k_all);
+        // every rank enqueues the keys of the global batch, in one process's order
+        self.pending_keys = Some(crate::dist::gather_views(&k_all, 2));
         LossOutput { terms: vec![("info_nce", loss.shallow_clone())], loss, stats: vec![], entropies: None }
     }
 

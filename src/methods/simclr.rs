@@ -3,7 +3,7 @@
 //! teacher, no queue. The loss reads the two global views; local crops, if the base preset has
 //! them, would only add negatives of another size, so the overlay turns them off.
 use super::encoder::Encoder;
-use super::losses::nt_xent;
+use super::losses::nt_xent_rows;
 use super::{LossOutput, Method, Shared, StepCtx};
 use crate::models::Backbone;
 use anyhow::{ensure, Result};
@@ -62,7 +62,11 @@ impl Method for SimClr {
         // solo-learn), then split
         let z = self.net.project(&[Tensor::cat(&views[..2], 0)], true);
         let (z0, z1) = (z.narrow(0, 0, views[0].size()[0]), z.narrow(0, views[0].size()[0], views[1].size()[0]));
-        let loss = nt_xent(&z0, &z1, self.temperature);
+        // distributed: every rank's projections are negatives (gathered with their gradient),
+        // and each rank's anchors are its own images
+        let (rank, b) = (crate::dist::world().0 as i64, z0.size()[0]);
+        let (g0, g1) = (crate::dist::gather_over_ranks_grad(&z0), crate::dist::gather_over_ranks_grad(&z1));
+        let loss = nt_xent_rows(&g0, &g1, rank * b, b, self.temperature);
         LossOutput { terms: vec![("nt_xent", loss.shallow_clone())], loss, stats: vec![], entropies: None }
     }
 

@@ -250,7 +250,8 @@ impl Method for Svib {
             0 if !self.cfg.teacher.center => posterior.shallow_clone(),
             0 => target.softmax(-1, Kind::Float),
             // DINOv2: balance the target over the batch; exp(logits) = exp(sim / sigma_t^2)
-            n => tch::no_grad(|| sinkhorn(&target, 1.0, n)),
+            // over the global batch of a distributed run, as one process would balance it
+            n => tch::no_grad(|| crate::dist::own_rows(&sinkhorn(&crate::dist::gather_views(&target, 2), 1.0, n), 2)),
         };
         let ce = consistency_ce(&p_t.chunk(2, 0), &logp_s);
         let log_q = match self.cfg.ib.prior {

@@ -95,25 +95,31 @@ impl Method for Swav {
         if s.queue > 0 && ctx.epoch >= s.queue_start_epoch && self.queue.is_none() {
             self.queue = Some(Tensor::zeros([2, s.queue, self.dim], (Kind::Float, z.device())));
         }
+        // Sinkhorn over the global batch of a distributed run (every rank's scores gathered, as
+        // one process holds them; each rank keeps its own rows); the queue holds the global
+        // batch's embeddings on every rank
+        let rank = crate::dist::world().0 as i64;
         let codes: Vec<Tensor> = tch::no_grad(|| {
             (0..2)
                 .map(|i| {
-                    let mine = scores.narrow(0, i * b, b).detach();
-                    let Some(queue) = &self.queue else { return sinkhorn(&mine, s.epsilon, s.sinkhorn_iters) };
+                    let all_scores = crate::dist::gather_over_ranks(&scores.narrow(0, i * b, b));
+                    let global_b = all_scores.size()[0];
+                    let Some(queue) = &self.queue else { return sinkhorn(&all_scores, s.epsilon, s.sinkhorn_iters).narrow(0, rank * b, b) };
                     let qi = queue.get(i);
                     // SwAV uses the queue only once it is full
                     let full = qi.get(-1).abs().sum(Kind::Float).double_value(&[]) != 0.0;
                     let codes = if full {
-                        let all = Tensor::cat(&[qi.matmul(&w.transpose(0, 1)), mine.shallow_clone()], 0);
-                        sinkhorn(&all, s.epsilon, s.sinkhorn_iters).narrow(0, s.queue, b)
+                        let all = Tensor::cat(&[qi.matmul(&w.transpose(0, 1)), all_scores], 0);
+                        sinkhorn(&all, s.epsilon, s.sinkhorn_iters).narrow(0, s.queue + rank * b, b)
                     } else {
-                        sinkhorn(&mine, s.epsilon, s.sinkhorn_iters)
+                        sinkhorn(&all_scores, s.epsilon, s.sinkhorn_iters).narrow(0, rank * b, b)
                     };
                     // shift: newest embeddings first
-                    let n = b.min(s.queue);
+                    let n = global_b.min(s.queue);
                     let kept = qi.narrow(0, 0, s.queue - n).copy();
                     qi.narrow(0, n, s.queue - n).copy_(&kept);
-                    qi.narrow(0, 0, n).copy_(&z.narrow(0, i * b, n).detach());
+                    let all_z = crate::dist::gather_over_ranks(&z.narrow(0, i * b, b));
+                    qi.narrow(0, 0, n).copy_(&all_z.narrow(0, 0, n));
                     codes
                 })
                 .collect()

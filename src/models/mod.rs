@@ -1,4 +1,5 @@
 //! Backbones: ResNet (torchvision names) and ViT (timm/DINO names), chosen by [`ArchConfig`].
+pub mod norm;
 pub mod resnet;
 pub mod vit;
 pub mod weights;
@@ -35,6 +36,10 @@ pub struct ArchConfig {
     /// CPU attention backward is slow); for CPUs with AMX (slower than f32 on AVX-512-BF16 alone), or
     /// CUDA. Weights, gradients, norms, residuals and the loss stay f32. See docs/PERFORMANCE.md.
     pub bf16: bool,
+    /// Distributed runs: every BatchNorm of the networks (backbone and heads) normalises with the
+    /// statistics of the global batch (PyTorch's SyncBatchNorm, as `convert_sync_batchnorm`
+    /// applies it); off, each rank uses its own part of the batch, as DDP without it.
+    pub sync_bn: bool,
 }
 
 impl Default for ArchConfig {
@@ -51,6 +56,7 @@ impl Default for ArchConfig {
             heads: None,
             drop_path: 0.1,
             bf16: false,
+            sync_bn: false,
         }
     }
 }

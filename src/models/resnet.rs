@@ -1,6 +1,7 @@
 //! ResNet-18/34/50 with torchvision's parameter names (`conv1`, `bn1`, `layer1.0.conv1`,
 //! `layer1.0.downsample.0`, …), without the classifier. Options: a small-image stem (3x3 stride-1
 //! conv, no max-pool, as solo-learn does for CIFAR) and a base width other than 64.
+use super::norm::BatchNorm;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -10,15 +11,15 @@ fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> 
     nn::conv2d(p, cin, cout, k, nn::ConvConfig { stride, padding, bias: false, ws_init, ..Default::default() })
 }
 
-fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, c, Default::default())
+fn bn(p: nn::Path, c: i64) -> BatchNorm {
+    BatchNorm::new2d(p, c, Default::default())
 }
 
 #[derive(Debug)]
 struct Block {
     convs: Vec<nn::Conv2D>,
-    bns: Vec<nn::BatchNorm>,
-    downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
+    bns: Vec<BatchNorm>,
+    downsample: Option<(nn::Conv2D, BatchNorm)>,
 }
 
 impl Block {
@@ -57,7 +58,7 @@ impl Block {
 #[derive(Debug)]
 pub struct ResNet {
     conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
+    bn1: BatchNorm,
     small_stem: bool,
     layers: Vec<Vec<Block>>,
     pub out_dim: i64,

@@ -10,7 +10,10 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/autograd/custom_function.h>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -27,6 +30,40 @@ struct Group {
 
 // Waits for a collective: a timeout, or a peer that went away, throws.
 void wait(const c10::intrusive_ptr<c10d::Work> &w, const Group *g) { w->wait(g->timeout); }
+
+// Sums `t` (contiguous) over the group, in place.
+void allreduce_one(at::Tensor &t, const Group *g) {
+  c10d::AllreduceOptions o;
+  o.reduceOp = c10d::ReduceOp::SUM;
+  o.timeout = g->timeout;
+  std::vector<at::Tensor> one{t};
+  wait(g->pg->allreduce(one, o), g);
+}
+
+// y = the sum of x over the ranks, differentiable: every rank's loss depends on every rank's x,
+// so the gradient of x is the sum of the ranks' gradients of y (the backward is an all-reduce
+// too, as in torch.distributed.nn.all_reduce). A collective that fails inside the backward
+// cannot return an error through autograd: it names itself on stderr and ends the process.
+struct AllReduceSum : public torch::autograd::Function<AllReduceSum> {
+  static at::Tensor forward(torch::autograd::AutogradContext *ctx, const at::Tensor &x, int64_t group) {
+    ctx->saved_data["group"] = group;
+    auto y = x.clone(at::MemoryFormat::Contiguous);
+    allreduce_one(y, reinterpret_cast<const Group *>(group));
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx, torch::autograd::variable_list grads) {
+    auto g = reinterpret_cast<const Group *>(ctx->saved_data["group"].toInt());
+    auto out = grads[0].clone(at::MemoryFormat::Contiguous);
+    try {
+      allreduce_one(out, g);
+    } catch (const std::exception &e) {
+      std::fprintf(stderr, "error: all-reduce in the backward pass: %s\n", e.what());
+      std::fflush(stderr);
+      std::exit(1);
+    }
+    return {out, at::Tensor()};
+  }
+};
 }  // namespace
 
 extern "C" {
@@ -62,13 +99,17 @@ int svib_dist_allreduce_sum(void *gp, at::Tensor **ts, size_t n, char *err, size
   try {
     auto g = static_cast<Group *>(gp);
     auto v = list(ts, n);
-    c10d::AllreduceOptions o;
-    o.reduceOp = c10d::ReduceOp::SUM;
-    o.timeout = g->timeout;
-    for (auto &t : v) {
-      std::vector<at::Tensor> one{t};
-      wait(g->pg->allreduce(one, o), g);
-    }
+    for (auto &t : v) allreduce_one(t, g);
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(e.what(), err, cap);
+  }
+}
+
+// *out = the sum of `x` over the group, with a gradient (see AllReduceSum).
+int svib_dist_allreduce_sum_grad(void *gp, at::Tensor *x, at::Tensor **out, char *err, size_t cap) {
+  try {
+    *out = new at::Tensor(AllReduceSum::apply(*x, reinterpret_cast<int64_t>(gp)));
     return 0;
   } catch (const std::exception &e) {
     return fail(e.what(), err, cap);

@@ -152,11 +152,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
 /// group, once per process, for the methods whose batch statistics are reduced over the ranks.
 fn join_group(cfg: &Config) -> Result<()> {
     let Some(env) = crate::dist::DistEnv::from_env()? else { return Ok(()) };
-    let name = cfg.method.name();
-    let svib_plain = cfg.svib().is_some_and(|s| s.teacher.sinkhorn_iters == 0);
-    if !(name == "dino" || svib_plain) {
-        bail!("method {name}: data-parallel training is built for svib (without teacher.sinkhorn_iters) and dino so far; this is rank {} of {} (WORLD_SIZE/RANK or SLURM_NTASKS/SLURM_PROCID); run one process", env.rank, env.world_size);
-    }
+    crate::dist::set_sync_batch_norm(cfg.model.sync_bn);
     if crate::dist::world().1 == 1 {
         let timeout = std::time::Duration::from_secs(std::env::var("SVIB_DIST_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(1800));
         crate::dist::set_global(crate::dist::Group::join(&env, timeout)?)?;

@@ -234,20 +234,33 @@ fn packed_shards_train_as_their_folder_and_resume_exactly() {
 }
 
 /// Data-parallel training (issue 18): 2 Gloo processes with 4 images each train as one process
-/// with 8, step for step (a ViT: no BatchNorm, whose statistics would be per rank). The parent
-/// runs the single process and starts the two ranks as children of this very test.
+/// with 8, step for step, for every method (with synchronised BatchNorm: the heads of BYOL,
+/// MoCo v2, SwAV and SimCLR and the ResNet have BatchNorm, whose statistics would otherwise be
+/// per rank; the ViTs run without drop-path, whose masks are drawn per rank). "svib+sinkhorn"
+/// is the balanced variant (Sinkhorn over the gathered batch). The parent runs the single
+/// process and starts the two ranks as children of this very test.
 #[test]
 fn two_ranks_train_as_one_process_with_their_global_batch() {
     const DIR: &str = "SVIB_DDP_TEST_DATA";
-    let cfg_for = |data: &Path, method: &str, batch: usize| {
+    let cfg_for = |data: &Path, case: &str, batch: usize| {
         let mut c = tiny(data);
-        // no drop-path: its random masks are drawn per rank (each rank would redraw the first 4)
-        c.model = crate::models::ArchConfig::parse("vit_tiny:patch_size=3,img_size=12,dim=24,depth=2,heads=2,drop_path=0").unwrap();
+        let vit = "vit_tiny:patch_size=3,img_size=12,dim=24,depth=2,heads=2,drop_path=0";
+        let arch = if matches!(case, "byol" | "swav") { "resnet18:small_stem=true,width=8" } else { vit };
+        c.model = crate::models::ArchConfig::parse(arch).unwrap();
+        c.model.sync_bn = true;
         c.train.batch_size = batch;
         c.train.steps = 4;
         c.train.knn_at_start = false;
+        c.train.channels_last = false;
+        let method = case.split('+').next().unwrap();
         let mut t: toml::Table = toml::from_str(&c.to_toml()).unwrap();
         config::apply_method(&mut t, method).unwrap();
+        if case == "svib+sinkhorn" {
+            config::set_key(&mut t, "teacher.sinkhorn_iters=3").unwrap();
+        }
+        if method == "mocov2" {
+            config::set_key(&mut t, "mocov2.queue=16").unwrap();
+        }
         Config::from_table(t).unwrap()
     };
     if let Ok(dir) = std::env::var(DIR) {
@@ -260,7 +273,7 @@ fn two_ranks_train_as_one_process_with_their_global_batch() {
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     write_idx_dir(&dir.path().join("data"), 40, 12, 12, false);
     let exe = std::env::current_exe().unwrap();
-    for method in ["svib", "dino"] {
+    for method in ["svib", "dino", "svib+sinkhorn", "byol", "mocov2", "swav", "simclr"] {
         let one = tempfile::tempdir().unwrap();
         run(&cfg_for(&dir.path().join("data"), method, 8), one.path(), &quiet(None)).unwrap().unwrap();
         let port = crate::dist::tests::free_port().to_string();

@@ -43,3 +43,16 @@ fn nt_xent_matches_lightly() {
     let got = nt_xent(&z0, &z1, get("simclr.temperature").double_value(&[])).double_value(&[]);
     assert!((got - want).abs() / want.abs() < 1e-6, "{got} vs lightly {want}");
 }
+
+/// One rank's part of NT-Xent over a gathered batch: the mean of the parts of 3 "ranks" of 2
+/// images each is the loss of the 6 images, and a part is not the whole.
+#[test]
+fn nt_xent_parts_average_to_the_whole() {
+    tch::manual_seed(5);
+    let (z0, z1) = (Tensor::randn([6, 4], (Kind::Float, tch::Device::Cpu)), Tensor::randn([6, 4], (Kind::Float, tch::Device::Cpu)));
+    let whole = nt_xent(&z0, &z1, 0.3).double_value(&[]);
+    let parts: Vec<f64> = (0..3).map(|r| nt_xent_rows(&z0, &z1, 2 * r, 2, 0.3).double_value(&[])).collect();
+    let mean = parts.iter().sum::<f64>() / 3.0;
+    assert!((mean - whole).abs() < 1e-6 * whole, "{mean} vs {whole}");
+    assert!((parts[0] - whole).abs() > 1e-3, "{parts:?} {whole}");
+}

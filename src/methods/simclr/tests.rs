@@ -1,4 +1,5 @@
 use super::*;
+use crate::methods::losses::nt_xent;
 use crate::methods::testing::Tiny;
 use tch::Kind;
 
