@@ -109,11 +109,19 @@ impl Group {
         Ok(Group { ptr, rank: env.rank, size: env.world_size })
     }
 
+    /// What a failed collective says: which rank saw it, and what it means.
+    fn failed(&self, op: &str) -> String {
+        format!(
+            "rank {} of {}: {op} failed, so another rank stopped or cannot be reached (its last checkpoint stays good: run the same command again to resume)",
+            self.rank, self.size
+        )
+    }
+
     /// Sums each tensor over the ranks, in place.
     pub fn all_reduce_sum(&self, ts: &[&Tensor]) -> Result<()> {
         let p = ptrs(ts);
         // SAFETY: live tensors borrowed for the call, changed in place.
-        call("all-reduce", |e, n| unsafe { svib_dist_allreduce_sum(self.ptr, p.as_ptr(), p.len(), e, n) })
+        call(&self.failed("all-reduce"), |e, n| unsafe { svib_dist_allreduce_sum(self.ptr, p.as_ptr(), p.len(), e, n) })
     }
 
     /// Averages each tensor over the ranks, in place.
@@ -130,7 +138,7 @@ impl Group {
     pub fn all_reduce_sum_grad(&self, t: &Tensor) -> Result<Tensor> {
         let mut out = std::ptr::null_mut();
         // SAFETY: `t` is live for the call; the shim allocates the result, owned by the Tensor.
-        call("all-reduce", |e, n| unsafe { svib_dist_allreduce_sum_grad(self.ptr, t.as_ptr() as *const c_void, &mut out, e, n) })?;
+        call(&self.failed("all-reduce"), |e, n| unsafe { svib_dist_allreduce_sum_grad(self.ptr, t.as_ptr() as *const c_void, &mut out, e, n) })?;
         // SAFETY: a tensor the shim allocated for us.
         Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
     }
@@ -152,7 +160,7 @@ impl Group {
     pub fn broadcast(&self, ts: &[&Tensor], root: usize) -> Result<()> {
         let p = ptrs(ts);
         // SAFETY: as above.
-        call("broadcast", |e, n| unsafe { svib_dist_broadcast(self.ptr, p.as_ptr(), p.len(), root as c_int, e, n) })
+        call(&self.failed("broadcast"), |e, n| unsafe { svib_dist_broadcast(self.ptr, p.as_ptr(), p.len(), root as c_int, e, n) })
     }
 
     /// Every rank's `t`, concatenated along the first dimension in rank order.
@@ -161,14 +169,14 @@ impl Group {
         let outs: Vec<Tensor> = (0..self.size).map(|_| t.empty_like()).collect();
         let p = ptrs(&outs.iter().collect::<Vec<_>>());
         // SAFETY: as above; `outs` are written.
-        call("all-gather", |e, n| unsafe { svib_dist_allgather(self.ptr, t.as_ptr() as *const c_void, p.as_ptr(), p.len(), e, n) })?;
+        call(&self.failed("all-gather"), |e, n| unsafe { svib_dist_allgather(self.ptr, t.as_ptr() as *const c_void, p.as_ptr(), p.len(), e, n) })?;
         Ok(Tensor::cat(&outs, 0))
     }
 
     /// Waits until every rank is here.
     pub fn barrier(&self) -> Result<()> {
         // SAFETY: the group is live.
-        call("barrier", |e, n| unsafe { svib_dist_barrier(self.ptr, e, n) })
+        call(&self.failed("barrier"), |e, n| unsafe { svib_dist_barrier(self.ptr, e, n) })
     }
 }
 
@@ -204,13 +212,42 @@ pub fn launch(nproc: usize, port: Option<u16>, args: &[String]) -> Result<i32> {
             [("RANK", r.to_string()), ("LOCAL_RANK", r.to_string()), ("WORLD_SIZE", nproc.to_string()), ("MASTER_ADDR", "127.0.0.1".into()), ("MASTER_PORT", port.to_string())];
         children.push(std::process::Command::new(&exe).args(&argv).envs(vars).spawn().with_context(|| format!("starting rank {r}"))?);
     }
-    let mut code = 0;
-    for (r, mut c) in children.into_iter().enumerate() {
-        let status = c.wait()?;
-        if !status.success() && code == 0 {
-            code = status.code().unwrap_or(1);
-            eprintln!("error: rank {r} of {nproc} failed ({status}); the other ranks stop at their next collective");
+    wait_all(children)
+}
+
+/// Waits for every rank; the first to fail is named (the others then fail at their next
+/// collective, and are named too); a rank still running 60 s after a failure is killed, as
+/// torchrun stops the rest of a failed group. Returns 0 or the first failure's exit code
+/// (128 + the signal for a rank killed by one).
+fn wait_all(mut children: Vec<std::process::Child>) -> Result<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    let n = children.len();
+    let (mut running, mut code, mut failed_at) = (vec![true; n], 0, None::<std::time::Instant>);
+    while running.iter().any(|&r| r) {
+        for (r, c) in children.iter_mut().enumerate() {
+            if !running[r] {
+                continue;
+            }
+            let Some(status) = c.try_wait()? else { continue };
+            running[r] = false;
+            if status.success() {
+                continue;
+            }
+            let first = code == 0;
+            if first {
+                code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+                failed_at = Some(std::time::Instant::now());
+            }
+            let then = if first { "; the other ranks stop at their next collective" } else { "" };
+            eprintln!("error: rank {r} of {n} ended ({status}){then}");
         }
+        if failed_at.is_some_and(|t| t.elapsed() > Duration::from_secs(60)) {
+            for (r, c) in children.iter_mut().enumerate().filter(|(r, _)| running[*r]) {
+                eprintln!("error: rank {r} of {n} still running 60 s after the failure: killed");
+                let _ = c.kill();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     Ok(code)
 }

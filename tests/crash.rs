@@ -107,3 +107,62 @@ fn kill_9_at_random_instants_loses_nothing() {
     }
     println!("{kills} kills over {runs} runs survived; every metrics line and the final checkpoint match");
 }
+
+/// The child of `launcher` that runs rank `rank` (its environment says RANK=rank).
+fn rank_pid(launcher: u32, rank: usize) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).find(|pid| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat.rsplit(')').next().and_then(|s| s.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        ppid == Some(launcher) && env.split(|&b| b == 0).any(|v| v == format!("RANK={rank}").as_bytes())
+    })
+}
+
+/// `svib launch --nproc 2` of the tiny run; stderr piped.
+fn launch(data: &Path, out: &Path) -> Command {
+    let train = command(data, out);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_svib"));
+    c.args(["launch", "--nproc", "2", "--"]).args(train.get_args().skip(2)).args(["--set", "train.steps=40"]);
+    c.env("SVIB_CACHE_DIR", std::env::temp_dir().join("svib-test-cache")).env("SVIB_DIST_TIMEOUT", "120").stdout(Stdio::null()).stderr(Stdio::piped());
+    c
+}
+
+/// Issue 18: SIGKILL one of 2 ranks mid-run: the other stops within 60 s, the launcher exits
+/// non-zero naming the killed rank, and the same command resumes from the last checkpoint to
+/// the uninterrupted run's metrics, line for line.
+#[test]
+fn killing_one_of_two_ranks_stops_the_other_and_the_run_resumes() {
+    let root = tempfile::tempdir().unwrap();
+    write_idx(root.path());
+    let reference = root.path().join("reference");
+    assert!(launch(root.path(), &reference).status().unwrap().success());
+    let out = root.path().join("killed");
+    let mut child = launch(root.path(), &out).spawn().unwrap();
+    // the newest checkpoint's step
+    let newest = |d: &Path| {
+        let names = std::fs::read_dir(d).map(|r| r.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect::<Vec<_>>()).unwrap_or_default();
+        names.iter().filter_map(|n| n.strip_prefix("ckpt-")?.strip_suffix(".json")?.parse::<usize>().ok()).max().unwrap_or(0)
+    };
+    let t0 = Instant::now();
+    while newest(&out) < 8 && t0.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let victim = rank_pid(child.id(), 1).expect("rank 1's process");
+    assert!(Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap().success());
+    let killed = Instant::now();
+    let output = {
+        let _ = child.wait();
+        let mut s = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut s).unwrap();
+        s
+    };
+    let took = killed.elapsed();
+    println!("the launcher ended {:.2} s after the kill:\n{output}", took.as_secs_f64());
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    assert!(output.contains("rank 1 of 2 ended (signal: 9"), "{output}");
+    assert!(output.contains("rank 0 of 2: ") && output.contains("failed"), "{output}");
+    assert!(!lines(&out).is_empty() && lines(&out).len() < lines(&reference).len(), "killed mid-run");
+    let again = launch(root.path(), &out).output().unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(lines(&out), lines(&reference), "metrics lines differ from the uninterrupted run");
+}

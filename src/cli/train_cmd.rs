@@ -65,7 +65,8 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         cfg.train.steps = crate::train::budget::steps_for_budget(&cfg, &a.out, secs)?;
     }
     let opts = RunOptions { max_steps: a.max_steps, quiet: a.quiet };
-    if let Some(r) = run(&cfg, &a.out, &opts)? {
+    // rank 0 alone reports a distributed run
+    if let Some(r) = run(&cfg, &a.out, &opts)?.filter(|_| crate::dist::world().0 == 0) {
         if a.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {

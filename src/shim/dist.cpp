@@ -57,7 +57,11 @@ struct AllReduceSum : public torch::autograd::Function<AllReduceSum> {
     try {
       allreduce_one(out, g);
     } catch (const std::exception &e) {
-      std::fprintf(stderr, "error: all-reduce in the backward pass: %s\n", e.what());
+      std::string what(e.what());
+      std::fprintf(stderr,
+                   "error: rank %d of %d: all-reduce in the backward pass failed, so another rank stopped or cannot be reached (its last checkpoint stays good: "
+                   "run the same command again to resume): %s\n",
+                   g->pg->getRank(), g->pg->getSize(), what.substr(0, what.find('\n')).c_str());
       std::fflush(stderr);
       std::exit(1);
     }

@@ -25,6 +25,10 @@ pub struct Meta {
     /// Processes of the data-parallel run that wrote it (1 in older checkpoints).
     #[serde(default = "one")]
     pub world_size: usize,
+    /// Images per step over all processes (absent in older checkpoints: train.batch_size x
+    /// world_size). A run resumed on another number of processes keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_batch: Option<usize>,
 }
 
 fn one() -> usize {
@@ -153,7 +157,7 @@ mod tests {
     use super::*;
 
     fn meta(step: usize) -> Meta {
-        Meta { step, epoch: 0, batch_in_epoch: step, seconds: 1.0, svib_version: "t".into(), rng: "derived".into(), monitor: Default::default(), world_size: 1 }
+        Meta { step, epoch: 0, batch_in_epoch: step, seconds: 1.0, svib_version: "t".into(), rng: "derived".into(), monitor: Default::default(), world_size: 1, global_batch: None }
     }
 
     #[test]

@@ -32,7 +32,14 @@ pub struct Schedules {
 }
 
 impl Schedules {
+    /// The schedules of a run of one process.
     pub fn new(cfg: &Config, steps_per_epoch: usize) -> Schedules {
+        Self::with_global_batch(cfg, steps_per_epoch, cfg.train.batch_size)
+    }
+
+    /// The schedules of a run of `global_batch` images per step (per-rank batch x ranks): the
+    /// linear lr rule reads the global batch.
+    pub fn with_global_batch(cfg: &Config, steps_per_epoch: usize, global_batch: usize) -> Schedules {
         let total_steps = total_steps(cfg, steps_per_epoch);
         let warmup = match cfg.optim.warmup_steps {
             0 => (cfg.optim.warmup_epochs * steps_per_epoch as f64).round() as usize,
@@ -42,8 +49,7 @@ impl Schedules {
         Schedules {
             total_steps,
             warmup_steps,
-            // the linear rule on the global batch (per-rank batch x ranks)
-            peak_lr: cfg.optim.lr * (cfg.train.batch_size * crate::dist::world().1) as f64 / 256.0,
+            peak_lr: cfg.optim.lr * global_batch as f64 / 256.0,
             min_lr: cfg.optim.min_lr,
             wd: (cfg.optim.weight_decay, cfg.optim.weight_decay_end),
             momentum: cfg.method.teacher().map(|t| (t.momentum_start, t.momentum_end)),

@@ -238,7 +238,8 @@ fn packed_shards_train_as_their_folder_and_resume_exactly() {
 /// MoCo v2, SwAV and SimCLR and the ResNet have BatchNorm, whose statistics would otherwise be
 /// per rank; the ViTs run without drop-path, whose masks are drawn per rank). "svib+sinkhorn"
 /// is the balanced variant (Sinkhorn over the gathered batch). The parent runs the single
-/// process and starts the two ranks as children of this very test.
+/// process and starts the two ranks as children of this very test. "svib>1": the ranks stop
+/// after 2 steps and one process resumes their run (keeping its 8 images per step).
 #[test]
 fn two_ranks_train_as_one_process_with_their_global_batch() {
     const DIR: &str = "SVIB_DDP_TEST_DATA";
@@ -252,7 +253,7 @@ fn two_ranks_train_as_one_process_with_their_global_batch() {
         c.train.steps = 4;
         c.train.knn_at_start = false;
         c.train.channels_last = false;
-        let method = case.split('+').next().unwrap();
+        let method = case.split(['+', '>']).next().unwrap();
         let mut t: toml::Table = toml::from_str(&c.to_toml()).unwrap();
         config::apply_method(&mut t, method).unwrap();
         if case == "svib+sinkhorn" {
@@ -265,7 +266,8 @@ fn two_ranks_train_as_one_process_with_their_global_batch() {
     };
     if let Ok(dir) = std::env::var(DIR) {
         let (data, out) = (Path::new(&dir).join("data"), Path::new(&dir).join(std::env::var("SVIB_DDP_TEST_METHOD").unwrap()));
-        run(&cfg_for(&data, &std::env::var("SVIB_DDP_TEST_METHOD").unwrap(), 4), &out, &quiet(None)).unwrap().unwrap();
+        let stop = std::env::var("SVIB_DDP_TEST_METHOD").unwrap().ends_with(">1").then_some(2);
+        run(&cfg_for(&data, &std::env::var("SVIB_DDP_TEST_METHOD").unwrap(), 4), &out, &quiet(stop)).unwrap();
         println!("rank done");
         return;
     }
@@ -273,7 +275,7 @@ fn two_ranks_train_as_one_process_with_their_global_batch() {
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     write_idx_dir(&dir.path().join("data"), 40, 12, 12, false);
     let exe = std::env::current_exe().unwrap();
-    for method in ["svib", "dino", "svib+sinkhorn", "byol", "mocov2", "swav", "simclr"] {
+    for method in ["svib", "svib>1", "dino", "svib+sinkhorn", "byol", "mocov2", "swav", "simclr"] {
         let one = tempfile::tempdir().unwrap();
         run(&cfg_for(&dir.path().join("data"), method, 8), one.path(), &quiet(None)).unwrap().unwrap();
         let port = crate::dist::tests::free_port().to_string();
@@ -295,6 +297,10 @@ fn two_ranks_train_as_one_process_with_their_global_batch() {
         for (r, o) in ranks.iter().enumerate() {
             let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
             assert!(o.status.success() && text.contains("rank done"), "{method} rank {r}: {text}");
+        }
+        if method.ends_with(">1") {
+            assert_eq!(losses(&dir.path().join(method)).len(), 2, "the ranks stopped after 2 steps");
+            run(&cfg_for(&dir.path().join("data"), method, 4), &dir.path().join(method), &quiet(None)).unwrap().unwrap();
         }
         let (a, b) = (losses(one.path()), losses(&dir.path().join(method)));
         let worst = a.iter().zip(&b).map(|((_, x), (_, y))| (x - y).abs() / x.abs()).fold(0.0, f64::max);

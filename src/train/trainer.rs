@@ -84,6 +84,9 @@ pub struct Trainer<'a> {
     pb: ProgressBar,
     /// (rank, processes) of a data-parallel run; (0, 1) otherwise.
     world: (usize, usize),
+    /// Images per step on this process: train.batch_size, or the run's global batch split
+    /// over this run's processes when it resumes on another number of them.
+    rank_batch: usize,
     _lock: Option<RunLock>,
 }
 
@@ -107,7 +110,9 @@ impl<'a> Trainer<'a> {
         // rank 0 alone writes the run folder; the others read its checkpoints once it is ready
         let lock = if rank == 0 { Some(run.open_for_writing(cfg)?) } else { None };
         crate::dist::with_global(|g| g.barrier()).transpose()?;
-        if let Some(w) = crate::device::bf16_warning(cfg.model.bf16, device) {
+        let ckpt = run.latest_checkpoint()?;
+        let rank_batch = rank_batch(cfg, ckpt.as_ref().map(|c| &c.0), world)?;
+        if let Some(w) = crate::device::bf16_warning(cfg.model.bf16, device).filter(|_| rank == 0) {
             eprintln!("{w}");
         }
         let amp = Amp::new(cfg.train.precision, device).context("train.precision")?;
@@ -115,12 +120,12 @@ impl<'a> Trainer<'a> {
             // cuDNN picks the fastest convolution algorithms for the (fixed) crop shapes
             tch::Cuda::cudnn_set_benchmark(true);
         }
-        let data = RunData::load(cfg, world.1)?;
-        let sched = Schedules::new(cfg, data.steps_per_epoch);
+        let data = RunData::load(cfg, rank_batch * world.1)?;
+        let sched = Schedules::with_global_batch(cfg, data.steps_per_epoch, rank_batch * world.1);
         tch::manual_seed(cfg.train.seed as i64);
         let method = cfg.method.build(&cfg.shared(), device)?;
         let channels_last = cfg.train.channels_last && (device.is_cuda() || cfg.model.cpu_channels_last_safe());
-        if cfg.train.channels_last && !channels_last {
+        if cfg.train.channels_last && !channels_last && rank == 0 {
             eprintln!("warning: train.channels_last ignored: model.width = {} gives 1x1 stride-2 convolutions with fewer than 16 input channels, whose channels-last backward in oneDNN hangs or miscomputes on CPUs (oneDNN#6035); training in NCHW", cfg.model.width);
         }
         if channels_last {
@@ -160,9 +165,10 @@ impl<'a> Trainer<'a> {
             prof,
             pb,
             world,
+            rank_batch,
             _lock: lock,
         };
-        if let Some(result) = tr.resume()? {
+        if let Some(result) = tr.resume(ckpt)? {
             return Ok(Opened::Done(result));
         }
         Ok(Opened::Ready(Box::new(tr)))
@@ -170,21 +176,17 @@ impl<'a> Trainer<'a> {
 
     /// Restores the newest checkpoint (or initialises a new run from data), reopens the
     /// metrics and measures the untrained backbone; returns the result of a finished run.
-    fn resume(&mut self) -> Result<Option<RunResult>> {
+    fn resume(&mut self, ckpt: Option<checkpoint::Loaded>) -> Result<Option<RunResult>> {
         let total = self.sched.total_steps;
-        match self.run.latest_checkpoint()? {
+        match ckpt {
             Some((meta, tensors, path)) => {
-                let world = self.world.1;
-                if meta.world_size != world && meta.step < total {
-                    bail!("{}: written by a run of {} process(es), and this one has {world}; resuming on another number of processes is not supported yet (the epoch's order would be re-sharded mid-epoch); launch {} again", path.display(), meta.world_size, meta.world_size);
-                }
                 restore(self.method.as_mut(), Some(&mut self.opt), &tensors, &path)?;
                 self.amp.load_state(&checkpoint::with_prefix(&tensors, "amp").into_iter().collect());
                 self.at = Position { step: meta.step, epoch: meta.epoch, batch: meta.batch_in_epoch };
                 self.seconds_before = meta.seconds;
                 self.monitor.restore(meta.monitor.clone());
                 self.last_ckpt = Some(path);
-                if !self.opts.quiet && self.at.step < total {
+                if !self.opts.quiet && self.at.step < total && self.world.0 == 0 {
                     eprintln!("resuming {} at step {} (epoch {}, batch {})", self.run.path().display(), meta.step, meta.epoch + 1, meta.batch_in_epoch);
                 }
             }
@@ -226,7 +228,7 @@ impl<'a> Trainer<'a> {
     /// The remaining batches of the epoch in progress.
     fn train_epoch(&mut self) -> Result<EpochEnd> {
         let c = self.cfg;
-        let (bs, spe) = (c.train.batch_size, self.data.steps_per_epoch);
+        let (bs, spe) = (self.rank_batch, self.data.steps_per_epoch);
         let loader = Loader::new(
             self.data.train.clone(),
             c.augment.clone(),
@@ -295,7 +297,7 @@ impl<'a> Trainer<'a> {
         self.at.batch += 1;
         self.window.images += self.global_batch();
         let reset = self.method.at_step(self.at.step, &self.data.train, &self.data.prep, self.cfg.train.seed)?;
-        self.opt.reset_state(&reset);
+        self.reinitialised(&reset)?;
         self.prof.lap("EMA + centre");
         self.pb.inc(1);
         Ok((out, loss))
@@ -329,7 +331,7 @@ impl<'a> Trainer<'a> {
     /// the run stops here (to be resumed).
     fn end_epoch(&mut self) -> Result<bool> {
         let reset = self.method.end_epoch(self.at.epoch, &self.data.train, &self.data.prep, self.cfg.train.seed)?;
-        self.opt.reset_state(&reset);
+        self.reinitialised(&reset)?;
         self.at.epoch += 1;
         self.at.batch = 0;
         let (epoch, step) = (self.at.epoch, self.at.step);
@@ -343,7 +345,7 @@ impl<'a> Trainer<'a> {
         }
         self.save()?;
         if !self.opts.quiet {
-            self.pb.suspend(|| eprintln!("{line}"));
+            self.say(&line);
         }
         self.prof.lap("epoch end (re-init, kNN)");
         if self.should_stop() && step < self.sched.total_steps {
@@ -360,7 +362,7 @@ impl<'a> Trainer<'a> {
         let secs = self.seconds();
         let r = self.knn()?;
         if let Some(w) = self.untrained.and_then(|u| monitor::below_untrained(self.at.step, r.top1, u)) {
-            eprintln!("{w}");
+            self.say(&w);
         }
         let step = self.at.step;
         let result = RunResult {
@@ -379,9 +381,17 @@ impl<'a> Trainer<'a> {
         Ok(result)
     }
 
+    /// A line on stderr from rank 0 (the other ranks of a distributed run say nothing but
+    /// their errors, as DINO's `setup_for_distributed`), around the progress bar.
+    fn say(&self, line: &str) {
+        if self.world.0 == 0 {
+            self.pb.suspend(|| eprintln!("{line}"));
+        }
+    }
+
     /// Images per step over all ranks.
     fn global_batch(&self) -> usize {
-        self.cfg.train.batch_size * self.world.1
+        self.rank_batch * self.world.1
     }
 
     fn ctx(&self) -> StepCtx {
@@ -405,7 +415,7 @@ impl<'a> Trainer<'a> {
     fn stopped(&mut self) {
         self.pb.finish_and_clear();
         self.prof.report().inspect(|r| eprint!("{r}"));
-        eprintln!("stopped at step {} {STOPPED}", self.at.step);
+        self.say(&format!("stopped at step {} {STOPPED}", self.at.step));
     }
 
     /// The metrics of the step just done (read from the tensors only on logging steps).
@@ -430,7 +440,7 @@ impl<'a> Trainer<'a> {
     fn observe(&mut self, e: Entropies) -> Result<()> {
         if let Some(c) = self.monitor.observe(e) {
             let msg = c.message(self.at.step, self.monitor.patience(), e, self.method.collapse_hint(c));
-            self.pb.suspend(|| eprintln!("{msg}"));
+            self.say(&msg);
             self.sinks.event(self.at.step, c.event())?;
         }
         Ok(())
@@ -447,7 +457,7 @@ impl<'a> Trainer<'a> {
         let r = self.knn()?;
         self.sinks.knn(self.at.step, epoch, &r, None)?;
         if let Some(w) = self.untrained.and_then(|u| monitor::below_untrained(self.at.step, r.top1, u)) {
-            self.pb.suspend(|| eprintln!("{w}"));
+            self.say(&w);
         }
         Ok(r)
     }
@@ -466,6 +476,17 @@ impl<'a> Trainer<'a> {
         let r = self.knn()?;
         self.sinks.knn(0, 0.0, &r, Some("untrained"))?;
         Ok(Some(r.top1))
+    }
+
+    /// After the method re-initialised the variables `reset` (SVIB's means): their optimiser
+    /// state is reset and, in a distributed run, rank 0's values go to every rank (each rank
+    /// drew the same images but embedded them with its own teacher BatchNorm statistics).
+    fn reinitialised(&mut self, reset: &[String]) -> Result<()> {
+        if !reset.is_empty() {
+            self.broadcast_where(|name| reset.iter().any(|r| name.ends_with(r.as_str())))?;
+        }
+        self.opt.reset_state(reset);
+        Ok(())
     }
 
     /// Distributed: every rank starts from rank 0's weights (student and teacher).
@@ -536,6 +557,7 @@ impl<'a> Trainer<'a> {
             rng: "derived from (train.seed, epoch, step)".into(),
             monitor: self.monitor.state().clone(),
             world_size: self.world.1,
+            global_batch: Some(self.global_batch()),
         };
         let mut tensors = super::checkpoint_tensors(self.method.as_ref(), &self.opt);
         tensors.extend(self.amp.state().into_iter().map(|(k, v)| (format!("amp.{k}"), v)));
@@ -564,13 +586,29 @@ impl<'a> Trainer<'a> {
     }
 }
 
+/// The batch of each process: train.batch_size, except where a run resumes on another number
+/// of processes than wrote its checkpoint: then the run's global batch, split evenly, so that
+/// every step takes the same images in the same order and the lr rule stays (exact with
+/// model.sync_bn or without BatchNorm, up to the order of float sums).
+fn rank_batch(cfg: &Config, ckpt: Option<&checkpoint::Meta>, world: (usize, usize)) -> Result<usize> {
+    let Some(meta) = ckpt.filter(|m| m.world_size != world.1) else { return Ok(cfg.train.batch_size) };
+    let global = meta.global_batch.unwrap_or(cfg.train.batch_size * meta.world_size);
+    if global % world.1 != 0 {
+        bail!("train.batch_size: the run was started with {} process(es) and {global} images per step, which {} processes cannot share evenly; resume with a number of processes that divides {global}", meta.world_size, world.1);
+    }
+    if world.0 == 0 {
+        eprintln!("note: resuming a run of {} process(es) with {}: {} images per process keep its {global} images per step", meta.world_size, world.1, global / world.1);
+    }
+    Ok(global / world.1)
+}
+
 impl RunData {
-    fn load(cfg: &Config, ranks: usize) -> Result<RunData> {
+    fn load(cfg: &Config, global_batch: usize) -> Result<RunData> {
         let (spec, train) = load_train_data(cfg)?;
         let test = data::load(&spec, Split::Test, &LoadOptions { skip_corrupt: cfg.data.skip_corrupt })?;
-        let bs = cfg.train.batch_size * ranks;
+        let bs = global_batch;
         if train.len() < bs {
-            bail!("train.batch_size {} x {ranks} ranks is larger than the {} training images", cfg.train.batch_size, train.len());
+            bail!("train.batch_size: {bs} images per step (over all processes) is more than the {} training images", train.len());
         }
         let norm = Norm::for_dataset(&spec, &train);
         let prep = eval_prep(cfg, norm.clone());
