@@ -152,6 +152,9 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
 /// group, once per process, for the methods whose batch statistics are reduced over the ranks.
 fn join_group(cfg: &Config) -> Result<()> {
     let Some(env) = crate::dist::DistEnv::from_env()? else { return Ok(()) };
+    if crate::device::parse(&cfg.train.device).is_ok_and(|d| d.is_cuda()) {
+        bail!("train.device: data-parallel training on GPUs needs NCCL, which svib does not build yet (this is rank {} of {}); train on one GPU with one process, or on CPUs (train.device = \"cpu\")", env.rank, env.world_size);
+    }
     crate::dist::set_sync_batch_norm(cfg.model.sync_bn);
     if crate::dist::world().1 == 1 {
         let timeout = std::time::Duration::from_secs(std::env::var("SVIB_DIST_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(1800));

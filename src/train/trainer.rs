@@ -268,7 +268,9 @@ impl<'a> Trainer<'a> {
     fn step(&mut self, batch: &CropBatch) -> Result<(LossOutput, f64)> {
         let ctx = self.ctx();
         let step = self.at.step;
-        tch::manual_seed(self.cfg.train.seed as i64 * 1_000_003 + step as i64);
+        // each rank its own stream (drop-path masks), as DINO seeds seed + rank; rank 0's is
+        // the one-process stream
+        tch::manual_seed((self.cfg.train.seed as i64 * 1_000_003 + step as i64) ^ ((self.world.0 as i64) << 48));
         let cl = self.channels_last;
         let views: Vec<Tensor> = batch.views.iter().map(|v| to_device(v, self.device)).map(|v| if cl { channels_last(&v) } else { v }).collect();
         self.broadcast_buffers()?;
