@@ -210,10 +210,18 @@ pub fn launch(nproc: usize, port: Option<u16>, args: &[String]) -> Result<i32> {
     for r in 0..nproc {
         let vars =
             [("RANK", r.to_string()), ("LOCAL_RANK", r.to_string()), ("WORLD_SIZE", nproc.to_string()), ("MASTER_ADDR", "127.0.0.1".into()), ("MASTER_PORT", port.to_string())];
-        children.push(std::process::Command::new(&exe).args(&argv).envs(vars).spawn().with_context(|| format!("starting rank {r}"))?);
+        // a process group of their own: Ctrl-C reaches the launcher alone, which forwards it once
+        let cmd = std::os::unix::process::CommandExt::process_group(std::process::Command::new(&exe).args(&argv).envs(vars), 0).spawn();
+        children.push(cmd.with_context(|| format!("starting rank {r}"))?);
     }
+    let _ = ctrlc::set_handler(|| {
+        INTERRUPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
     wait_all(children)
 }
+
+/// Ctrl-C presses the launcher received (forwarded to the ranks by [`wait_all`]).
+static INTERRUPTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Waits for every rank; the first to fail is named (the others then fail at their next
 /// collective, and are named too); a rank still running 60 s after a failure is killed, as
@@ -222,8 +230,16 @@ pub fn launch(nproc: usize, port: Option<u16>, args: &[String]) -> Result<i32> {
 fn wait_all(mut children: Vec<std::process::Child>) -> Result<i32> {
     use std::os::unix::process::ExitStatusExt;
     let n = children.len();
-    let (mut running, mut code, mut failed_at) = (vec![true; n], 0, None::<std::time::Instant>);
+    let (mut running, mut code, mut failed_at, mut forwarded) = (vec![true; n], 0, None::<std::time::Instant>, 0);
     while running.iter().any(|&r| r) {
+        // Ctrl-C: each rank checkpoints after the step all agree on and stops (twice: at once)
+        while forwarded < INTERRUPTS.load(std::sync::atomic::Ordering::SeqCst) {
+            forwarded += 1;
+            for c in children.iter().zip(&running).filter(|(_, &r)| r).map(|(c, _)| c) {
+                // SAFETY: signals a child process of ours that has not been reaped.
+                unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGINT) };
+            }
+        }
         for (r, c) in children.iter_mut().enumerate() {
             if !running[r] {
                 continue;
@@ -246,6 +262,7 @@ fn wait_all(mut children: Vec<std::process::Child>) -> Result<i32> {
                 eprintln!("error: rank {r} of {n} still running 60 s after the failure: killed");
                 let _ = c.kill();
             }
+            failed_at = None;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -274,9 +291,8 @@ pub fn with_global<T>(f: impl FnOnce(&Group) -> Result<T>) -> Option<Result<T>> 
     GLOBAL.get().map(|g| f(&g.lock().expect("group lock")))
 }
 
-/// The mean of `t` over the ranks (a copy; `t` itself without a group). Panics when a
-/// collective fails, as a failed collective inside a loss cannot be recovered (the trainer
-/// reports the rank).
+/// The mean of `t` over the ranks (a copy; `t` itself without a group). A failed collective
+/// ends the process with its error line (see [`collective`]).
 pub fn mean_over_ranks(t: &Tensor) -> Tensor {
     collective(
         |g| {

@@ -37,7 +37,8 @@ impl BatchNorm {
         let mut shape = vec![1i64; x.dim()];
         shape[1] = c;
         let xf = x.to_kind(Kind::Float);
-        let count = dist::mean_over_ranks(&Tensor::from((x.numel() as i64 / c) as f64)).double_value(&[]) * dist::world().1 as f64;
+        // every rank holds the same number of images (the loader's equal shards)
+        let count = (x.numel() as i64 / c) as f64 * dist::world().1 as f64;
         let mean = dist::sum_over_ranks_grad(&xf.sum_dim_intlist(dims.as_slice(), false, Kind::Float)) / count;
         let d = &xf - mean.view(shape.as_slice());
         let var = dist::sum_over_ranks_grad(&(&d * &d).sum_dim_intlist(dims.as_slice(), false, Kind::Float)) / count;

@@ -149,7 +149,7 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
 }
 
 /// In a launcher's environment (torchrun, SLURM) with 2 or more processes: joins the process
-/// group, once per process, for the methods whose batch statistics are reduced over the ranks.
+/// group, once per process (every method trains data-parallel).
 fn join_group(cfg: &Config) -> Result<()> {
     let Some(env) = crate::dist::DistEnv::from_env()? else { return Ok(()) };
     if crate::device::parse(&cfg.train.device).is_ok_and(|d| d.is_cuda()) {

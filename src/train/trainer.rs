@@ -101,7 +101,8 @@ impl<'a> Trainer<'a> {
     /// resumes from the newest checkpoint when there is one.
     pub fn open(cfg: &'a Config, run: RunDir, opts: &'a RunOptions) -> Result<Opened<'a>> {
         let device = crate::device::parse(&cfg.train.device).context("train.device")?;
-        if let (tch::Device::Cpu, Some(mem)) = (device, crate::util::physical_memory()) {
+        let memory = crate::util::physical_memory().filter(|_| device == tch::Device::Cpu);
+        if let Some(mem) = memory {
             super::limits::check_memory(cfg, mem)?;
         }
         // (rank, processes): fixed for the run (the group is joined before the trainer opens)
@@ -112,6 +113,11 @@ impl<'a> Trainer<'a> {
         crate::dist::with_global(|g| g.barrier()).transpose()?;
         let ckpt = run.latest_checkpoint()?;
         let rank_batch = rank_batch(cfg, ckpt.as_ref().map(|c| &c.0), world)?;
+        if let Some(mem) = memory.filter(|_| rank_batch != cfg.train.batch_size) {
+            let mut per_rank = cfg.clone();
+            per_rank.train.batch_size = rank_batch;
+            super::limits::check_memory(&per_rank, mem)?;
+        }
         if let Some(w) = crate::device::bf16_warning(cfg.model.bf16, device).filter(|_| rank == 0) {
             eprintln!("{w}");
         }
@@ -298,6 +304,7 @@ impl<'a> Trainer<'a> {
         self.at.step += 1;
         self.at.batch += 1;
         self.window.images += self.global_batch();
+        self.broadcast_buffers()?; // the same teacher statistics on every rank for a re-initialisation
         let reset = self.method.at_step(self.at.step, &self.data.train, &self.data.prep, self.cfg.train.seed)?;
         self.reinitialised(&reset)?;
         self.prof.lap("EMA + centre");
@@ -332,6 +339,7 @@ impl<'a> Trainer<'a> {
     /// Closes an epoch: the method's epoch hook, the optional kNN, the checkpoint. False when
     /// the run stops here (to be resumed).
     fn end_epoch(&mut self) -> Result<bool> {
+        self.broadcast_buffers()?;
         let reset = self.method.end_epoch(self.at.epoch, &self.data.train, &self.data.prep, self.cfg.train.seed)?;
         self.reinitialised(&reset)?;
         self.at.epoch += 1;
@@ -410,8 +418,12 @@ impl<'a> Trainer<'a> {
         self.seconds_before + self.started.elapsed().as_secs_f64()
     }
 
+    /// Whether to checkpoint and stop after this step: the step limit, or Ctrl-C on any rank (the
+    /// ranks agree through one all-reduce, so that all stop after the same step).
     fn should_stop(&self) -> bool {
-        self.opts.max_steps.is_some_and(|m| self.at.step >= m) || interrupt_flag().load(Ordering::SeqCst)
+        let interrupted = interrupt_flag().load(Ordering::SeqCst);
+        let any = if self.world.1 > 1 { crate::dist::mean_over_ranks(&Tensor::from(interrupted as u8 as f32)).double_value(&[]) > 0.0 } else { interrupted };
+        self.opts.max_steps.is_some_and(|m| self.at.step >= m) || any
     }
 
     fn stopped(&mut self) {
@@ -428,7 +440,8 @@ impl<'a> Trainer<'a> {
             step: self.at.step,
             epoch: self.epoch_fraction(),
             loss,
-            terms: out.terms.iter().map(|(n, t)| (*n, t.double_value(&[]))).collect(),
+            // the global batch's terms (each rank's own otherwise)
+            terms: out.terms.iter().map(|(n, t)| (*n, crate::dist::mean_over_ranks(t).double_value(&[]))).collect(),
             lr: self.sched.lr(step),
             weight_decay: self.sched.weight_decay(step),
             teacher_momentum: self.sched.teacher_momentum(step),
@@ -497,7 +510,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// Distributed: rank 0's BatchNorm running statistics to every rank before each step, as
-    /// DDP's `broadcast_buffers` does (the batch statistics themselves stay per rank).
+    /// DDP's `broadcast_buffers` does (the batch statistics are per rank unless model.sync_bn).
     fn broadcast_buffers(&self) -> Result<()> {
         self.broadcast_where(|name| name.ends_with("running_mean") || name.ends_with("running_var"))
     }
@@ -593,8 +606,11 @@ impl<'a> Trainer<'a> {
 /// every step takes the same images in the same order and the lr rule stays (exact with
 /// model.sync_bn or without BatchNorm, up to the order of float sums).
 fn rank_batch(cfg: &Config, ckpt: Option<&checkpoint::Meta>, world: (usize, usize)) -> Result<usize> {
-    let Some(meta) = ckpt.filter(|m| m.world_size != world.1) else { return Ok(cfg.train.batch_size) };
+    let Some(meta) = ckpt else { return Ok(cfg.train.batch_size) };
     let global = meta.global_batch.unwrap_or(cfg.train.batch_size * meta.world_size);
+    if global == cfg.train.batch_size * world.1 {
+        return Ok(cfg.train.batch_size);
+    }
     if global % world.1 != 0 {
         bail!("train.batch_size: the run was started with {} process(es) and {global} images per step, which {} processes cannot share evenly; resume with a number of processes that divides {global}", meta.world_size, world.1);
     }
@@ -652,8 +668,34 @@ fn interrupt_flag() -> &'static AtomicBool {
             if FLAG.swap(true, Ordering::SeqCst) {
                 std::process::exit(130); // a second Ctrl-C stops at once
             }
-            eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit at once)");
+            if crate::dist::world().0 == 0 {
+                eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit at once)");
+            }
         });
     });
     &FLAG
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(world_size: usize, global_batch: Option<usize>) -> checkpoint::Meta {
+        checkpoint::Meta { step: 3, epoch: 0, batch_in_epoch: 3, seconds: 1.0, svib_version: "t".into(), rng: "d".into(), monitor: Default::default(), world_size, global_batch }
+    }
+
+    /// The per-process batch keeps the run's global batch across any number of resumes on any
+    /// number of processes that divides it.
+    #[test]
+    fn resumed_runs_keep_their_global_batch() {
+        let mut cfg = crate::train::config::tiny_for_tests();
+        cfg.train.batch_size = 4;
+        assert_eq!(rank_batch(&cfg, None, (0, 2)).unwrap(), 4, "a new run: the config's batch per process");
+        assert_eq!(rank_batch(&cfg, Some(&meta(2, None)), (0, 1)).unwrap(), 8, "2 x 4 (an older checkpoint) resumed by 1");
+        assert_eq!(rank_batch(&cfg, Some(&meta(1, Some(8))), (0, 1)).unwrap(), 8, "resumed again by 1: still 8");
+        assert_eq!(rank_batch(&cfg, Some(&meta(1, Some(8))), (0, 4)).unwrap(), 2, "then by 4");
+        assert_eq!(rank_batch(&cfg, Some(&meta(2, Some(8))), (1, 2)).unwrap(), 4);
+        let e = rank_batch(&cfg, Some(&meta(2, Some(8))), (0, 3)).unwrap_err().to_string();
+        assert!(e.starts_with("train.batch_size") && e.contains("3 processes") && e.contains("8 images per step"), "{e}");
+    }
 }
