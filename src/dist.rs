@@ -330,6 +330,12 @@ fn collective(f: impl FnOnce(&Group) -> Result<Tensor>, alone: impl FnOnce() -> 
     }
 }
 
+/// The mean over the first dimension of the global batch: each rank's batch mean, averaged over
+/// the ranks (their batches are equal); the batch mean itself without a group.
+pub fn batch_mean(t: &Tensor, keepdim: bool) -> Tensor {
+    mean_over_ranks(&t.mean_dim([0i64].as_slice(), keepdim, tch::Kind::Float))
+}
+
 /// Every rank's `t` concatenated in rank order, without gradient (`t` itself without a group).
 pub fn gather_over_ranks(t: &Tensor) -> Tensor {
     collective(|g| g.all_gather(&t.detach()), || t.shallow_clone())

@@ -121,9 +121,9 @@ impl Method for Dino {
         let out_t = tch::no_grad(|| self.last_t.similarities(&self.teacher.embed(&resolution_groups(&views[..2]), true)));
         let (loss, p_t) = dino_loss(&out_s, views.len() as i64, &out_t, &self.center, d.teacher_temp_at(ctx.epoch), d.student_temp);
         // batch statistics over every rank's images (each rank's mean, averaged: equal batches)
-        self.pending_center = Some(crate::dist::mean_over_ranks(&out_t.mean_dim([0i64].as_slice(), true, Kind::Float)));
+        self.pending_center = Some(crate::dist::batch_mean(&out_t, true));
         let log_k = (self.cfg.dino.out_dim as f64).ln();
-        let h_marginal = entropy(&crate::dist::mean_over_ranks(&p_t.mean_dim([0i64].as_slice(), true, Kind::Float))).double_value(&[0]);
+        let h_marginal = entropy(&crate::dist::batch_mean(&p_t, true)).double_value(&[0]);
         let h_sample = crate::dist::mean_over_ranks(&entropy(&p_t).mean(Kind::Float)).double_value(&[]);
         LossOutput {
             terms: vec![("ce", loss.shallow_clone())],

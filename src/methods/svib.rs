@@ -261,16 +261,16 @@ impl Method for Svib {
         let kl = kl_to_prior(&logits_t, &log_q);
         let loss = &ce + &kl * ctx.beta;
         // batch statistics over every rank's images (each rank's mean, averaged: equal batches)
-        let marginal = crate::dist::mean_over_ranks(&posterior.mean_dim([0i64].as_slice(), false, Kind::Float));
+        let marginal = crate::dist::batch_mean(&posterior, false);
         let log_k = (g.k as f64).ln();
         let h_marginal = entropy(&marginal.unsqueeze(0)).double_value(&[0]);
         let h_sample = crate::dist::mean_over_ranks(&entropy(&posterior).mean(Kind::Float)).double_value(&[]);
-        self.pending_center = self.cfg.teacher.center.then(|| crate::dist::mean_over_ranks(&sim_t.detach().mean_dim([0i64].as_slice(), true, Kind::Float)));
+        self.pending_center = self.cfg.teacher.center.then(|| crate::dist::batch_mean(&sim_t.detach(), true));
         self.pending_marginal = Some(marginal);
         let mut stats = vec![("h_marginal", h_marginal), ("h_marginal_rel", h_marginal / log_k), ("h_sample", h_sample), ("h_sample_rel", h_sample / log_k)];
         if self.cfg.teacher.center || self.cfg.teacher.sinkhorn_iters > 0 {
             // the variant's consistency target, which is not the posterior
-            let m = crate::dist::mean_over_ranks(&p_t.mean_dim([0i64].as_slice(), false, Kind::Float)).unsqueeze(0);
+            let m = crate::dist::batch_mean(&p_t, false).unsqueeze(0);
             stats.push(("h_target_marginal_rel", entropy(&m).double_value(&[0]) / log_k));
         }
         stats.push(("beta", ctx.beta));

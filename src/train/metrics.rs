@@ -154,12 +154,12 @@ impl Sinks {
 
     /// A named event at a step (a collapse the monitor saw).
     pub fn event(&mut self, step: usize, name: &str) -> Result<()> {
-        let mut m = Map::new();
-        m.insert("step".into(), json!(step));
-        m.insert("event".into(), json!(name));
         if self.off {
             return Ok(());
         }
+        let mut m = Map::new();
+        m.insert("step".into(), json!(step));
+        m.insert("event".into(), json!(name));
         self.jsonl()?.write(m)?;
         if let Some(tb) = &mut self.tensorboard {
             tb.scalars(step, &[(format!("events/{name}"), 1.0)])?;

@@ -126,8 +126,9 @@ impl<'a> Trainer<'a> {
             // cuDNN picks the fastest convolution algorithms for the (fixed) crop shapes
             tch::Cuda::cudnn_set_benchmark(true);
         }
-        let data = RunData::load(cfg, rank_batch * world.1)?;
-        let sched = Schedules::with_global_batch(cfg, data.steps_per_epoch, rank_batch * world.1);
+        let global_batch = rank_batch * world.1;
+        let data = RunData::load(cfg, global_batch)?;
+        let sched = Schedules::with_global_batch(cfg, data.steps_per_epoch, global_batch);
         tch::manual_seed(cfg.train.seed as i64);
         let method = cfg.method.build(&cfg.shared(), device)?;
         let channels_last = cfg.train.channels_last && (device.is_cuda() || cfg.model.cpu_channels_last_safe());
@@ -279,7 +280,6 @@ impl<'a> Trainer<'a> {
         tch::manual_seed((self.cfg.train.seed as i64 * 1_000_003 + step as i64) ^ ((self.world.0 as i64) << 48));
         let cl = self.channels_last;
         let views: Vec<Tensor> = batch.views.iter().map(|v| to_device(v, self.device)).map(|v| if cl { channels_last(&v) } else { v }).collect();
-        self.broadcast_buffers()?;
         self.prof.lap("host to device");
         let out = self.amp.forward(|| self.method.loss(&views, &ctx))?;
         let loss = if injected_nan(step + 1) { f64::NAN } else { crate::dist::mean_over_ranks(&out.loss).double_value(&[]) };
@@ -304,7 +304,9 @@ impl<'a> Trainer<'a> {
         self.at.step += 1;
         self.at.batch += 1;
         self.window.images += self.global_batch();
-        self.broadcast_buffers()?; // the same teacher statistics on every rank for a re-initialisation
+        // the one place BatchNorm running statistics change (the forward just done): every rank
+        // leaves the step with rank 0's, for the re-initialisation, evaluations and checkpoints
+        self.broadcast_buffers()?;
         let reset = self.method.at_step(self.at.step, &self.data.train, &self.data.prep, self.cfg.train.seed)?;
         self.reinitialised(&reset)?;
         self.prof.lap("EMA + centre");
@@ -339,7 +341,6 @@ impl<'a> Trainer<'a> {
     /// Closes an epoch: the method's epoch hook, the optional kNN, the checkpoint. False when
     /// the run stops here (to be resumed).
     fn end_epoch(&mut self) -> Result<bool> {
-        self.broadcast_buffers()?;
         let reset = self.method.end_epoch(self.at.epoch, &self.data.train, &self.data.prep, self.cfg.train.seed)?;
         self.reinitialised(&reset)?;
         self.at.epoch += 1;
@@ -462,8 +463,6 @@ impl<'a> Trainer<'a> {
     }
 
     fn knn(&self) -> Result<KnnResult> {
-        // every rank evaluates the same network (rank 0's BatchNorm statistics)
-        self.broadcast_buffers()?;
         knn_eval(self.method.as_ref(), self.cfg, &self.data.train, &self.data.test, &self.data.prep, self.device)
     }
 
@@ -509,8 +508,9 @@ impl<'a> Trainer<'a> {
         self.broadcast_where(|_| true)
     }
 
-    /// Distributed: rank 0's BatchNorm running statistics to every rank before each step, as
-    /// DDP's `broadcast_buffers` does (the batch statistics are per rank unless model.sync_bn).
+    /// Distributed: rank 0's BatchNorm running statistics to every rank after each step, as
+    /// DDP's `broadcast_buffers` does before the next forward (the batch statistics are per rank
+    /// unless model.sync_bn).
     fn broadcast_buffers(&self) -> Result<()> {
         self.broadcast_where(|name| name.ends_with("running_mean") || name.ends_with("running_var"))
     }
@@ -559,7 +559,6 @@ impl<'a> Trainer<'a> {
 
     /// Writes a checkpoint of where training stands (rank 0 of a distributed run).
     fn save(&mut self) -> Result<()> {
-        self.broadcast_buffers()?;
         if self.world.0 > 0 {
             return Ok(());
         }
