@@ -166,3 +166,21 @@ fn killing_one_of_two_ranks_stops_the_other_and_the_run_resumes() {
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert_eq!(lines(&out), lines(&reference), "metrics lines differ from the uninterrupted run");
 }
+
+/// `--budget` under `svib launch`: the probe trains data-parallel, rank 0 alone has its timings,
+/// and every rank trains rank 0's number of steps to the end.
+#[test]
+fn a_budget_under_launch_gives_every_rank_rank_0s_steps() {
+    let root = tempfile::tempdir().unwrap();
+    write_idx(root.path());
+    let out = root.path().join("budget");
+    let run = launch(root.path(), &out).args(["--set", "train.checkpoint_every_steps=50", "--set", "train.knn_every_steps=50", "--budget", "6s"]).output().unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert_eq!(err.matches("budget 6 s: ").count(), 1, "{err}");
+    let cfg: toml::Table = std::fs::read_to_string(out.join("config.toml")).unwrap().parse().unwrap();
+    let steps = cfg["train"]["steps"].as_integer().unwrap();
+    assert!(err.contains(&format!("-> train.steps = {steps}\n")), "{err}");
+    let last: serde_json::Value = serde_json::from_str(lines(&out).last().unwrap()).unwrap();
+    assert_eq!(last["step"].as_i64(), Some(steps), "{err}");
+}

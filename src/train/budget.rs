@@ -61,17 +61,38 @@ pub fn steps_for_budget(cfg: &Config, dir: &Path, budget: f64) -> Result<usize> 
     let _ = std::fs::remove_dir_all(probe_dir.path());
     result.context("--budget: the probe run failed")?;
     let at = |step: usize| lines.as_ref().ok().and_then(|l| l.iter().find(|v| v["step"].as_u64() == Some(step as u64))?.get("seconds")?.as_f64());
-    let (Some(a), Some(b)) = (at(PROBE_WARMUP), at(PROBE_WARMUP + PROBE_STEPS)) else { bail!("--budget: the probe run wrote no timings") };
-    let per_step = ((b - a) / PROBE_STEPS as f64).max(1e-6);
-    // set-up (data, initial features) happens again in the real run, and so do the kNN at the
-    // start and the end; keep that and 5 % of the budget for them
-    let setup = (wall - b).max(0.0);
-    let steps = ((budget * 0.95 - 3.0 * setup) / per_step).floor();
-    if steps < 1.0 {
-        bail!("--budget {budget:.0} s: a step takes {per_step:.2} s and set-up {setup:.0} s here; not one step fits");
+    // in a process group the probe trained data-parallel and only rank 0 wrote its timings
+    from_rank_0((|| {
+        let (Some(a), Some(b)) = (at(PROBE_WARMUP), at(PROBE_WARMUP + PROBE_STEPS)) else { bail!("--budget: the probe run wrote no timings") };
+        let per_step = ((b - a) / PROBE_STEPS as f64).max(1e-6);
+        // set-up (data, initial features) happens again in the real run, and so do the kNN at
+        // the start and the end; keep that and 5 % of the budget for them
+        let setup = (wall - b).max(0.0);
+        let steps = ((budget * 0.95 - 3.0 * setup) / per_step).floor();
+        if steps < 1.0 {
+            bail!("--budget {budget:.0} s: a step takes {per_step:.2} s and set-up {setup:.0} s here; not one step fits");
+        }
+        eprintln!("budget {budget:.0} s: {per_step:.3} s a step, {setup:.0} s set-up -> train.steps = {}", steps as usize);
+        Ok(steps as usize)
+    })())
+}
+
+/// Rank 0's answer, sent to every rank of the process group (the answer itself without one),
+/// so that all ranks train the same number of steps.
+fn from_rank_0(mine: Result<usize>) -> Result<usize> {
+    let (rank, _) = crate::dist::world();
+    let shared = crate::dist::with_global(|g| {
+        let t = tch::Tensor::from_slice(&[mine.as_ref().map_or(-1, |&s| s as i64)]);
+        g.broadcast(&[&t], 0)?;
+        Ok(t.int64_value(&[0]))
+    });
+    match shared {
+        None => mine,
+        Some(_) if rank == 0 => mine,
+        Some(Err(e)) => Err(e),
+        Some(Ok(s)) if s < 0 => bail!("--budget: rank 0's probe failed (its error line says why); this is rank {rank}"),
+        Some(Ok(s)) => Ok(s as usize),
     }
-    eprintln!("budget {budget:.0} s: {per_step:.3} s a step, {setup:.0} s set-up -> train.steps = {}", steps as usize);
-    Ok(steps as usize)
 }
 
 #[cfg(test)]
