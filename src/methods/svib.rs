@@ -25,6 +25,19 @@ pub enum Reinit {
     Never,
 }
 
+/// Where a re-initialisation takes its features from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReinitSource {
+    /// Sampled training images, centre-cropped as for evaluation, through the teacher in eval
+    /// mode (BatchNorm's running statistics).
+    Images,
+    /// The teacher's z2 of the latest training steps' first global views (augmented, BatchNorm
+    /// on the batch), as the teacher sees images when it makes the targets; the K newest rows
+    /// (`images` until K rows have been seen).
+    Views,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GmmInit {
@@ -43,6 +56,7 @@ pub struct GmmConfig {
     /// One set of means for both branches (true) or an EMA copy for the teacher (false).
     pub shared: bool,
     pub reinit: Reinit,
+    pub reinit_source: ReinitSource,
     /// Images sampled for re-initialisation (0: K).
     pub reinit_samples: usize,
     /// Std of the noise added when fewer samples than K are drawn (with replacement).
@@ -67,6 +81,7 @@ impl Default for GmmConfig {
             init: GmmInit::Random,
             shared: true,
             reinit: Reinit::EveryEpoch,
+            reinit_source: ReinitSource::Images,
             reinit_samples: 0,
             reinit_noise: 0.01,
             sigma_teacher: 0.2,
@@ -179,6 +194,10 @@ pub struct Svib {
     /// Batch values kept from `loss` for `after_step`.
     pending_center: Option<Tensor>,
     pending_marginal: Option<Tensor>,
+    /// The newest teacher features of first global views, at most K rows
+    /// (`gmm.reinit_source = "views"`), and this step's, added after the step.
+    recent_views: Tensor,
+    pending_views: Option<Tensor>,
 }
 
 impl Svib {
@@ -207,6 +226,8 @@ impl Svib {
             prior: Tensor::full([k], 1.0 / k as f64, (Kind::Float, device)),
             pending_center: None,
             pending_marginal: None,
+            recent_views: Tensor::zeros([0, dim], (Kind::Float, device)),
+            pending_views: None,
         })
     }
 }
@@ -267,6 +288,10 @@ impl Method for Svib {
         let h_sample = crate::dist::mean_over_ranks(&entropy(&posterior).mean(Kind::Float)).double_value(&[]);
         self.pending_center = self.cfg.teacher.center.then(|| crate::dist::batch_mean(&sim_t.detach(), true));
         self.pending_marginal = Some(marginal);
+        if g.reinit_source == ReinitSource::Views && g.reinit != Reinit::Never {
+            // the global batch's first views, in one process's order
+            self.pending_views = Some(crate::dist::gather_over_ranks(&z_t.narrow(0, 0, z_t.size()[0] / 2).detach()));
+        }
         let mut stats = vec![("h_marginal", h_marginal), ("h_marginal_rel", h_marginal / log_k), ("h_sample", h_sample), ("h_sample_rel", h_sample / log_k)];
         if self.cfg.teacher.center || self.cfg.teacher.sinkhorn_iters > 0 {
             // the variant's consistency target, which is not the posterior
@@ -290,6 +315,11 @@ impl Method for Svib {
             if let Some(q) = self.pending_marginal.take() {
                 let pm = self.cfg.ib.prior_momentum;
                 self.prior = &self.prior * pm + q * (1.0 - pm);
+            }
+            if let Some(v) = self.pending_views.take() {
+                let all = Tensor::cat(&[&self.recent_views, &v], 0);
+                let n = all.size()[0];
+                self.recent_views = all.narrow(0, (n - self.cfg.gmm.k).max(0), n.min(self.cfg.gmm.k));
             }
         });
     }
@@ -338,7 +368,11 @@ impl Method for Svib {
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {
-        vec![("center".into(), self.center.shallow_clone()), ("prior".into(), self.prior.shallow_clone())]
+        let mut s = vec![("center".into(), self.center.shallow_clone()), ("prior".into(), self.prior.shallow_clone())];
+        if self.recent_views.size()[0] > 0 {
+            s.push(("recent_views".into(), self.recent_views.shallow_clone()));
+        }
+        s
     }
 
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
@@ -346,6 +380,7 @@ impl Method for Svib {
             match name.as_str() {
                 "center" => self.center = t.to_device(self.center.device()),
                 "prior" => self.prior = t.to_device(self.prior.device()),
+                "recent_views" => self.recent_views = t.to_device(self.recent_views.device()),
                 other => bail!("unknown method state `{other}` in checkpoint"),
             }
         }
@@ -358,18 +393,23 @@ impl Svib {
     /// the teacher's copy too; `epoch` seeds the draw.
     fn reinit_means(&mut self, epoch: u64, train: &Dataset, prep: &EvalPrep, seed: u64) -> Result<()> {
         let k = self.cfg.gmm.k as usize;
-        let wanted = if self.cfg.gmm.reinit_samples == 0 { k } else { self.cfg.gmm.reinit_samples };
-        let m = wanted.min(train.len());
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6D6D_0000 ^ epoch.wrapping_mul(0x9E37_79B9));
-        let idx: Vec<usize> = sample(&mut rng, train.len(), m).into_vec();
         let device = self.gmm.vectors.device();
-        let feats = tch::no_grad(|| -> Result<Tensor> {
-            let mut parts = vec![];
-            for chunk in idx.chunks(256) {
-                parts.push(self.teacher.embed(&[pixel_batch(train, chunk, prep)?.to_device(device)], false));
-            }
-            Ok(Tensor::cat(&parts, 0))
-        })?;
+        // the views' queue once it holds K rows; sampled images before that
+        let feats = if self.cfg.gmm.reinit_source == ReinitSource::Views && self.recent_views.size()[0] == k as i64 {
+            self.recent_views.shallow_clone()
+        } else {
+            let wanted = if self.cfg.gmm.reinit_samples == 0 { k } else { self.cfg.gmm.reinit_samples };
+            let idx: Vec<usize> = sample(&mut rng, train.len(), wanted.min(train.len())).into_vec();
+            tch::no_grad(|| -> Result<Tensor> {
+                let mut parts = vec![];
+                for chunk in idx.chunks(256) {
+                    parts.push(self.teacher.embed(&[pixel_batch(train, chunk, prep)?.to_device(device)], false));
+                }
+                Ok(Tensor::cat(&parts, 0))
+            })?
+        };
+        let m = feats.size()[0] as usize;
         let new_means = if m >= k {
             feats.narrow(0, 0, k as i64)
         } else {

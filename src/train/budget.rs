@@ -59,10 +59,15 @@ pub fn steps_for_budget(cfg: &Config, dir: &Path, budget: f64) -> Result<usize> 
     let wall = started.elapsed().as_secs_f64();
     let lines = probe_dir.metrics();
     let _ = std::fs::remove_dir_all(probe_dir.path());
-    result.context("--budget: the probe run failed")?;
     let at = |step: usize| lines.as_ref().ok().and_then(|l| l.iter().find(|v| v["step"].as_u64() == Some(step as u64))?.get("seconds")?.as_f64());
-    // in a process group the probe trained data-parallel and only rank 0 wrote its timings
-    from_rank_0((|| {
+    // in a process group the probe trained data-parallel and only rank 0 wrote its timings;
+    // every rank reaches the broadcast, also when its own probe failed
+    let rank = crate::dist::world().0;
+    let probed = result.context("--budget: the probe run failed");
+    from_rank_0(probed.and_then(|_| {
+        if rank > 0 {
+            return Ok(0);
+        }
         let (Some(a), Some(b)) = (at(PROBE_WARMUP), at(PROBE_WARMUP + PROBE_STEPS)) else { bail!("--budget: the probe run wrote no timings") };
         let per_step = ((b - a) / PROBE_STEPS as f64).max(1e-6);
         // set-up (data, initial features) happens again in the real run, and so do the kNN at
@@ -74,11 +79,12 @@ pub fn steps_for_budget(cfg: &Config, dir: &Path, budget: f64) -> Result<usize> 
         }
         eprintln!("budget {budget:.0} s: {per_step:.3} s a step, {setup:.0} s set-up -> train.steps = {}", steps as usize);
         Ok(steps as usize)
-    })())
+    }))
 }
 
 /// Rank 0's answer, sent to every rank of the process group (the answer itself without one),
-/// so that all ranks train the same number of steps.
+/// so that all ranks train the same number of steps; a rank whose own `mine` failed returns
+/// its error after the broadcast.
 fn from_rank_0(mine: Result<usize>) -> Result<usize> {
     let (rank, _) = crate::dist::world();
     let shared = crate::dist::with_global(|g| {
@@ -88,7 +94,7 @@ fn from_rank_0(mine: Result<usize>) -> Result<usize> {
     });
     match shared {
         None => mine,
-        Some(_) if rank == 0 => mine,
+        Some(_) if rank == 0 || mine.is_err() => mine,
         Some(Err(e)) => Err(e),
         Some(Ok(s)) if s < 0 => bail!("--budget: rank 0's probe failed (its error line says why); this is rank {rank}"),
         Some(Ok(s)) => Ok(s as usize),

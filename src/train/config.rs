@@ -2,7 +2,7 @@
 //! SPEC.md with its default. Presets live in `presets/*.toml`; `--set key=value` edits any key.
 use crate::augment::MultiCropConfig;
 pub use crate::methods::head::HeadConfig;
-pub use crate::methods::svib::{BetaSchedule, GmmConfig, GmmInit, IbConfig, Prior, Reinit};
+pub use crate::methods::svib::{BetaSchedule, GmmConfig, GmmInit, IbConfig, Prior, Reinit, ReinitSource};
 use crate::methods::Shared;
 pub use crate::methods::{MethodConfig, TeacherConfig, METHODS};
 use crate::models::ArchConfig;

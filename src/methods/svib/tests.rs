@@ -158,3 +158,35 @@ fn reinit_sets_means_to_normalised_teacher_features() {
     assert!(m.end_epoch(0, &ds, &prep, 1).unwrap().is_empty());
     assert!(m.means().equal(&before));
 }
+
+#[test]
+fn reinit_from_views_takes_the_k_newest_teacher_features_of_first_views() {
+    let mut cfg = tiny_cfg();
+    cfg.gmm.reinit_source = ReinitSource::Views;
+    let mut m = new(&cfg);
+    let c = StepCtx { teacher_momentum: 1.0, ..ctx(0.5) };
+    let (a, b) = (views(4), views(4).iter().map(|v| v.flip([3])).collect::<Vec<_>>());
+    let first_views = |v: &[Tensor], m: &Svib| tch::no_grad(|| m.teacher.embed(&resolution_groups(&v[..2]), true)).narrow(0, 0, 4);
+    let (za, zb) = (first_views(&a, &m), first_views(&b, &m));
+    let images: Vec<ImageU8> = (0..3).map(|i| ImageU8::new(12, 12, 1, crate::data::testutil::bytes(144, i))).collect();
+    let ds = Dataset { images, labels: vec![0; 3], num_classes: 1, class_names: vec![], ..Default::default() };
+    let prep = EvalPrep { size: 12, channels: 1, norm: crate::data::Norm { mean: vec![0.5], std: vec![0.25] }, reduced_decode: true };
+    let _ = m.loss(&a, &c);
+    m.after_step(&c);
+    // 4 rows < K = 6: sampled images (3 of them, drawn with replacement plus noise), not the queue
+    m.end_epoch(0, &ds, &prep, 1).unwrap();
+    assert!(!m.means().narrow(0, 0, 4).allclose(&za, 1e-3, 1e-3, false));
+    let _ = m.loss(&b, &c);
+    m.after_step(&c);
+    // K = 6: the last 2 of step a's 4 first views, then step b's 4
+    let want = Tensor::cat(&[za.narrow(0, 2, 2), zb], 0);
+    let state = m.state();
+    assert_eq!(state.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["center", "prior", "recent_views"]);
+    m.end_epoch(0, &ds, &prep, 1).unwrap();
+    assert!(m.means().allclose(&want, 1e-5, 1e-6, false), "{} vs {want}", m.means());
+    // a resumed run has the same queue
+    let mut resumed = new(&cfg);
+    resumed.load_state(&state).unwrap();
+    resumed.end_epoch(0, &ds, &prep, 1).unwrap();
+    assert!(resumed.means().allclose(&want, 1e-5, 1e-6, false));
+}
