@@ -6,7 +6,7 @@ Each image: one digit 0-9 in a random font (22 DejaVu faces: sans, serif, mono, 
 italic, light), size, rotation (+-15 degrees), shear (+-0.3) and stroke, fitted into a 20 px box
 and centred by its centre of mass in 28 x 28 as MNIST was made, then bent by a smooth random
 displacement field (a few px). The test images use font faces that no training image uses. Seeded,
-so the same command writes the same bytes.
+so the same command should write the same bytes.
 
   bench/reference/.venv/bin/python scripts/data/make_font_digits.py --out /tmp/font-digits   # 8,000 train, 2,000 test
   svib knn --raw-pixels --data idx:/tmp/font-digits
