@@ -408,7 +408,7 @@ fn config_cases(root: &Path, data: &str) -> Vec<Case> {
     for (set, needle) in [("gmm.k", "gmm.k"), ("=3", "=3"), ("gmm..k=3", "gmm..k"), ("gmm.k=[1,", "gmm.k")] {
         cases.push(Case { name: format!("--set `{set}`"), args: train(&[set]), needle: needle.into() });
     }
-    let vit = ["model.name=\"vit_tiny\"", "model.patch_size=16", "model.img_size=32"];
+    let vit = ["model.name=\"vit_tiny\"", "model.patch_size=16", "model.img_size=32", "augment.local_crops=2"];
     cases.push(Case { name: "config: ViT patch larger than the local crop".into(), args: train(&vit), needle: "augment.local_size".into() });
     for (i, (text, needle)) in [
         ("method = \"svib\"\n[gmm\nk = 3\n", "bad.toml"),
