@@ -21,23 +21,17 @@ pub struct BenchCase {
     pub sets: &'static [&'static str],
 }
 
+/// Applied to fmnist-cpu before every case's own overrides: the workload of the PERFORMANCE.md
+/// history (2 local crops, batch 128), kept fixed while the preset changes (no local crops
+/// since session 15, batch 64 since session 16).
+const HISTORY: &[&str] = &["augment.local_crops=2", "train.batch_size=128"];
+
 pub const CASES: &[BenchCase] = &[
-    // The workload of the PERFORMANCE.md history, kept fixed while the preset's crops and batch
-    // change (the preset has had no local crops since session 15 and batch 64 since session 16).
-    BenchCase { name: "resnet", what: "fmnist-cpu's ResNet-18 width 16: 2x28 px + 2x14 px crops, batch 128", sets: &["augment.local_crops=2", "train.batch_size=128"] },
+    BenchCase { name: "resnet", what: "fmnist-cpu's ResNet-18 width 16: 2x28 px + 2x14 px crops, batch 128", sets: &[] },
     BenchCase {
         name: "vit",
         what: "small ViT (dim 192, depth 4, 3 heads, patch 4) on 28 px, 2x28 + 2x12 px crops, batch 128",
-        sets: &[
-            "model.name=vit_tiny",
-            "model.patch_size=4",
-            "model.img_size=28",
-            "model.depth=4",
-            "model.drop_path=0.0",
-            "augment.local_crops=2",
-            "augment.local_size=12",
-            "train.batch_size=128",
-        ],
+        sets: &["model.name=vit_tiny", "model.patch_size=4", "model.img_size=28", "model.depth=4", "model.drop_path=0.0", "augment.local_size=12"],
     },
     BenchCase {
         name: "vits16",
@@ -48,7 +42,6 @@ pub const CASES: &[BenchCase] = &[
             "model.img_size=224",
             "model.drop_path=0.0",
             "augment.global_size=224",
-            "augment.local_crops=2",
             "augment.local_size=96",
             "train.batch_size=16",
             "data.limit=2048",
@@ -65,10 +58,10 @@ pub fn case(name: &str) -> Result<&'static BenchCase> {
         .ok_or_else(|| anyhow::anyhow!("--configs: unknown `{name}` (expected one of {})", CASES.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")))
 }
 
-/// The resolved config of a case (fmnist-cpu + its overrides + `extra`).
+/// The resolved config of a case (fmnist-cpu + `HISTORY` + its overrides + `extra`).
 pub fn case_config(c: &BenchCase, extra: &[String]) -> Result<Config> {
     let mut t = crate::train::config::load_table("fmnist-cpu")?;
-    for s in c.sets.iter().map(|s| s.to_string()).chain(extra.iter().cloned()) {
+    for s in HISTORY.iter().chain(c.sets).map(|s| s.to_string()).chain(extra.iter().cloned()) {
         crate::train::config::set_key(&mut t, &s)?;
     }
     crate::train::config::set_key(&mut t, "train.knn_every=0")?;
@@ -309,6 +302,15 @@ mod tests {
         }
         assert_eq!(case_config(case("vit").unwrap(), &[]).unwrap().model.patch_size, 4);
         assert!(case("nope").is_err());
+    }
+
+    #[test]
+    fn cases_keep_the_historical_crops_and_batch() {
+        // whatever the preset's crops and batch, the benchmark's workload stays that of its history
+        for (name, batch) in [("resnet", 128), ("vit", 128), ("vits16", 16)] {
+            let cfg = case_config(case(name).unwrap(), &[]).unwrap();
+            assert_eq!((cfg.augment.local_crops, cfg.train.batch_size), (2, batch), "{name}");
+        }
     }
 
     #[test]
