@@ -6,16 +6,21 @@
 #   (b) paper-rn50 and paper-vit-s16 on generated 500x375 JPEGs at 224 px, bf16: img/s, GPU
 #       memory, the loader-wait share (SVIB_PROFILE);
 #   (c) svib against the PyTorch reference (bench/reference/svib_ref.py, AMP bf16) on the same
-#       configs, files and worker count, alternately A B A B.
+#       configs, files and worker count, alternately A B A B;
+#   (d) data-parallel training through the NCCL backend as a world of one (svib launch --nproc 1
+#       and torchrun --no-python --nproc-per-node 1): its fp32 losses against a plain run of the
+#       same batches, and paper-vit-s16's img/s with and without the group, alternately.
 # Writes gpu-check.md (one table per part) and gpu-check.json to --out (default $OUT).
 #
 #   scripts/gpu-check.sh [--bin PATH] [--out DIR] [--dry-run]
 #
-# Environment knobs for a shorter run: METHODS (default: all six), PRECISIONS (fp32 bf16 fp16),
-# REPS (A B pairs, 2).
+# Environment knobs for a shorter run: PARTS (default "a c d"; c includes b), METHODS (default:
+# all six), PRECISIONS (fp32 bf16 fp16), REPS (A B pairs, 2); and LOADER_THREADS="K ..." adds to
+# each pair of (c) a svib run with train.loader_threads=K.
 #
 # --dry-run: the same steps on the CPU with tiny models, fp32 only, the reference skipped when
-# python3 has no torchvision: checks the script itself (tests/gpu_check.rs runs it).
+# python3 has no torchvision, (d) over Gloo and without torchrun when python3 has no torch:
+# checks the script itself (tests/gpu_check.rs runs it).
 set -u
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 BIN=""
@@ -84,6 +89,9 @@ COMMON="--data folder:$W/small --set augment.channels=3 --set augment.global_siz
 # --- (a) every method: CPU vs CUDA fp32 from the same checkpoint; bf16 and fp16 -------------
 # the key that sets each method's number of prototypes (MethodConfig::prototypes_key)
 proto_key() { case "$1" in svib) echo "--set gmm.k=$K" ;; dino) echo "--set dino.out_dim=$K" ;; swav) echo "--set swav.prototypes=$K" ;; esac; }
+PARTS="${PARTS:-a c d}"
+part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+part a || METHODS=" "
 for m in ${METHODS:-svib dino byol mocov2 swav simclr}; do
   a="$W/a/$m"
   if [ $(( $(date +%s) - START )) -gt 240 ]; then echo "(a) $m skipped: over 240 s" >> "$LOG/progress.txt"; continue; fi
@@ -104,7 +112,24 @@ echo "(a) done after $(( $(date +%s) - START )) s" >> "$LOG/progress.txt"
 REF="$HERE/bench/reference/svib_ref.py"
 HAVE_REF=1
 "$PY" -c 'import torch, torchvision' 2>/dev/null || HAVE_REF=0
-for cfg in paper-rn50 paper-vit-s16; do
+# svib on a paper preset for PAPER_STEPS steps: NAME CFG SETS... [-- COMMAND...], COMMAND
+# being how svib is started (default: the binary; e.g. `$BIN launch --nproc 1 --`); the GPU's
+# memory watched; metrics and config copied to $OUTDIR/c.
+paper_run() {
+  local name=$1 cfg=$2; shift 2
+  local sets=() pre=("$BIN")
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do sets+=("$1"); shift; done
+  [ $# -gt 0 ] && shift && pre=("$@")
+  local r="$W/c/$name" g
+  g=$(watch_gpu "$OUTDIR/c-$name.gpu")
+  timeout 240 "${pre[@]}" --threads $THREADS train --config $cfg --data folder:$W/photo "${sets[@]}" \
+    --set train.device=$DEV --set train.steps=$PAPER_STEPS --set train.log_every=5 --set train.knn_at_start=false --set train.keep_checkpoints=1 \
+    --quiet --json --out "$r" > "$LOG/c-$name.txt" 2>&1
+  [ -n "$g" ] && kill $g 2>/dev/null
+  mkdir -p "$OUTDIR/c"; cp "$r/metrics.jsonl" "$OUTDIR/c/$name.jsonl" 2>/dev/null; cp "$r/config.toml" "$OUTDIR/c/$cfg.toml" 2>/dev/null
+}
+part c || CONFIGS=" "
+for cfg in ${CONFIGS:-paper-rn50 paper-vit-s16}; do
   sets="$PAPER_SETS"
   [ $cfg = paper-rn50 ] && sets="$sets $RN_SETS --set train.channels_last=true --set optim.name=adamw --set optim.lr=0.0005 --set optim.min_lr=1e-6"
   # the reference's ViT has no stochastic depth: both run without it
@@ -112,12 +137,7 @@ for cfg in paper-rn50 paper-vit-s16; do
   prec=""; [ $DRY = 0 ] && prec="--set train.precision=bf16"
   for rep in $(seq 1 "${REPS:-2}"); do
     r="$W/c/$cfg-svib-$rep"
-    g=$(watch_gpu "$OUTDIR/c-$cfg-svib-$rep.gpu")
-    SVIB_PROFILE=$([ $rep = 1 ] && echo 1 || echo 0) timeout 240 "$BIN" --threads $THREADS train --config $cfg --data folder:$W/photo $sets $prec \
-      --set train.device=$DEV --set train.steps=$PAPER_STEPS --set train.log_every=5 --set train.knn_at_start=false --set train.keep_checkpoints=1 \
-      --quiet --json --out "$r" > "$LOG/c-$cfg-svib-$rep.txt" 2>&1
-    [ -n "$g" ] && kill $g 2>/dev/null
-    mkdir -p "$OUTDIR/c"; cp "$r/metrics.jsonl" "$OUTDIR/c/$cfg-svib-$rep.jsonl" 2>/dev/null; cp "$r/config.toml" "$OUTDIR/c/$cfg.toml" 2>/dev/null
+    SVIB_PROFILE=$([ $rep = 1 ] && echo 1 || echo 0) paper_run $cfg-svib-$rep $cfg $sets $prec
     if [ $HAVE_REF = 1 ] && [ -f "$r/config.toml" ]; then
       g=$(watch_gpu "$OUTDIR/c-$cfg-ref-$rep.gpu")
       amp=$([ $DRY = 0 ] && echo bf16 || echo none)
@@ -125,8 +145,31 @@ for cfg in paper-rn50 paper-vit-s16; do
         --device $DEV --amp $amp --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225 > "$LOG/c-$cfg-ref-$rep.txt" 2>&1
       [ -n "$g" ] && kill $g 2>/dev/null
     fi
+    for k in ${LOADER_THREADS:-}; do
+      paper_run $cfg-svib-$rep-lt$k $cfg $sets $prec --set train.loader_threads=$k
+    done
   done
 done
 echo "(b, c) done after $(( $(date +%s) - START )) s" >> "$LOG/progress.txt"
 
-"$PY" "$HERE/scripts/gpu-check-report.py" --dir "$OUTDIR" --dry-run $DRY --warm $WARM --have-ref $HAVE_REF --precisions $PRECS
+# --- (d) the distributed path as a world of one: NCCL on the GPU (Gloo in the dry run) ---------
+HAVE_TORCHRUN=0
+"$PY" -c 'import torch.distributed.run' 2>/dev/null && HAVE_TORCHRUN=1
+if part d; then
+  D="--method svib $COMMON $SMALL --set gmm.k=$K --set train.device=$DEV"
+  timeout 120 "$BIN" --threads $THREADS train $D --out "$W/d/plain" > "$LOG/d-plain.txt" 2>&1
+  timeout 120 "$BIN" launch --nproc 1 -- --threads $THREADS train $D --out "$W/d/launch" > "$LOG/d-launch.txt" 2>&1
+  if [ $HAVE_TORCHRUN = 1 ]; then
+    timeout 120 "$PY" -m torch.distributed.run --no-python --nproc-per-node 1 "$BIN" --threads $THREADS train $D --out "$W/d/torchrun" > "$LOG/d-torchrun.txt" 2>&1
+  fi
+  mkdir -p "$OUTDIR/d"
+  for n in plain launch torchrun; do cp "$W/d/$n/metrics.jsonl" "$OUTDIR/d/$n.jsonl" 2>/dev/null; done
+  prec=""; [ $DRY = 0 ] && prec="--set train.precision=bf16"
+  for rep in $(seq 1 "${REPS:-2}"); do
+    paper_run d-vit-plain-$rep paper-vit-s16 $PAPER_SETS $VIT_SETS --set model.drop_path=0.0 $prec
+    paper_run d-vit-group-$rep paper-vit-s16 $PAPER_SETS $VIT_SETS --set model.drop_path=0.0 $prec -- "$BIN" launch --nproc 1 --
+  done
+  echo "(d) done after $(( $(date +%s) - START )) s" >> "$LOG/progress.txt"
+fi
+
+"$PY" "$HERE/scripts/gpu-check-report.py" --dir "$OUTDIR" --dry-run $DRY --warm $WARM --have-ref $HAVE_REF --have-torchrun $HAVE_TORCHRUN --parts "$PARTS" --precisions $PRECS

@@ -42,14 +42,26 @@ if [ "$have" != "$TORCH_VERSION" ]; then
     "$py" -m pip install -q --disable-pip-version-check --no-deps "torch==$TORCH_VERSION"
   fi
 fi
-have_cuda_rt() { ls "$site"/nvidia/cu13/lib/libcudart.so* "$site"/nvidia/cu13/lib/libcupti.so* >/dev/null 2>&1; }
+have_cuda_rt() { ls "$site"/nvidia/cu13/lib/libcudart.so* "$site"/nvidia/cu13/lib/libcupti.so* "$site"/nvidia/cu13/include/crt/host_config.h "$site"/nvidia/cu13/include/nv/target >/dev/null 2>&1; }
 if ! have_cuda_rt; then
   say "installing $CUDA_TOOLKIT_SPEC into .venv"
   # pip's resolver complains that torch's other dependencies are absent: intended (lean CPU
   # install), so its log is shown only when the install itself fails.
   "$py" -m pip install --disable-pip-version-check "$CUDA_TOOLKIT_SPEC" >.venv/pip-cuda.log 2>&1 || { cat .venv/pip-cuda.log >&2; exit 1; }
 fi
-have_cuda_rt || { say "libcudart/libcupti still missing under $site/nvidia/cu13/lib"; exit 1; }
+have_cuda_rt || { say "libcudart/libcupti (lib) or crt/cccl (include) still missing under $site/nvidia/cu13"; exit 1; }
+# NCCL's headers (not its library) for the GPU ranks' shim: taken out of the wheel, once.
+if [ ! -f "$site/nvidia/nccl/include/nccl.h" ]; then
+  say "adding the headers of $NCCL_SPEC to .venv"
+  tmp=$(mktemp -d)
+  "$py" -m pip download -q --disable-pip-version-check --no-deps -d "$tmp" "$NCCL_SPEC"
+  "$py" - "$tmp" "$site" <<'PY'
+import glob, sys, zipfile
+wheel = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0])
+wheel.extractall(sys.argv[2], [n for n in wheel.namelist() if n.startswith("nvidia/nccl/include/")])
+PY
+  rm -rf "$tmp"
+fi
 # Stable paths for .cargo/config.toml and the rpath baked in by build.rs.
 ln -sfn "$site/torch" .libtorch
 ln -sfn "$site/nvidia/cu13/lib" .cudalibs

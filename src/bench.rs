@@ -1,7 +1,7 @@
 //! `svib bench`: svib against the PyTorch reference (bench/reference/svib_ref.py) on the same
 //! configs, data and step counts, run alternately (A B A B …) as child processes, with img/s
 //! and peak memory of each; plus a loss-equality check on a fixed batch and fixed weights.
-use crate::augment::loader::Loader;
+use crate::augment::loader::{loader_threads, Loader, LoaderOptions};
 use crate::data::Norm;
 use crate::methods::svib::Svib;
 use crate::methods::{Method, StepCtx};
@@ -87,7 +87,7 @@ pub fn dump_loss_case(cfg: &Config, dir: &Path) -> Result<serde_json::Value> {
     });
     let k = svib_cfg.gmm.k;
     svib.load_state(&[("center".into(), Tensor::randn([1, k], (Kind::Float, Device::Cpu)) * 0.05)])?;
-    let batch = Loader::new(Arc::new(train.clone()), cfg.augment.clone(), norm, bs, cfg.train.seed, 0, 0, 1, false, (0, 1)).next().context("no batch")??;
+    let batch = Loader::new(Arc::new(train.clone()), cfg.augment.clone(), norm, bs, cfg.train.seed, 0, 0, LoaderOptions::default()).next().context("no batch")??;
     let sched = Schedules::new(cfg, train.len() / bs);
     let ctx = StepCtx { step: 0, total_steps: sched.total_steps, epoch: 0, beta: sched.beta(0), teacher_momentum: sched.teacher_momentum(0).unwrap_or(1.0) };
     let out = svib.loss(&batch.views, &ctx);
@@ -231,7 +231,16 @@ pub fn loader_images_per_second(cfg: &Config, batches: usize, warmup: usize) -> 
     let mut epoch = 0;
     let mut next_loader = || {
         epoch += 1;
-        Loader::new(train.clone(), cfg.augment.clone(), norm.clone(), bs, cfg.train.seed, epoch - 1, 0, cfg.train.prefetch, false, (0, 1))
+        Loader::new(
+            train.clone(),
+            cfg.augment.clone(),
+            norm.clone(),
+            bs,
+            cfg.train.seed,
+            epoch - 1,
+            0,
+            LoaderOptions { prefetch: cfg.train.prefetch, threads: loader_threads(cfg.train.loader_threads), ..Default::default() },
+        )
     };
     let mut loader = next_loader();
     let mut start = Instant::now();
@@ -274,12 +283,13 @@ pub fn median(xs: &[f64]) -> f64 {
     }
 }
 
-/// The reference's files: (python, script); an error that says how to set it up.
-pub fn reference_paths(root: &Path) -> Result<(PathBuf, PathBuf)> {
-    let python = root.join("bench/reference/.venv/bin/python");
+/// The reference's files: (python, script), the python `python` or else the reference's own
+/// venv; an error that says how to set it up.
+pub fn reference_paths(root: &Path, python: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
     let script = root.join("bench/reference/svib_ref.py");
     ensure!(script.is_file(), "{}: the reference script is missing (run svib bench from the repository)", script.display());
-    ensure!(python.is_file(), "{}: the reference's venv is missing; create it with `bash bench/reference/setup.sh`", python.display());
+    let python = python.map_or_else(|| root.join("bench/reference/.venv/bin/python"), Path::to_path_buf);
+    ensure!(python.is_file(), "{}: the reference's python is missing; create its venv with `bash bench/reference/setup.sh` or pass --python", python.display());
     Ok((python, script))
 }
 

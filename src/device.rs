@@ -22,15 +22,26 @@ pub fn try_load_cuda() -> bool {
     })
 }
 
-/// Parses `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
+/// The CUDA device that `cuda` and `auto` mean: this process's local rank in a distributed run
+/// (one GPU per rank, as torchrun's LOCAL_RANK), else device 0.
+static RANK_CUDA: OnceLock<usize> = OnceLock::new();
+
+/// Makes `cuda` and `auto` mean CUDA device `index` in this process (set once, by a GPU rank).
+pub fn set_rank_cuda(index: usize) {
+    let _ = RANK_CUDA.set(index);
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available); `cuda` is device 0, or the
+/// local rank's device in a distributed run.
 pub fn parse(spec: &str) -> Result<Device> {
+    let default = RANK_CUDA.get().copied().unwrap_or(0);
     match spec {
         "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(if try_load_cuda() { Device::Cuda(0) } else { Device::Cpu }),
+        "auto" => Ok(if try_load_cuda() { Device::Cuda(default) } else { Device::Cpu }),
         s if s == "cuda" || s.starts_with("cuda:") => {
             let idx: usize = match s.strip_prefix("cuda:") {
                 Some(n) => n.parse().map_err(|_| anyhow::anyhow!("--device: expected cuda:N with N a number, got `{s}`"))?,
-                None => 0,
+                None => default,
             };
             if !try_load_cuda() {
                 bail!("--device {s}: no CUDA device is usable (the libtorch found has no CUDA support or no GPU is visible)");

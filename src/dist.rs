@@ -1,6 +1,7 @@
 //! Process groups for data-parallel training over libtorch's own distributed engine, c10d
-//! (the engine under PyTorch's DDP): a `TCPStore` rendezvous and a Gloo group for CPU tensors,
-//! through the C++ shim `src/shim/dist.cpp`. A process learns its place from the environment
+//! (the engine under PyTorch's DDP): a `TCPStore` rendezvous and a Gloo group for CPU ranks or an
+//! NCCL group for GPU ranks, through the C++ shim `src/shim/dist.cpp` (NCCL's part,
+//! `src/shim/nccl.cpp`, is a shared library the binary carries and loads only on GPU ranks). A process learns its place from the environment
 //! torchrun sets (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`) or SLURM's
 //! (`SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`). Every collective waits at most the group's
 //! timeout, so a rank that died stops the others with an error instead of a hang.
@@ -9,14 +10,19 @@ use std::ffi::{c_char, c_int, c_long, c_void, CStr, CString};
 use std::time::Duration;
 use tch::Tensor;
 
+pub mod nccl;
+
 extern "C" {
     fn svib_dist_new(
         host: *const c_char,
         port: c_int,
+        serve: c_int,
         rank: c_int,
         size: c_int,
         timeout_ms: c_long,
         bind_host: *const c_char,
+        nccl_new: *const c_void,
+        device: c_int,
         out: *mut *mut c_void,
         err: *mut c_char,
         cap: usize,
@@ -37,10 +43,14 @@ pub struct DistEnv {
     pub local_rank: usize,
     pub master_addr: String,
     pub master_port: u16,
+    /// torchrun's agent already serves the store at MASTER_ADDR:MASTER_PORT
+    /// (TORCHELASTIC_USE_AGENT_STORE=True): rank 0 connects to it instead of serving its own.
+    pub agent_store: bool,
 }
 
 impl DistEnv {
-    /// torchrun's variables, else SLURM's; None when neither names a world of 2 or more.
+    /// torchrun's variables (a world of 1 too: `torchrun --nproc-per-node 1` joins a group of
+    /// one, as DDP does), else SLURM's (2 or more tasks); None without a launcher.
     pub fn from_env() -> Result<Option<DistEnv>> {
         Self::from_vars(|k| std::env::var(k).ok())
     }
@@ -52,26 +62,43 @@ impl DistEnv {
             var(k).map(|v| v.trim().parse::<usize>().with_context(|| format!("environment variable {k}: expected a whole number, got `{v}`"))).transpose()
         };
         let Some(world_size) = num(keys[1])? else { return Ok(None) };
-        if world_size <= 1 {
-            return Ok(None);
+        if world_size == 0 {
+            bail!("environment variable {}: expected 1 or more processes, got 0", keys[1]);
         }
         let rank = num(keys[0])?.with_context(|| format!("environment variable {}: not set, but {} = {world_size}", keys[0], keys[1]))?;
         if rank >= world_size {
             bail!("environment variable {}: expected a rank below {} = {world_size}, got {rank}", keys[0], keys[1]);
         }
         let local_rank = num(keys[2])?.unwrap_or(0);
+        if world_size == 1 && keys[1] == "SLURM_NTASKS" {
+            // every job step of a one-task allocation says so: no launcher asked for a group
+            return Ok(None);
+        }
         let master_addr = var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
         let port = var("MASTER_PORT").unwrap_or_else(|| "29500".into());
         let master_port = port.trim().parse().with_context(|| format!("environment variable MASTER_PORT: expected a port number, got `{port}`"))?;
-        Ok(Some(DistEnv { rank, world_size, local_rank, master_addr, master_port }))
+        let agent_store = var("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        Ok(Some(DistEnv { rank, world_size, local_rank, master_addr, master_port, agent_store }))
     }
 }
 
-/// A Gloo process group (CPU tensors).
+/// Which c10d backend a group runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// CPU tensors (ranks training on CPUs).
+    Gloo,
+    /// CUDA tensors on this CUDA device (ranks training on GPUs); tensors elsewhere are copied
+    /// there and back.
+    Nccl { device: usize },
+}
+
+/// A process group.
 pub struct Group {
     ptr: *mut c_void,
     pub rank: usize,
     pub size: usize,
+    /// The device NCCL's collectives run on; None for Gloo.
+    device: Option<tch::Device>,
 }
 
 // SAFETY: the group is used from one thread at a time (&self methods are called by the training
@@ -94,9 +121,18 @@ fn ptrs(ts: &[&Tensor]) -> Vec<*const c_void> {
 }
 
 impl Group {
-    /// Joins the group `env` describes; waits at most `timeout` for the others, and each
+    /// Joins the Gloo group `env` describes; waits at most `timeout` for the others, and each
     /// collective at most `timeout`.
     pub fn join(env: &DistEnv, timeout: Duration) -> Result<Group> {
+        Self::join_with(env, timeout, Backend::Gloo)
+    }
+
+    /// [`Self::join`] over `backend`.
+    pub fn join_with(env: &DistEnv, timeout: Duration, backend: Backend) -> Result<Group> {
+        let (nccl, device) = match backend {
+            Backend::Gloo => (std::ptr::null(), None),
+            Backend::Nccl { device } => (nccl::constructor().with_context(|| format!("rank {} of {}: NCCL", env.rank, env.world_size))?, Some(device)),
+        };
         let host = CString::new(env.master_addr.clone())?;
         let local = matches!(env.master_addr.as_str(), "127.0.0.1" | "localhost" | "::1");
         let bind = CString::new(if local { "127.0.0.1" } else { "" })?;
@@ -104,9 +140,39 @@ impl Group {
         let what = format!("rank {} of {}: joining the group at {}:{}", env.rank, env.world_size, env.master_addr, env.master_port);
         // SAFETY: the strings and `ptr` outlive the call; the shim allocates the group.
         call(&what, |e, n| unsafe {
-            svib_dist_new(host.as_ptr(), env.master_port as c_int, env.rank as c_int, env.world_size as c_int, timeout.as_millis() as c_long, bind.as_ptr(), &mut ptr, e, n)
+            let dev = device.unwrap_or(0) as c_int;
+            let serve = (env.rank == 0 && !env.agent_store) as c_int;
+            svib_dist_new(
+                host.as_ptr(),
+                env.master_port as c_int,
+                serve,
+                env.rank as c_int,
+                env.world_size as c_int,
+                timeout.as_millis() as c_long,
+                bind.as_ptr(),
+                nccl,
+                dev,
+                &mut ptr,
+                e,
+                n,
+            )
         })?;
-        Ok(Group { ptr, rank: env.rank, size: env.world_size })
+        Ok(Group { ptr, rank: env.rank, size: env.world_size, device: device.map(tch::Device::Cuda) })
+    }
+
+    /// The tensors a collective runs on: `ts` themselves, or for NCCL copies on its device of
+    /// those that live elsewhere (written back by [`Self::write_back`]).
+    fn staged(&self, ts: &[&Tensor]) -> Vec<Tensor> {
+        ts.iter().map(|t| self.device.filter(|d| t.device() != *d).map_or_else(|| t.shallow_clone(), |d| t.to_device(d))).collect()
+    }
+
+    /// Copies staged tensors back into the originals they were copied from.
+    fn write_back(ts: &[&Tensor], staged: &[Tensor]) {
+        tch::no_grad(|| {
+            for (t, s) in ts.iter().zip(staged).filter(|(t, s)| t.device() != s.device()) {
+                t.shallow_clone().copy_(s);
+            }
+        });
     }
 
     /// What a failed collective says: which rank saw it, and what it means.
@@ -119,9 +185,12 @@ impl Group {
 
     /// Sums each tensor over the ranks, in place.
     pub fn all_reduce_sum(&self, ts: &[&Tensor]) -> Result<()> {
-        let p = ptrs(ts);
+        let staged = self.staged(ts);
+        let p = ptrs(&staged.iter().collect::<Vec<_>>());
         // SAFETY: live tensors borrowed for the call, changed in place.
-        call(&self.failed("all-reduce"), |e, n| unsafe { svib_dist_allreduce_sum(self.ptr, p.as_ptr(), p.len(), e, n) })
+        call(&self.failed("all-reduce"), |e, n| unsafe { svib_dist_allreduce_sum(self.ptr, p.as_ptr(), p.len(), e, n) })?;
+        Self::write_back(ts, &staged);
+        Ok(())
     }
 
     /// Averages each tensor over the ranks, in place.
@@ -136,11 +205,13 @@ impl Group {
     /// The sum of `t` over the ranks, differentiable: its backward sums the ranks' gradients
     /// (torch.distributed.nn.all_reduce), so that a loss on rank r reaches the inputs of every rank.
     pub fn all_reduce_sum_grad(&self, t: &Tensor) -> Result<Tensor> {
+        let x = self.staged(&[t]).remove(0);
         let mut out = std::ptr::null_mut();
-        // SAFETY: `t` is live for the call; the shim allocates the result, owned by the Tensor.
-        call(&self.failed("all-reduce"), |e, n| unsafe { svib_dist_allreduce_sum_grad(self.ptr, t.as_ptr() as *const c_void, &mut out, e, n) })?;
+        // SAFETY: `x` is live for the call; the shim allocates the result, owned by the Tensor.
+        call(&self.failed("all-reduce"), |e, n| unsafe { svib_dist_allreduce_sum_grad(self.ptr, x.as_ptr() as *const c_void, &mut out, e, n) })?;
         // SAFETY: a tensor the shim allocated for us.
-        Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
+        let y = unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) };
+        Ok(if y.device() == t.device() { y } else { y.to_device(t.device()) })
     }
 
     /// Every rank's `t` concatenated along the first dimension in rank order, differentiable
@@ -158,19 +229,22 @@ impl Group {
 
     /// Copies each tensor of rank `root` into every other rank's, in place.
     pub fn broadcast(&self, ts: &[&Tensor], root: usize) -> Result<()> {
-        let p = ptrs(ts);
+        let staged = self.staged(ts);
+        let p = ptrs(&staged.iter().collect::<Vec<_>>());
         // SAFETY: as above.
-        call(&self.failed("broadcast"), |e, n| unsafe { svib_dist_broadcast(self.ptr, p.as_ptr(), p.len(), root as c_int, e, n) })
+        call(&self.failed("broadcast"), |e, n| unsafe { svib_dist_broadcast(self.ptr, p.as_ptr(), p.len(), root as c_int, e, n) })?;
+        Self::write_back(ts, &staged);
+        Ok(())
     }
 
     /// Every rank's `t`, concatenated along the first dimension in rank order.
     pub fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
-        let t = t.contiguous();
-        let outs: Vec<Tensor> = (0..self.size).map(|_| t.empty_like()).collect();
+        let x = self.staged(&[t]).remove(0).contiguous();
+        let outs: Vec<Tensor> = (0..self.size).map(|_| x.empty_like()).collect();
         let p = ptrs(&outs.iter().collect::<Vec<_>>());
         // SAFETY: as above; `outs` are written.
-        call(&self.failed("all-gather"), |e, n| unsafe { svib_dist_allgather(self.ptr, t.as_ptr() as *const c_void, p.as_ptr(), p.len(), e, n) })?;
-        Ok(Tensor::cat(&outs, 0))
+        call(&self.failed("all-gather"), |e, n| unsafe { svib_dist_allgather(self.ptr, x.as_ptr() as *const c_void, p.as_ptr(), p.len(), e, n) })?;
+        Ok(Tensor::cat(&outs, 0).to_device(t.device()))
     }
 
     /// Waits until every rank is here.

@@ -1,5 +1,6 @@
 //! scripts/gpu-check.sh --dry-run: the prepared GPU check runs end to end on the CPU (tiny
-//! models, fp32, the PyTorch reference skipped without torchvision) and reports every part.
+//! models, fp32, the PyTorch reference skipped without torchvision, the distributed part over
+//! Gloo) and reports every part.
 use std::process::Command;
 
 #[test]
@@ -29,4 +30,9 @@ fn gpu_check_dry_run_reports_every_method_and_both_paper_presets() {
     assert_eq!(paper.len(), 4);
     assert!(paper.iter().all(|r| r["svib_img_s"].as_f64().unwrap() > 0.0), "{paper:?}");
     assert!(std::fs::read_to_string(out.path().join("gpu-check.md")).unwrap().contains("| paper-vit-s16 | 2 |"));
+    // (d) the distributed path as a group of one (Gloo on the CPU): the plain run's losses
+    let d = &report["distributed"];
+    assert_eq!((d["plain_steps"].as_u64(), d["launch_steps"].as_u64()), (Some(6), Some(6)), "{d}");
+    assert!(d["launch_max_rel"].as_f64().unwrap() <= 1e-6, "{d}");
+    assert!(d["vit"].as_array().unwrap().iter().all(|r| r["group_img_s"].as_f64().unwrap() > 0.0), "{d}");
 }

@@ -1,4 +1,4 @@
-//! A bounded prefetch queue: a background thread augments the next batches (in parallel on the
+//! A bounded prefetch queue: background threads augment the next batches (in parallel on the
 //! rayon pool) while the training thread computes on the current one.
 use super::{augment_batch_tensors, MultiCropConfig};
 use crate::data::{Dataset, Norm};
@@ -34,67 +34,98 @@ pub fn dataset_order(ds: &Dataset, seed: u64, epoch: u64) -> Vec<usize> {
     crate::data::wds::buffered_order(&ds.members, ds.shuffle_buffer, &mut rng)
 }
 
-/// Iterator over the batches of one epoch, produced ahead by a background thread.
+/// How a [`Loader`] runs.
+#[derive(Clone, Copy, Debug)]
+pub struct LoaderOptions {
+    /// Batches made ahead of the one being consumed (at least 1).
+    pub prefetch: usize,
+    /// Views in pinned host memory (training on CUDA).
+    pub pinned: bool,
+    /// (rank, world size): a global batch is `batch` x world images of the epoch order and this
+    /// rank gets its rank-th part, so the ranks together see every image once per epoch.
+    pub shard: (usize, usize),
+    /// Batches assembled at once, each by its own thread over the shared rayon pool (at least
+    /// 1): with one, the cores idle at the end of every batch while its last images finish and
+    /// while its tensors are put together; with more, the next batch fills those gaps. The
+    /// batches and their order do not depend on it.
+    pub threads: usize,
+}
+
+/// The loader threads `train.loader_threads` asks for: itself, or with 0 half the rayon pool's
+/// threads (at least 1). Measured on a 16-core GPU host (docs/PERFORMANCE.md, "GPU"): 8 fed
+/// paper-rn50 and paper-vit-s16 at 1.4-1.6x the images/s of 1; on 2 cores this stays 1.
+pub fn loader_threads(requested: usize) -> usize {
+    if requested == 0 {
+        (rayon::current_num_threads() / 2).max(1)
+    } else {
+        requested
+    }
+}
+
+impl Default for LoaderOptions {
+    fn default() -> Self {
+        LoaderOptions { prefetch: 1, pinned: false, shard: (0, 1), threads: 1 }
+    }
+}
+
+/// Iterator over the batches of one epoch, produced ahead by background threads: batch b (from
+/// the first one made) by thread b mod `threads`, each thread with its own bounded queue, read in
+/// batch order.
 pub struct Loader {
-    rx: Receiver<anyhow::Result<CropBatch>>,
-    handle: Option<JoinHandle<()>>,
+    queues: Vec<Receiver<anyhow::Result<CropBatch>>>,
+    handles: Vec<JoinHandle<()>>,
+    next: usize,
     pub batches: usize,
 }
 
 impl Loader {
-    /// Batches `skip..` of epoch `epoch` (drop-last, as DINO's loader), `prefetch` batches ahead;
-    /// the views in pinned host memory with `pinned` (training on CUDA). With `shard` = (rank,
-    /// world size) a global batch is `batch` x world images of the epoch order and this rank
-    /// gets its rank-th part, so the ranks together see every image once per epoch.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        ds: Arc<Dataset>,
-        cfg: MultiCropConfig,
-        norm: Norm,
-        batch: usize,
-        seed: u64,
-        epoch: u64,
-        skip: usize,
-        prefetch: usize,
-        pinned: bool,
-        shard: (usize, usize),
-    ) -> Loader {
-        let order = dataset_order(&ds, seed, epoch);
-        let (rank, world) = shard;
+    /// Batches `skip..` of epoch `epoch` (drop-last, as DINO's loader) of `batch` images each.
+    pub fn new(ds: Arc<Dataset>, cfg: MultiCropConfig, norm: Norm, batch: usize, seed: u64, epoch: u64, skip: usize, opts: LoaderOptions) -> Loader {
+        let order = Arc::new(dataset_order(&ds, seed, epoch));
+        let (rank, world) = opts.shard;
         let batches = ds.len() / (batch * world);
-        let (tx, rx) = sync_channel(prefetch.max(1));
-        let handle = std::thread::spawn(move || {
-            for b in skip..batches {
-                let start = b * batch * world + rank * batch;
-                let idx = &order[start..start + batch];
-                let batch = augment_batch_tensors(&ds, idx, &cfg, &norm, seed, epoch, pinned).map(|views| {
-                    let labels = Tensor::from_slice(&idx.iter().map(|&i| ds.labels[i]).collect::<Vec<_>>());
-                    CropBatch { views, labels, indices: idx.to_vec() }
-                });
-                let failed = batch.is_err();
-                // an error (an image that does not decode) ends the epoch after it is delivered
-                if tx.send(batch).is_err() || failed {
-                    return; // consumer dropped the loader
+        let threads = opts.threads.max(1);
+        let depth = opts.prefetch.max(1).div_ceil(threads);
+        let (mut queues, mut handles) = (Vec::new(), Vec::new());
+        for t in 0..threads {
+            let (tx, rx) = sync_channel(depth);
+            let (ds, cfg, norm, order) = (ds.clone(), cfg.clone(), norm.clone(), order.clone());
+            handles.push(std::thread::spawn(move || {
+                for b in (skip + t..batches).step_by(threads) {
+                    let start = b * batch * world + rank * batch;
+                    let idx = &order[start..start + batch];
+                    let batch = augment_batch_tensors(&ds, idx, &cfg, &norm, seed, epoch, opts.pinned).map(|views| {
+                        let labels = Tensor::from_slice(&idx.iter().map(|&i| ds.labels[i]).collect::<Vec<_>>());
+                        CropBatch { views, labels, indices: idx.to_vec() }
+                    });
+                    let failed = batch.is_err();
+                    // an error (an image that does not decode) ends the epoch after it is delivered
+                    if tx.send(batch).is_err() || failed {
+                        return; // consumer dropped the loader
+                    }
                 }
-            }
-        });
-        Loader { rx, handle: Some(handle), batches }
+            }));
+            queues.push(rx);
+        }
+        Loader { queues, handles, next: 0, batches }
     }
 }
 
 impl Iterator for Loader {
     type Item = anyhow::Result<CropBatch>;
     fn next(&mut self) -> Option<anyhow::Result<CropBatch>> {
-        self.rx.recv().ok()
+        let n = self.queues.len();
+        let item = self.queues[self.next % n].recv().ok();
+        self.next += 1;
+        item
     }
 }
 
 impl Drop for Loader {
     fn drop(&mut self) {
-        // Unblock the producer: replace the receiver so its next send fails, then join it.
-        let (_, dead) = sync_channel(0);
-        drop(std::mem::replace(&mut self.rx, dead));
-        if let Some(h) = self.handle.take() {
+        // Unblock the producers: drop the receivers so their next send fails, then join them.
+        self.queues.clear();
+        for h in self.handles.drain(..) {
             let _ = h.join();
         }
     }
@@ -116,7 +147,8 @@ mod tests {
         });
         let cfg = MultiCropConfig { global_size: 8, local_size: 4, local_crops: 1, ..MultiCropConfig::default() };
         let norm = Norm { mean: vec![0.5], std: vec![0.5] };
-        let batches: Vec<CropBatch> = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 0, 2, false, (0, 1)).collect::<anyhow::Result<_>>().unwrap();
+        let batches: Vec<CropBatch> =
+            Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 0, LoaderOptions { prefetch: 2, ..Default::default() }).collect::<anyhow::Result<_>>().unwrap();
         assert_eq!(batches.len(), 3);
         assert_eq!(batches[0].views.len(), 3);
         assert_eq!(batches[0].views[2].size(), vec![3, 3, 4, 4]);
@@ -124,7 +156,8 @@ mod tests {
         assert_eq!(batches[1].indices, order[3..6].to_vec());
         assert_eq!(Vec::<i64>::try_from(&batches[1].labels).unwrap(), order[3..6].iter().map(|&i| i as i64).collect::<Vec<_>>());
         // skipping resumes mid-epoch with the same batches
-        let rest: Vec<CropBatch> = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 2, 2, false, (0, 1)).collect::<anyhow::Result<_>>().unwrap();
+        let rest: Vec<CropBatch> =
+            Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 9, 0, 2, LoaderOptions { prefetch: 2, ..Default::default() }).collect::<anyhow::Result<_>>().unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].indices, batches[2].indices);
         assert!(rest[0].views[0].equal(&batches[2].views[0]));
@@ -136,6 +169,38 @@ mod tests {
         }
         // dropping a loader early does not hang
         assert_ne!(epoch_order(10, 9, 1), order);
+    }
+
+    #[test]
+    fn several_threads_make_the_same_batches_in_the_same_order() {
+        let ds = Arc::new(Dataset {
+            images: (0..23).map(|i| ImageU8::new(8, 8, 1, (0..64).map(|p| (i * 7 + p) as u8).collect())).collect(),
+            labels: (0..23).map(|i| i % 5).collect(),
+            num_classes: 5,
+            class_names: vec![],
+            ..Default::default()
+        });
+        let cfg = MultiCropConfig { global_size: 8, local_size: 4, local_crops: 2, ..MultiCropConfig::default() };
+        let norm = Norm { mean: vec![0.5], std: vec![0.5] };
+        let run = |threads: usize, prefetch: usize, skip: usize| -> Vec<CropBatch> {
+            let opts = LoaderOptions { prefetch, threads, ..Default::default() };
+            Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 4, 1, skip, opts).collect::<anyhow::Result<_>>().unwrap()
+        };
+        let one = run(1, 2, 0);
+        assert_eq!(one.len(), 7);
+        for (threads, prefetch, skip) in [(3, 2, 0), (2, 1, 0), (4, 8, 3), (7, 1, 0), (9, 3, 2)] {
+            let many = run(threads, prefetch, skip);
+            assert_eq!(many.len(), 7 - skip, "threads {threads} skip {skip}");
+            for (a, b) in one[skip..].iter().zip(&many) {
+                assert_eq!(a.indices, b.indices);
+                assert!(a.labels.equal(&b.labels));
+                assert!(a.views.iter().zip(&b.views).all(|(x, y)| x.equal(y)), "threads {threads}: views differ");
+            }
+        }
+        // dropping a loader of several threads after one batch does not hang
+        let mut l = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 4, 1, 0, LoaderOptions { prefetch: 1, threads: 3, ..Default::default() });
+        assert!(l.next().unwrap().is_ok());
+        drop(l);
     }
 
     #[test]
@@ -152,7 +217,7 @@ mod tests {
         let cfg = MultiCropConfig { global_size: 8, local_size: 4, local_crops: 1, channels: 3, ..Default::default() };
         let norm = crate::data::Norm { mean: vec![0.5; 3], std: vec![0.5; 3] };
         let n = ds.len();
-        let batches: Vec<_> = Loader::new(ds, cfg, norm, n, 0, 0, 0, 1, false, (0, 1)).collect();
+        let batches: Vec<_> = Loader::new(ds, cfg, norm, n, 0, 0, 0, LoaderOptions::default()).collect();
         let e = format!("{:#}", batches.into_iter().next().unwrap().err().expect("the bad file fails the batch"));
         assert!(e.contains("zz.png") && e.contains("not a decodable image"), "{e}");
     }

@@ -37,6 +37,10 @@ pub struct BenchArgs {
     /// Data set of --loader (an ImageFolder: folder:DIR).
     #[arg(long)]
     pub data: Option<String>,
+    /// Python of the PyTorch reference (default: bench/reference/.venv/bin/python, made by
+    /// bench/reference/setup.sh); any python with torch and torchvision, e.g. a GPU machine's python3.
+    #[arg(long)]
+    pub python: Option<PathBuf>,
     /// Markdown table written here as well (atomically).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -49,7 +53,7 @@ pub fn run(a: BenchArgs, threads: usize) -> Result<()> {
     anyhow::ensure!(a.steps > a.warmup && a.warmup >= 1, "--steps must exceed --warmup (>= 1)");
     anyhow::ensure!(a.steps.is_multiple_of(a.warmup), "--steps must be a multiple of --warmup (svib logs every --warmup steps)");
     let root = std::env::current_dir()?;
-    let (python, script) = reference_paths(&root)?;
+    let (python, script) = reference_paths(&root, a.python.as_deref())?;
     let exe = std::env::current_exe()?;
     let work = tempfile::tempdir()?;
     let mut md = String::new();
@@ -108,7 +112,7 @@ fn run_loader(a: &BenchArgs, config: &str, threads: usize) -> Result<()> {
     }
     let cfg = crate::train::config::Config::from_table(t)?;
     let dir = cfg.data.spec.parse::<DataSpec>().map_err(|e| anyhow::anyhow!("--data: {e}"))?.dir;
-    let (python, script) = reference_paths(&std::env::current_dir()?)?;
+    let (python, script) = reference_paths(&std::env::current_dir()?, a.python.as_deref())?;
     let work = tempfile::tempdir()?;
     let config_path = work.path().join("config.toml");
     crate::util::write_atomic(&config_path, cfg.to_toml().as_bytes())?;

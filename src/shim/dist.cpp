@@ -1,6 +1,7 @@
 // libtorch's own distributed engine (c10d), for data-parallel training (src/dist.rs): a
-// TCPStore rendezvous and a Gloo process group (CPU tensors) with all-reduce (sum), broadcast,
-// all-gather and barrier; every collective waits at most the group's timeout. The wheel ships
+// TCPStore rendezvous and a Gloo process group (CPU tensors) or an NCCL one (CUDA tensors; made
+// by libsvib_nccl.so, src/shim/nccl.cpp) with all-reduce (sum), broadcast, all-gather and
+// barrier; every collective waits at most the group's timeout. The wheel ships
 // c10d's headers but not Gloo's, which ProcessGroupGloo.hpp includes: they come from Debian's
 // libgloo-dev (scripts/setup.sh); only pointers to Gloo types appear in the classes used here,
 // and every Gloo symbol is libtorch's own. Each function catches C++ exceptions and returns
@@ -24,7 +25,7 @@ using svib_shim::list;
 namespace {
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  c10::intrusive_ptr<c10d::Backend> pg;
   std::chrono::milliseconds timeout;
 };
 
@@ -63,7 +64,7 @@ struct AllReduceSum : public torch::autograd::Function<AllReduceSum> {
                    "run the same command again to resume): %s\n",
                    g->pg->getRank(), g->pg->getSize(), what.substr(0, what.find('\n')).c_str());
       std::fflush(stderr);
-      std::_Exit(1);  // not exit(): Gloo's threads are still running
+      std::_Exit(1);  // not exit(): the backend's threads are still running
     }
     return {out, at::Tensor()};
   }
@@ -72,23 +73,35 @@ struct AllReduceSum : public torch::autograd::Function<AllReduceSum> {
 
 extern "C" {
 
-// Joins the group of `size` processes whose rank 0 serves the store at host:port. The Gloo
-// transport binds to `bind_host` (an address of this machine; empty: the hostname's).
-int svib_dist_new(const char *host, int port, int rank, int size, long timeout_ms, const char *bind_host, void **out, char *err, size_t cap) {
+// svib_nccl_new of libsvib_nccl.so (src/shim/nccl.cpp).
+typedef int (*nccl_new_fn)(void *store, int rank, int size, long timeout_ms, int device, void **out, char *err, size_t cap);
+
+// Joins the group of `size` processes whose store is served at host:port (by this process when
+// `serve`: rank 0, unless torchrun's agent serves it): over NCCL on
+// CUDA device `device` when `nccl_new` is given, else over Gloo, whose transport binds to
+// `bind_host` (an address of this machine; empty: the hostname's).
+int svib_dist_new(const char *host, int port, int serve, int rank, int size, long timeout_ms, const char *bind_host, void *nccl_new, int device, void **out, char *err, size_t cap) {
   try {
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions so;
     so.port = static_cast<std::uint16_t>(port);
-    so.isServer = rank == 0;
+    so.isServer = serve != 0;
     so.numWorkers = size;
     so.waitWorkers = true;
     so.timeout = timeout;
     auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
     auto store = c10::make_intrusive<c10d::PrefixStore>("svib", tcp);
-    auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
-    std::string bind(bind_host);
-    opts->devices.push_back(bind.empty() ? c10d::ProcessGroupGloo::createDefaultDevice() : c10d::ProcessGroupGloo::createDeviceForHostname(bind));
-    auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, opts);
+    c10::intrusive_ptr<c10d::Backend> pg;
+    if (nccl_new) {
+      void *b = nullptr;
+      if (reinterpret_cast<nccl_new_fn>(nccl_new)(store.get(), rank, size, timeout_ms, device, &b, err, cap) != 0) return 1;
+      pg = c10::intrusive_ptr<c10d::Backend>::reclaim(static_cast<c10d::Backend *>(b));
+    } else {
+      auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+      std::string bind(bind_host);
+      opts->devices.push_back(bind.empty() ? c10d::ProcessGroupGloo::createDefaultDevice() : c10d::ProcessGroupGloo::createDeviceForHostname(bind));
+      pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, opts);
+    }
     *out = new Group{store, pg, timeout};
     return 0;
   } catch (const std::exception &e) {

@@ -125,6 +125,10 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Batches augmented ahead of the training step.
     pub prefetch: usize,
+    /// Batches the loader assembles at once, each on its own thread over the shared pool (see
+    /// augment::loader::LoaderOptions::threads); 0: half the threads (--threads). The batches are
+    /// the same for any value.
+    pub loader_threads: usize,
     /// Convolution weights and inputs in NHWC layout (oneDNN's preferred layout on CPU); the
     /// numbers are the same, the speed is not (docs/PERFORMANCE.md). No effect on ViTs.
     pub channels_last: bool,
@@ -202,6 +206,7 @@ impl Default for TrainConfig {
             checkpoint_every_steps: 0,
             keep_checkpoints: 2,
             prefetch: 3,
+            loader_threads: 0,
             channels_last: false,
             precision: Precision::Fp32,
             tensorboard: false,
@@ -462,6 +467,7 @@ impl Config {
             ("train.log_every", tr.log_every as f64, 1.0, 1e9),
             ("train.keep_checkpoints", tr.keep_checkpoints as f64, 1.0, 1000.0),
             ("train.prefetch", tr.prefetch as f64, 0.0, 64.0),
+            ("train.loader_threads", tr.loader_threads as f64, 0.0, 64.0),
             ("train.collapse_threshold", tr.collapse_threshold, 0.0, 1.0),
             ("train.collapse_mi_threshold", tr.collapse_mi_threshold, 0.0, 1.0),
             ("eval.k", e.k as f64, 1.0, 1e5),

@@ -148,19 +148,27 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
     }
 }
 
-/// In a launcher's environment (torchrun, SLURM) with 2 or more processes: joins the process
-/// group, once per process (every method trains data-parallel).
+/// In a launcher's environment (torchrun, or SLURM with 2 or more tasks): joins the process
+/// group, once per process (every method trains data-parallel): over NCCL on the local rank's GPU
+/// when the run trains on CUDA, else over Gloo.
 fn join_group(cfg: &Config) -> Result<()> {
     let Some(env) = crate::dist::DistEnv::from_env()? else { return Ok(()) };
-    if crate::device::parse(&cfg.train.device).is_ok_and(|d| d.is_cuda()) {
-        bail!("train.device: data-parallel training on GPUs needs NCCL, which svib does not build yet (this is rank {} of {}); train on one GPU with one process, or on CPUs (train.device = \"cpu\")", env.rank, env.world_size);
-    }
     crate::dist::set_sync_batch_norm(cfg.model.sync_bn);
-    if crate::dist::world().1 == 1 {
-        let timeout = std::time::Duration::from_secs(std::env::var("SVIB_DIST_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(1800));
-        crate::dist::set_global(crate::dist::Group::join(&env, timeout)?)?;
+    if crate::dist::with_global(|_| Ok(())).is_some() {
+        return Ok(());
     }
-    Ok(())
+    let backend = match cfg.train.device.as_str() {
+        "cuda" | "auto" if crate::device::try_load_cuda() => crate::dist::Backend::Nccl { device: env.local_rank },
+        spec => match crate::device::parse(spec).context("train.device")? {
+            tch::Device::Cuda(i) => crate::dist::Backend::Nccl { device: i },
+            _ => crate::dist::Backend::Gloo,
+        },
+    };
+    if let crate::dist::Backend::Nccl { device } = backend {
+        crate::device::set_rank_cuda(device);
+    }
+    let timeout = std::time::Duration::from_secs(std::env::var("SVIB_DIST_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(1800));
+    crate::dist::set_global(crate::dist::Group::join_with(&env, timeout, backend)?)
 }
 
 #[cfg(test)]

@@ -134,10 +134,11 @@ impl RunDir {
 }
 
 /// Keys that may differ when a run directory is resumed.
-const RESUME_FREE_KEYS: [&str; 13] = [
+const RESUME_FREE_KEYS: [&str; 14] = [
     "train.device",
     "train.tensorboard",
     "train.prefetch",
+    "train.loader_threads",
     "train.channels_last",
     "train.log_every",
     "train.knn_every",
