@@ -201,6 +201,7 @@ def main():
         runs = ["launch"] + (["torchrun"] if a.have_torchrun else [])
         bad += [f"group of one ({n})" for n in runs if rd[f"{n}_max_rel"] is None or rd[f"{n}_max_rel"] > 1e-5]
         bad += ["group of one (paper-vit-s16)" for r in rd["vit"] if not r["plain_img_s"] or not r["group_img_s"]]
+        bad += ["group of one (paper-vit-s16 did not run)"] if not rd["vit"] else []
     if bad:
         print("gpu-check: FAILED for " + ", ".join(sorted(set(bad))) + f" (logs in {a.dir}/log)")
         raise SystemExit(1)

@@ -126,7 +126,7 @@ paper_run() {
     --set train.device=$DEV --set train.steps=$PAPER_STEPS --set train.log_every=5 --set train.knn_at_start=false --set train.keep_checkpoints=1 \
     --quiet --json --out "$r" > "$LOG/c-$name.txt" 2>&1
   [ -n "$g" ] && kill $g 2>/dev/null
-  mkdir -p "$OUTDIR/c"; cp "$r/metrics.jsonl" "$OUTDIR/c/$name.jsonl" 2>/dev/null; cp "$r/config.toml" "$OUTDIR/c/$cfg.toml" 2>/dev/null
+  mkdir -p "$OUTDIR/c"; cp "$r/metrics.jsonl" "$OUTDIR/c/$name.jsonl" 2>/dev/null; cp "$r/config.toml" "$OUTDIR/c/$name.toml" 2>/dev/null
 }
 part c || CONFIGS=" "
 for cfg in ${CONFIGS:-paper-rn50 paper-vit-s16}; do
@@ -146,7 +146,7 @@ for cfg in ${CONFIGS:-paper-rn50 paper-vit-s16}; do
       [ -n "$g" ] && kill $g 2>/dev/null
     fi
     for k in ${LOADER_THREADS:-}; do
-      paper_run $cfg-svib-$rep-lt$k $cfg $sets $prec --set train.loader_threads=$k
+      SVIB_PROFILE=$([ $rep = 1 ] && echo 1 || echo 0) paper_run $cfg-svib-$rep-lt$k $cfg $sets $prec --set train.loader_threads=$k
     done
   done
 done
@@ -160,7 +160,7 @@ if part d; then
   timeout 120 "$BIN" --threads $THREADS train $D --out "$W/d/plain" > "$LOG/d-plain.txt" 2>&1
   timeout 120 "$BIN" launch --nproc 1 -- --threads $THREADS train $D --out "$W/d/launch" > "$LOG/d-launch.txt" 2>&1
   if [ $HAVE_TORCHRUN = 1 ]; then
-    timeout 120 "$PY" -m torch.distributed.run --no-python --nproc-per-node 1 "$BIN" --threads $THREADS train $D --out "$W/d/torchrun" > "$LOG/d-torchrun.txt" 2>&1
+    timeout 120 "$PY" -m torch.distributed.run --standalone --no-python --nproc-per-node 1 "$BIN" --threads $THREADS train $D --out "$W/d/torchrun" > "$LOG/d-torchrun.txt" 2>&1
   fi
   mkdir -p "$OUTDIR/d"
   for n in plain launch torchrun; do cp "$W/d/$n/metrics.jsonl" "$OUTDIR/d/$n.jsonl" 2>/dev/null; done

@@ -49,8 +49,10 @@ pub struct DistEnv {
 }
 
 impl DistEnv {
-    /// torchrun's variables (a world of 1 too: `torchrun --nproc-per-node 1` joins a group of
-    /// one, as DDP does), else SLURM's (2 or more tasks); None without a launcher.
+    /// torchrun's variables, else SLURM's; None without a launcher. A world of one is a group
+    /// only when torchrun (`TORCHELASTIC_RUN_ID`) or `svib launch` (`SVIB_LAUNCH`) started the
+    /// process, as DDP under `torchrun --nproc-per-node 1`; a stray `WORLD_SIZE=1` or a one-task
+    /// SLURM step trains alone.
     pub fn from_env() -> Result<Option<DistEnv>> {
         Self::from_vars(|k| std::env::var(k).ok())
     }
@@ -70,8 +72,7 @@ impl DistEnv {
             bail!("environment variable {}: expected a rank below {} = {world_size}, got {rank}", keys[0], keys[1]);
         }
         let local_rank = num(keys[2])?.unwrap_or(0);
-        if world_size == 1 && keys[1] == "SLURM_NTASKS" {
-            // every job step of a one-task allocation says so: no launcher asked for a group
+        if world_size == 1 && (keys[1] == "SLURM_NTASKS" || (var("TORCHELASTIC_RUN_ID").is_none() && var("SVIB_LAUNCH").is_none())) {
             return Ok(None);
         }
         let master_addr = var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
@@ -102,7 +103,7 @@ pub struct Group {
 }
 
 // SAFETY: the group is used from one thread at a time (&self methods are called by the training
-// thread); c10d's Gloo backend is itself thread-safe.
+// thread, or by autograd's through the shim); c10d's Gloo and NCCL backends are thread-safe.
 unsafe impl Send for Group {}
 
 /// Runs one shim call and turns its error text into an error.
@@ -183,14 +184,20 @@ impl Group {
         )
     }
 
-    /// Sums each tensor over the ranks, in place.
-    pub fn all_reduce_sum(&self, ts: &[&Tensor]) -> Result<()> {
+    /// Runs the shim's in-place collective `f` (on the tensors' pointers) over `ts`, staged onto
+    /// the group's device where needed and written back.
+    fn in_place(&self, ts: &[&Tensor], op: &str, f: impl FnOnce(&[*const c_void], *mut c_char, usize) -> c_int) -> Result<()> {
         let staged = self.staged(ts);
         let p = ptrs(&staged.iter().collect::<Vec<_>>());
-        // SAFETY: live tensors borrowed for the call, changed in place.
-        call(&self.failed("all-reduce"), |e, n| unsafe { svib_dist_allreduce_sum(self.ptr, p.as_ptr(), p.len(), e, n) })?;
+        call(&self.failed(op), |e, n| f(&p, e, n))?;
         Self::write_back(ts, &staged);
         Ok(())
+    }
+
+    /// Sums each tensor over the ranks, in place.
+    pub fn all_reduce_sum(&self, ts: &[&Tensor]) -> Result<()> {
+        // SAFETY: live tensors borrowed for the call, changed in place.
+        self.in_place(ts, "all-reduce", |p, e, n| unsafe { svib_dist_allreduce_sum(self.ptr, p.as_ptr(), p.len(), e, n) })
     }
 
     /// Averages each tensor over the ranks, in place.
@@ -227,13 +234,23 @@ impl Group {
         self.all_reduce_sum_grad(&placed)
     }
 
-    /// Copies each tensor of rank `root` into every other rank's, in place.
+    /// Copies each tensor of rank `root` into every other rank's, in place: one collective per
+    /// dtype and device, over the tensors flattened into one bucket (as DDP's buffers), not one
+    /// per tensor.
     pub fn broadcast(&self, ts: &[&Tensor], root: usize) -> Result<()> {
-        let staged = self.staged(ts);
-        let p = ptrs(&staged.iter().collect::<Vec<_>>());
-        // SAFETY: as above.
-        call(&self.failed("broadcast"), |e, n| unsafe { svib_dist_broadcast(self.ptr, p.as_ptr(), p.len(), root as c_int, e, n) })?;
-        Self::write_back(ts, &staged);
+        let mut kinds: Vec<(tch::Kind, tch::Device)> = vec![];
+        for k in ts.iter().map(|t| (t.kind(), t.device())) {
+            if !kinds.contains(&k) {
+                kinds.push(k); // in order of first appearance: the same on every rank
+            }
+        }
+        for kind in kinds {
+            let bucket: Vec<&Tensor> = ts.iter().copied().filter(|t| (t.kind(), t.device()) == kind).collect();
+            let flat = Tensor::cat(&bucket.iter().map(|t| t.detach().reshape([-1])).collect::<Vec<_>>(), 0);
+            // SAFETY: live tensors borrowed for the call, changed in place.
+            self.in_place(&[&flat], "broadcast", |p, e, n| unsafe { svib_dist_broadcast(self.ptr, p.as_ptr(), p.len(), root as c_int, e, n) })?;
+            unflatten_into(&bucket, &flat);
+        }
         Ok(())
     }
 
@@ -261,6 +278,19 @@ impl Drop for Group {
     }
 }
 
+/// Copies consecutive parts of the 1-D `flat` into `ts` (shaped as they are), without gradient:
+/// the inverse of concatenating their flattened values.
+pub fn unflatten_into(ts: &[&Tensor], flat: &Tensor) {
+    let mut at = 0;
+    tch::no_grad(|| {
+        for t in ts {
+            let n = t.numel() as i64;
+            t.shallow_clone().copy_(&flat.narrow(0, at, n).view_as(t));
+            at += n;
+        }
+    });
+}
+
 /// `svib launch`: runs `args` (an svib command line) in `nproc` local processes with torchrun's
 /// variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR=127.0.0.1, MASTER_PORT = `port` or a
 /// free one), each with its share of the cores unless `args` set `--threads`; waits for all.
@@ -282,8 +312,14 @@ pub fn launch(nproc: usize, port: Option<u16>, args: &[String]) -> Result<i32> {
     eprintln!("launching {nproc} processes of `svib {}` (MASTER_ADDR=127.0.0.1 MASTER_PORT={port})", argv.join(" "));
     let mut children = vec![];
     for r in 0..nproc {
-        let vars =
-            [("RANK", r.to_string()), ("LOCAL_RANK", r.to_string()), ("WORLD_SIZE", nproc.to_string()), ("MASTER_ADDR", "127.0.0.1".into()), ("MASTER_PORT", port.to_string())];
+        let vars = [
+            ("RANK", r.to_string()),
+            ("LOCAL_RANK", r.to_string()),
+            ("WORLD_SIZE", nproc.to_string()),
+            ("MASTER_ADDR", "127.0.0.1".into()),
+            ("MASTER_PORT", port.to_string()),
+            ("SVIB_LAUNCH", "1".into()),
+        ];
         // a process group of their own: Ctrl-C reaches the launcher alone, which forwards it once
         let cmd = std::os::unix::process::CommandExt::process_group(std::process::Command::new(&exe).args(&argv).envs(vars), 0).spawn();
         children.push(cmd.with_context(|| format!("starting rank {r}"))?);

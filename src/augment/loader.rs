@@ -52,14 +52,22 @@ pub struct LoaderOptions {
 }
 
 /// The loader threads `train.loader_threads` asks for: itself, or with 0 half the rayon pool's
-/// threads (at least 1). Measured on a 16-core GPU host (docs/PERFORMANCE.md, "GPU"): 8 fed
-/// paper-rn50 and paper-vit-s16 at 1.4-1.6x the images/s of 1; on 2 cores this stays 1.
+/// threads, from 1 to 8. Measured on a 16-core GPU host (docs/PERFORMANCE.md, "GPU"): 8 fed
+/// paper-rn50 and paper-vit-s16 at 1.4-1.6x the images/s of 1; on 2 cores this stays 1; more
+/// than 8 was not measured, and each thread holds batches of its own.
 pub fn loader_threads(requested: usize) -> usize {
     if requested == 0 {
-        (rayon::current_num_threads() / 2).max(1)
+        (rayon::current_num_threads() / 2).clamp(1, 8)
     } else {
         requested
     }
+}
+
+/// The most batches a loader holds at once, the one being consumed included: each thread one
+/// being made and its queue's (prefetch spread over the threads, at least one each).
+pub fn batches_held(prefetch: usize, threads: usize) -> usize {
+    let threads = threads.max(1);
+    threads * (prefetch.max(1).div_ceil(threads) + 1) + 1
 }
 
 impl Default for LoaderOptions {
@@ -75,6 +83,8 @@ pub struct Loader {
     queues: Vec<Receiver<anyhow::Result<CropBatch>>>,
     handles: Vec<JoinHandle<()>>,
     next: usize,
+    /// Batches this loader yields (`batches - skip`).
+    expected: usize,
     pub batches: usize,
 }
 
@@ -107,17 +117,21 @@ impl Loader {
             }));
             queues.push(rx);
         }
-        Loader { queues, handles, next: 0, batches }
+        Loader { queues, handles, next: 0, expected: batches.saturating_sub(skip), batches }
     }
 }
 
 impl Iterator for Loader {
     type Item = anyhow::Result<CropBatch>;
     fn next(&mut self) -> Option<anyhow::Result<CropBatch>> {
-        let n = self.queues.len();
-        let item = self.queues[self.next % n].recv().ok();
-        self.next += 1;
-        item
+        if self.next >= self.expected {
+            return None;
+        }
+        let t = self.next % self.queues.len();
+        let item = self.queues[t].recv().unwrap_or_else(|_| Err(anyhow::anyhow!("loader thread {t} stopped before batch {} of the epoch (it panicked)", self.next)));
+        // after an error the epoch ends: the thread that sent it has stopped
+        self.next = if item.is_err() { self.expected } else { self.next + 1 };
+        Some(item)
     }
 }
 
@@ -197,6 +211,8 @@ mod tests {
                 assert!(a.views.iter().zip(&b.views).all(|(x, y)| x.equal(y)), "threads {threads}: views differ");
             }
         }
+        // what a loader holds at most: 1 consumed + per thread one being made and its queue
+        assert_eq!((batches_held(3, 1), batches_held(3, 8), batches_held(0, 1), batches_held(8, 3)), (5, 17, 3, 13));
         // dropping a loader of several threads after one batch does not hang
         let mut l = Loader::new(ds.clone(), cfg.clone(), norm.clone(), 3, 4, 1, 0, LoaderOptions { prefetch: 1, threads: 3, ..Default::default() });
         assert!(l.next().unwrap().is_ok());

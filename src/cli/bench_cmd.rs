@@ -37,8 +37,9 @@ pub struct BenchArgs {
     /// Data set of --loader (an ImageFolder: folder:DIR).
     #[arg(long)]
     pub data: Option<String>,
-    /// Python of the PyTorch reference (default: bench/reference/.venv/bin/python, made by
-    /// bench/reference/setup.sh); any python with torch and torchvision, e.g. a GPU machine's python3.
+    /// Python of the PyTorch reference, a path (default: bench/reference/.venv/bin/python, made
+    /// by bench/reference/setup.sh); any python with torch and torchvision, e.g. a GPU machine's:
+    /// --python "$(command -v python3)".
     #[arg(long)]
     pub python: Option<PathBuf>,
     /// Markdown table written here as well (atomically).

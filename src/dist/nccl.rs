@@ -35,7 +35,7 @@ fn load() -> Result<usize> {
     // mapped after the file is removed when `file` drops).
     let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     if handle.is_null() {
-        bail!("loading the NCCL shim: {}", dl_error());
+        bail!("loading the NCCL shim from {} (point TMPDIR at a folder that allows executables if this one does not): {}", file.path().display(), dl_error());
     }
     let name = CString::new("svib_nccl_new")?;
     // SAFETY: a live handle and a valid symbol name.

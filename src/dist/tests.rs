@@ -11,8 +11,16 @@ fn environment_of_torchrun_and_slurm() {
     let s = DistEnv::from_vars(vars(&[("SLURM_PROCID", "3"), ("SLURM_NTASKS", "8"), ("SLURM_LOCALID", "3"), ("MASTER_ADDR", "n1")])).unwrap().unwrap();
     assert_eq!((s.rank, s.world_size, s.local_rank, s.master_port), (3, 8, 3, 29500));
     assert_eq!(DistEnv::from_vars(vars(&[])).unwrap(), None, "no launcher: one process");
-    let one = DistEnv::from_vars(vars(&[("RANK", "0"), ("WORLD_SIZE", "1")])).unwrap().expect("torchrun with one process: a group of one");
-    assert_eq!((one.rank, one.world_size), (0, 1));
+    assert_eq!(DistEnv::from_vars(vars(&[("RANK", "0"), ("WORLD_SIZE", "1")])).unwrap(), None, "a stray WORLD_SIZE=1: no group");
+    for started_by in ["TORCHELASTIC_RUN_ID", "SVIB_LAUNCH"] {
+        let pairs: &'static [(&str, &str)] = if started_by == "SVIB_LAUNCH" {
+            &[("RANK", "0"), ("WORLD_SIZE", "1"), ("SVIB_LAUNCH", "1")]
+        } else {
+            &[("RANK", "0"), ("WORLD_SIZE", "1"), ("TORCHELASTIC_RUN_ID", "none")]
+        };
+        let one = DistEnv::from_vars(vars(pairs)).unwrap().expect("a launcher's one process: a group of one");
+        assert_eq!((one.rank, one.world_size), (0, 1), "{started_by}");
+    }
     assert_eq!(DistEnv::from_vars(vars(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1")])).unwrap(), None, "a one-task SLURM step: no group");
     let e = DistEnv::from_vars(vars(&[("RANK", "0"), ("WORLD_SIZE", "0")])).unwrap_err().to_string();
     assert!(e.contains("WORLD_SIZE") && e.contains("1 or more"), "{e}");

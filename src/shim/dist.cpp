@@ -29,7 +29,10 @@ struct Group {
   std::chrono::milliseconds timeout;
 };
 
-// Waits for a collective: a timeout, or a peer that went away, throws.
+// Waits for a collective on the CPU: a timeout, or a peer that went away, throws (for NCCL too,
+// so that a lost rank is named in one line; the trainer reads a loss every step, so the CPU
+// waits for the GPU once per step anyway, and the collectives per step are few: one gradient
+// bucket, one buffer bucket, the logged means).
 void wait(const c10::intrusive_ptr<c10d::Work> &w, const Group *g) { w->wait(g->timeout); }
 
 // Sums `t` (contiguous) over the group, in place.
@@ -94,7 +97,8 @@ int svib_dist_new(const char *host, int port, int serve, int rank, int size, lon
     c10::intrusive_ptr<c10d::Backend> pg;
     if (nccl_new) {
       void *b = nullptr;
-      if (reinterpret_cast<nccl_new_fn>(nccl_new)(store.get(), rank, size, timeout_ms, device, &b, err, cap) != 0) return 1;
+      c10d::Store *base = store.get();
+      if (reinterpret_cast<nccl_new_fn>(nccl_new)(base, rank, size, timeout_ms, device, &b, err, cap) != 0) return 1;
       pg = c10::intrusive_ptr<c10d::Backend>::reclaim(static_cast<c10d::Backend *>(b));
     } else {
       auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
@@ -133,7 +137,8 @@ int svib_dist_allreduce_sum_grad(void *gp, at::Tensor *x, at::Tensor **out, char
   }
 }
 
-// Copies each tensor of rank `root` into the same tensors of every other rank, in place.
+// Copies each tensor of rank `root` into the same tensors of every other rank, in place (one
+// collective per tensor: src/dist.rs hands over one flat bucket per dtype).
 int svib_dist_broadcast(void *gp, at::Tensor **ts, size_t n, int root, char *err, size_t cap) {
   try {
     auto g = static_cast<Group *>(gp);

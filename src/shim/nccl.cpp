@@ -10,10 +10,14 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #include <chrono>
 
+// ProcessGroupNCCL's layout depends on the NCCL headers: they must be the version libtorch was
+// built with (scripts/versions.sh, NCCL_SPEC; torch 2.11.0 requires 2.28.9).
+static_assert(NCCL_VERSION_CODE == NCCL_VERSION(2, 28, 9), "NCCL headers of another version than torch 2.11.0's (scripts/versions.sh)");
+
 extern "C" {
 
-// *out = a new c10d::Backend* (a ProcessGroupNCCL of `size` ranks over `store`, a
-// c10d::Store*) bound to CUDA device `device`, which also becomes this thread's current device.
+// *out = a new c10d::Backend* (a ProcessGroupNCCL of `size` ranks over `store`, a c10d::Store*
+// whose reference the caller keeps) bound to CUDA device `device`, which also becomes this thread's current device.
 // The caller owns one reference of *out (intrusive_ptr::reclaim).
 int svib_nccl_new(void *store, int rank, int size, long timeout_ms, int device, void **out, char *err, size_t cap) {
   try {

@@ -123,11 +123,12 @@ pub struct TrainConfig {
     /// Also checkpoint every N steps within an epoch (0: at epoch ends only).
     pub checkpoint_every_steps: usize,
     pub keep_checkpoints: usize,
-    /// Batches augmented ahead of the training step.
+    /// Batches augmented ahead of the training step (spread over the loader threads, at least
+    /// one each).
     pub prefetch: usize,
     /// Batches the loader assembles at once, each on its own thread over the shared pool (see
-    /// augment::loader::LoaderOptions::threads); 0: half the threads (--threads). The batches are
-    /// the same for any value.
+    /// augment::loader::LoaderOptions::threads); 0: half the threads (--threads), 1 to 8. The
+    /// batches are the same for any value.
     pub loader_threads: usize,
     /// Convolution weights and inputs in NHWC layout (oneDNN's preferred layout on CPU); the
     /// numbers are the same, the speed is not (docs/PERFORMANCE.md). No effect on ViTs.

@@ -533,14 +533,7 @@ impl<'a> Trainer<'a> {
             }
             let flat = Tensor::cat(&grads.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0);
             g.all_reduce_mean(&[&flat])?;
-            let mut at = 0;
-            tch::no_grad(|| {
-                for gr in &grads {
-                    let n = gr.numel() as i64;
-                    gr.shallow_clone().copy_(&flat.narrow(0, at, n).view_as(gr));
-                    at += n;
-                }
-            });
+            crate::dist::unflatten_into(&grads.iter().collect::<Vec<_>>(), &flat);
             Ok(())
         })
         .transpose()
