@@ -128,13 +128,14 @@ paper_run() {
   [ -n "$g" ] && kill $g 2>/dev/null
   mkdir -p "$OUTDIR/c"; cp "$r/metrics.jsonl" "$OUTDIR/c/$name.jsonl" 2>/dev/null; cp "$r/config.toml" "$OUTDIR/c/$name.toml" 2>/dev/null
 }
+# the paper presets run in bf16 on the GPU (fp32 in the dry run)
+prec=""; [ $DRY = 0 ] && prec="--set train.precision=bf16"
 part c || CONFIGS=" "
 for cfg in ${CONFIGS:-paper-rn50 paper-vit-s16}; do
   sets="$PAPER_SETS"
   [ $cfg = paper-rn50 ] && sets="$sets $RN_SETS --set train.channels_last=true --set optim.name=adamw --set optim.lr=0.0005 --set optim.min_lr=1e-6"
   # the reference's ViT has no stochastic depth: both run without it
   [ $cfg = paper-vit-s16 ] && sets="$sets $VIT_SETS --set model.drop_path=0.0"
-  prec=""; [ $DRY = 0 ] && prec="--set train.precision=bf16"
   for rep in $(seq 1 "${REPS:-2}"); do
     r="$W/c/$cfg-svib-$rep"
     SVIB_PROFILE=$([ $rep = 1 ] && echo 1 || echo 0) paper_run $cfg-svib-$rep $cfg $sets $prec
@@ -164,7 +165,6 @@ if part d; then
   fi
   mkdir -p "$OUTDIR/d"
   for n in plain launch torchrun; do cp "$W/d/$n/metrics.jsonl" "$OUTDIR/d/$n.jsonl" 2>/dev/null; done
-  prec=""; [ $DRY = 0 ] && prec="--set train.precision=bf16"
   for rep in $(seq 1 "${REPS:-2}"); do
     paper_run d-vit-plain-$rep paper-vit-s16 $PAPER_SETS $VIT_SETS --set model.drop_path=0.0 $prec
     paper_run d-vit-group-$rep paper-vit-s16 $PAPER_SETS $VIT_SETS --set model.drop_path=0.0 $prec -- "$BIN" launch --nproc 1 --

@@ -1,7 +1,7 @@
 //! `svib bench`: svib against the PyTorch reference (bench/reference/svib_ref.py) on the same
 //! configs, data and step counts, run alternately (A B A B …) as child processes, with img/s
 //! and peak memory of each; plus a loss-equality check on a fixed batch and fixed weights.
-use crate::augment::loader::{loader_threads, Loader, LoaderOptions};
+use crate::augment::loader::{Loader, LoaderOptions};
 use crate::data::Norm;
 use crate::methods::svib::Svib;
 use crate::methods::{Method, StepCtx};
@@ -239,7 +239,7 @@ pub fn loader_images_per_second(cfg: &Config, batches: usize, warmup: usize) -> 
             cfg.train.seed,
             epoch - 1,
             0,
-            LoaderOptions { prefetch: cfg.train.prefetch, threads: loader_threads(cfg.train.loader_threads), ..Default::default() },
+            LoaderOptions { prefetch: cfg.train.prefetch, threads: cfg.train.loader_threads, ..Default::default() },
         )
     };
     let mut loader = next_loader();

@@ -22,26 +22,36 @@ pub fn try_load_cuda() -> bool {
     })
 }
 
-/// The CUDA device that `cuda` and `auto` mean: this process's local rank in a distributed run
-/// (one GPU per rank, as torchrun's LOCAL_RANK), else device 0.
-static RANK_CUDA: OnceLock<usize> = OnceLock::new();
+/// This process's local rank in a distributed run (torchrun's LOCAL_RANK), set once on joining.
+static LOCAL_RANK: OnceLock<usize> = OnceLock::new();
 
-/// Makes `cuda` and `auto` mean CUDA device `index` in this process (set once, by a GPU rank).
-pub fn set_rank_cuda(index: usize) {
-    let _ = RANK_CUDA.set(index);
+/// Makes `cuda` and `auto` mean the GPU of local rank `local_rank` in this process.
+pub fn set_local_rank(local_rank: usize) {
+    let _ = LOCAL_RANK.set(local_rank);
+}
+
+/// The CUDA device `cuda` and `auto` mean (CUDA loaded): 0, or on a distributed rank its local
+/// rank's device, or device 0 when the process sees one GPU (SLURM's `--gpus-per-task=1`).
+fn default_cuda(spec: &str) -> Result<usize> {
+    let Some(&local) = LOCAL_RANK.get() else { return Ok(0) };
+    match tch::Cuda::device_count().max(0) as usize {
+        n if local < n => Ok(local),
+        1 => Ok(0),
+        n => bail!("--device {spec}: local rank {local} but this process sees {n} GPUs (expected one GPU per local rank, or one visible GPU per process)"),
+    }
 }
 
 /// Parses `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available); `cuda` is device 0, or the
 /// local rank's device in a distributed run.
 pub fn parse(spec: &str) -> Result<Device> {
-    let default = RANK_CUDA.get().copied().unwrap_or(0);
     match spec {
         "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(if try_load_cuda() { Device::Cuda(default) } else { Device::Cpu }),
+        "auto" => Ok(if try_load_cuda() { Device::Cuda(default_cuda(spec)?) } else { Device::Cpu }),
         s if s == "cuda" || s.starts_with("cuda:") => {
             let idx: usize = match s.strip_prefix("cuda:") {
                 Some(n) => n.parse().map_err(|_| anyhow::anyhow!("--device: expected cuda:N with N a number, got `{s}`"))?,
-                None => default,
+                None if try_load_cuda() => default_cuda(s)?,
+                None => 0,
             };
             if !try_load_cuda() {
                 bail!("--device {s}: no CUDA device is usable (the libtorch found has no CUDA support or no GPU is visible)");

@@ -164,7 +164,7 @@ impl Group {
     /// The tensors a collective runs on: `ts` themselves, or for NCCL copies on its device of
     /// those that live elsewhere (written back by [`Self::write_back`]).
     fn staged(&self, ts: &[&Tensor]) -> Vec<Tensor> {
-        ts.iter().map(|t| self.device.filter(|d| t.device() != *d).map_or_else(|| t.shallow_clone(), |d| t.to_device(d))).collect()
+        ts.iter().map(|t| self.device.map_or_else(|| t.shallow_clone(), |d| t.to_device(d))).collect()
     }
 
     /// Copies staged tensors back into the originals they were copied from.
@@ -217,8 +217,7 @@ impl Group {
         // SAFETY: `x` is live for the call; the shim allocates the result, owned by the Tensor.
         call(&self.failed("all-reduce"), |e, n| unsafe { svib_dist_allreduce_sum_grad(self.ptr, x.as_ptr() as *const c_void, &mut out, e, n) })?;
         // SAFETY: a tensor the shim allocated for us.
-        let y = unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) };
-        Ok(if y.device() == t.device() { y } else { y.to_device(t.device()) })
+        Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) }.to_device(t.device()))
     }
 
     /// Every rank's `t` concatenated along the first dimension in rank order, differentiable
@@ -246,7 +245,7 @@ impl Group {
         }
         for kind in kinds {
             let bucket: Vec<&Tensor> = ts.iter().copied().filter(|t| (t.kind(), t.device()) == kind).collect();
-            let flat = Tensor::cat(&bucket.iter().map(|t| t.detach().reshape([-1])).collect::<Vec<_>>(), 0);
+            let flat = flatten(&bucket);
             // SAFETY: live tensors borrowed for the call, changed in place.
             self.in_place(&[&flat], "broadcast", |p, e, n| unsafe { svib_dist_broadcast(self.ptr, p.as_ptr(), p.len(), root as c_int, e, n) })?;
             unflatten_into(&bucket, &flat);
@@ -278,8 +277,13 @@ impl Drop for Group {
     }
 }
 
+/// The values of `ts` in one 1-D tensor, in order (a bucket for one collective; no gradient).
+pub fn flatten(ts: &[&Tensor]) -> Tensor {
+    Tensor::cat(&ts.iter().map(|t| t.detach().reshape([-1])).collect::<Vec<_>>(), 0)
+}
+
 /// Copies consecutive parts of the 1-D `flat` into `ts` (shaped as they are), without gradient:
-/// the inverse of concatenating their flattened values.
+/// the inverse of [`flatten`].
 pub fn unflatten_into(ts: &[&Tensor], flat: &Tensor) {
     let mut at = 0;
     tch::no_grad(|| {
@@ -396,6 +400,11 @@ pub fn world() -> (usize, usize) {
     })
 }
 
+/// Whether this process has joined a group.
+pub fn joined() -> bool {
+    GLOBAL.get().is_some()
+}
+
 /// Runs `f` on the global group; None without one.
 pub fn with_global<T>(f: impl FnOnce(&Group) -> Result<T>) -> Option<Result<T>> {
     GLOBAL.get().map(|g| f(&g.lock().expect("group lock")))
@@ -424,7 +433,7 @@ pub fn set_sync_batch_norm(on: bool) {
 
 /// True when BatchNorm synchronises: switched on and this process is in a group.
 pub fn sync_batch_norm() -> bool {
-    SYNC_BN.load(std::sync::atomic::Ordering::Relaxed) && GLOBAL.get().is_some()
+    SYNC_BN.load(std::sync::atomic::Ordering::Relaxed) && joined()
 }
 
 /// Runs a collective of the global group inside a method's loss: `f(group)`, or `alone()`
@@ -460,7 +469,7 @@ pub fn gather_over_ranks_grad(t: &Tensor) -> Tensor {
 /// ranks and laid out as one process holding the global batch would hold it: view 0 of every
 /// rank in rank order, then view 1, … (no gradient; `t` itself without a group).
 pub fn gather_views(t: &Tensor, n_views: i64) -> Tensor {
-    if GLOBAL.get().is_none() {
+    if !joined() {
         return t.shallow_clone();
     }
     Tensor::cat(&t.chunk(n_views, 0).iter().map(gather_over_ranks).collect::<Vec<_>>(), 0)

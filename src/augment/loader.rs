@@ -44,14 +44,14 @@ pub struct LoaderOptions {
     /// (rank, world size): a global batch is `batch` x world images of the epoch order and this
     /// rank gets its rank-th part, so the ranks together see every image once per epoch.
     pub shard: (usize, usize),
-    /// Batches assembled at once, each by its own thread over the shared rayon pool (at least
-    /// 1): with one, the cores idle at the end of every batch while its last images finish and
+    /// Batches assembled at once, each by its own thread over the shared rayon pool (0: chosen
+    /// by [`loader_threads`], as `train.loader_threads`): with one, the cores idle at the end of every batch while its last images finish and
     /// while its tensors are put together; with more, the next batch fills those gaps. The
     /// batches and their order do not depend on it.
     pub threads: usize,
 }
 
-/// The loader threads `train.loader_threads` asks for: itself, or with 0 half the rayon pool's
+/// The loader threads a request of `requested` means: itself, or with 0 half the rayon pool's
 /// threads, from 1 to 8. Measured on a 16-core GPU host (docs/PERFORMANCE.md, "GPU"): 8 fed
 /// paper-rn50 and paper-vit-s16 at 1.4-1.6x the images/s of 1; on 2 cores this stays 1; more
 /// than 8 was not measured, and each thread holds batches of its own.
@@ -66,7 +66,7 @@ pub fn loader_threads(requested: usize) -> usize {
 /// The most batches a loader holds at once, the one being consumed included: each thread one
 /// being made and its queue's (prefetch spread over the threads, at least one each).
 pub fn batches_held(prefetch: usize, threads: usize) -> usize {
-    let threads = threads.max(1);
+    let threads = loader_threads(threads);
     threads * (prefetch.max(1).div_ceil(threads) + 1) + 1
 }
 
@@ -94,7 +94,7 @@ impl Loader {
         let order = Arc::new(dataset_order(&ds, seed, epoch));
         let (rank, world) = opts.shard;
         let batches = ds.len() / (batch * world);
-        let threads = opts.threads.max(1);
+        let threads = loader_threads(opts.threads);
         let depth = opts.prefetch.max(1).div_ceil(threads);
         let (mut queues, mut handles) = (Vec::new(), Vec::new());
         for t in 0..threads {

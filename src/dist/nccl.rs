@@ -22,7 +22,7 @@ pub fn constructor() -> Result<*const c_void> {
 }
 
 fn load() -> Result<usize> {
-    if LIBRARY.is_empty() {
+    if !built_in() {
         bail!("this svib binary was built without NCCL's headers (run scripts/setup.sh, then cargo build --release), so it cannot train on several GPUs; train on one GPU with one process");
     }
     if !crate::device::try_load_cuda() {

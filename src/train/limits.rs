@@ -54,7 +54,7 @@ pub fn memory_parts(cfg: &Config) -> Vec<(&'static str, f64)> {
     let batch = cfg.train.batch_size as f64;
     let pixels = a.channels as f64 * (2.0 * (a.global_size as f64).powi(2) + a.local_crops as f64 * (a.local_size as f64).powi(2));
     // the batch being trained, the prefetched ones and those being made, as f32
-    let held = crate::augment::loader::batches_held(cfg.train.prefetch, crate::augment::loader::loader_threads(cfg.train.loader_threads));
+    let held = crate::augment::loader::batches_held(cfg.train.prefetch, cfg.train.loader_threads);
     let crops = 4.0 * batch * pixels * held as f64;
     // student and teacher posteriors, their logarithms and gradients
     let posteriors = 4.0 * 4.0 * batch * (views + 2.0) * k;

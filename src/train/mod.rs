@@ -152,46 +152,23 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
 /// group, once per process (every method trains data-parallel): over NCCL on the local rank's GPU
 /// when the run trains on CUDA, else over Gloo.
 fn join_group(cfg: &Config) -> Result<()> {
-    use crate::dist::Backend;
     let Some(env) = crate::dist::DistEnv::from_env()? else { return Ok(()) };
     crate::dist::set_sync_batch_norm(cfg.model.sync_bn);
-    if crate::dist::with_global(|_| Ok(())).is_some() {
+    if crate::dist::joined() {
         return Ok(());
     }
-    let backend = group_backend(&cfg.train.device, &env)?;
-    if let Backend::Nccl { device } = backend {
-        if env.world_size == 1 && !crate::dist::nccl::built_in() {
-            eprintln!("note: this svib binary was built without NCCL's headers: the one process trains without a process group");
-            return Ok(());
-        }
-        crate::device::set_rank_cuda(device);
+    // `cuda`/`auto` now mean this rank's GPU (crate::device::parse)
+    crate::device::set_local_rank(env.local_rank);
+    let backend = match crate::device::parse(&cfg.train.device).context("train.device")? {
+        Device::Cuda(device) => crate::dist::Backend::Nccl { device },
+        _ => crate::dist::Backend::Gloo,
+    };
+    if matches!(backend, crate::dist::Backend::Nccl { .. }) && env.world_size == 1 && !crate::dist::nccl::built_in() {
+        eprintln!("note: this svib binary was built without NCCL's headers: the one process trains without a process group");
+        return Ok(());
     }
     let timeout = std::time::Duration::from_secs(std::env::var("SVIB_DIST_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(1800));
     crate::dist::set_global(crate::dist::Group::join_with(&env, timeout, backend)?)
-}
-
-/// This rank's backend: NCCL on its GPU when the run trains on CUDA (`cuda` and `auto`: the
-/// local rank's device, or device 0 when the process sees one GPU, as under SLURM's
-/// `--gpus-per-task=1`; `cuda:N` as written), else Gloo.
-fn group_backend(spec: &str, env: &crate::dist::DistEnv) -> Result<crate::dist::Backend> {
-    use crate::dist::Backend;
-    if matches!(spec, "cuda" | "auto") && crate::device::try_load_cuda() {
-        let visible = tch::Cuda::device_count().max(0) as usize;
-        let device = match visible {
-            n if env.local_rank < n => env.local_rank,
-            1 => 0,
-            n => bail!(
-                "train.device = \"{spec}\": rank {} has local rank {} but this process sees {n} GPUs (expected one GPU per local rank, or one visible GPU per process)",
-                env.rank,
-                env.local_rank
-            ),
-        };
-        return Ok(Backend::Nccl { device });
-    }
-    Ok(match crate::device::parse(spec).context("train.device")? {
-        Device::Cuda(i) => Backend::Nccl { device: i },
-        _ => Backend::Gloo,
-    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use super::monitor::{self, CollapseMonitor, Entropies};
 use super::rundir::{RunDir, RunLock};
 use super::schedule::Schedules;
 use super::{channels_last, checkpoint, eval_prep, knn_eval, load_train_data, optim, profile, restore, RunOptions, RunResult};
-use crate::augment::loader::{loader_threads, CropBatch, Loader, LoaderOptions};
+use crate::augment::loader::{CropBatch, Loader, LoaderOptions};
 use crate::data::{self, Dataset, LoadOptions, Norm, Split};
 use crate::eval::features::EvalPrep;
 use crate::eval::knn::KnnResult;
@@ -236,7 +236,7 @@ impl<'a> Trainer<'a> {
     fn train_epoch(&mut self) -> Result<EpochEnd> {
         let c = self.cfg;
         let (bs, spe) = (self.rank_batch, self.data.steps_per_epoch);
-        let opts = LoaderOptions { prefetch: c.train.prefetch, pinned: self.device.is_cuda(), shard: self.world, threads: loader_threads(c.train.loader_threads) };
+        let opts = LoaderOptions { prefetch: c.train.prefetch, pinned: self.device.is_cuda(), shard: self.world, threads: c.train.loader_threads };
         let loader = Loader::new(self.data.train.clone(), c.augment.clone(), self.data.norm.clone(), bs, c.train.seed, self.at.epoch as u64, self.at.batch, opts);
         self.prof.lap("other");
         for batch in loader {
@@ -531,9 +531,10 @@ impl<'a> Trainer<'a> {
             if grads.is_empty() {
                 return Ok(());
             }
-            let flat = Tensor::cat(&grads.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0);
+            let grads: Vec<&Tensor> = grads.iter().collect();
+            let flat = crate::dist::flatten(&grads);
             g.all_reduce_mean(&[&flat])?;
-            crate::dist::unflatten_into(&grads.iter().collect::<Vec<_>>(), &flat);
+            crate::dist::unflatten_into(&grads, &flat);
             Ok(())
         })
         .transpose()
