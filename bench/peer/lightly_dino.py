@@ -4,6 +4,7 @@ Usage (after bench/peer/setup.sh):
 
   bench/peer/.venv/bin/python bench/peer/lightly_dino.py --seconds 1800      # a 30-minute budget
   bench/peer/.venv/bin/python bench/peer/lightly_dino.py --epochs 9          # the preset's 9 epochs
+  bench/peer/.venv/bin/python bench/peer/lightly_dino.py --preset-crops --seconds 1800   # fmnist-cpu's views, batch, lr and teacher
   bench/peer/.venv/bin/python bench/peer/lightly_dino.py --limit 1000 --steps 5 --batch-size 32 --limit-test 500 --threads 1  # smoke
 
 Everything that lightly provides comes from lightly 1.6.0: DINOTransform (multi-crop),
@@ -16,7 +17,9 @@ and svib's defaults):
   last layer weight-normalised with gain 1 and frozen for the first epoch (freeze_last_layer=1);
 - loss: DINOLoss, teacher temperature 0.04 -> 0.07 over --warmup-teacher-temp-epochs (default 30,
   as svib's DINO preset and main_dino.py), student 0.1, centre momentum 0.9;
-- crops: 2 global 28 px at scale (0.5, 1), 2 local 14 px at scale (0.2, 0.5), ratio (3/4, 4/3),
+- crops (defaults; --preset-crops switches to fmnist-cpu's since session 15: global scale 0.9-1, no
+  local crops, no flips, with batch 64, lr 0.002, teacher momentum 0.996 and a 60-step warm-up as
+  `dino-fmnist-cpu`): 2 global 28 px at scale (0.5, 1), 2 local 14 px at scale (0.2, 0.5), ratio (3/4, 4/3),
   flip 0.5, colour jitter p 0.8 (0.4, 0.4, 0.2, 0.1), grey 0.2, blur p (0.5, 0.1, 0.2) with sigma
   in (0.1, 0.6), solarisation 0.2 on global view 2; grey 1-channel PIL images go through
   DINOTransform unchanged (hue/saturation are no-ops on grey), normalised with Fashion-MNIST's
@@ -131,6 +134,13 @@ def main():
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.016, help="per 256 images")
     p.add_argument("--warmup-epochs", type=float, default=1)
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear lr warm-up in steps (overrides --warmup-epochs when > 0)")
+    p.add_argument("--global-scale", type=float, nargs=2, default=(0.5, 1.0), help="global crop scale range")
+    p.add_argument("--local-scale", type=float, nargs=2, default=(0.2, 0.5), help="local crop scale range")
+    p.add_argument("--local-crops", type=int, default=2, help="number of 14 px local crops")
+    p.add_argument("--flip", type=float, default=0.5, help="horizontal flip probability")
+    p.add_argument("--preset-crops", action="store_true",
+                   help="svib's fmnist-cpu views and optimiser: global scale 0.9-1, no local crops, no flips, batch 64, lr 0.002, momentum 0.996, warm-up 60 steps")
     p.add_argument("--k", type=int, default=256, help="DINO head output dimension")
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--warmup-teacher-temp-epochs", type=int, default=30)
@@ -141,6 +151,8 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50, help="progress line on stderr every N steps (0: none)")
     a = p.parse_args()
+    if a.preset_crops:
+        a.global_scale, a.local_crops, a.flip, a.batch_size, a.lr, a.momentum_start, a.warmup_steps = (0.9, 1.0), 0, 0.0, 64, 0.002, 0.996, 60
 
     random.seed(a.seed)
     np.random.seed(a.seed)
@@ -161,8 +173,8 @@ def main():
         test_images, test_labels = test_images[:a.limit_test], test_labels[:a.limit_test]
 
     transform = DINOTransform(
-        global_crop_size=28, global_crop_scale=(0.5, 1.0), local_crop_size=14, local_crop_scale=(0.2, 0.5), n_local_views=2,
-        hf_prob=0.5, cj_prob=0.8, cj_strength=0.5, cj_bright=0.8, cj_contrast=0.8, cj_sat=0.4, cj_hue=0.2, random_gray_scale=0.2,
+        global_crop_size=28, global_crop_scale=tuple(a.global_scale), local_crop_size=14, local_crop_scale=tuple(a.local_scale),
+        n_local_views=a.local_crops, hf_prob=a.flip, cj_prob=0.8, cj_strength=0.5, cj_bright=0.8, cj_contrast=0.8, cj_sat=0.4, cj_hue=0.2, random_gray_scale=0.2,
         gaussian_blur=(0.5, 0.1, 0.2), sigmas=(0.1, 0.6), solarization_prob=0.2, normalize={"mean": [MEAN], "std": [STD]})
     loader = torch.utils.data.DataLoader(Images(train_images, transform), batch_size=a.batch_size, shuffle=True, drop_last=True,
                                          num_workers=a.workers, persistent_workers=a.workers > 0)
@@ -184,7 +196,7 @@ def main():
     peak = a.lr * a.batch_size / 256
 
     total = a.steps or max(1, round(a.epochs * steps_per_epoch))
-    warmup = lambda: min(round(a.warmup_epochs * steps_per_epoch), total)  # noqa: E731
+    warmup = lambda: min(a.warmup_steps or round(a.warmup_epochs * steps_per_epoch), total)  # noqa: E731
     probe_warm, probe_timed = 10, 20
 
     def lr_at(s):
