@@ -48,14 +48,14 @@ pub fn parse(spec: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         "auto" => Ok(if try_load_cuda() { Device::Cuda(default_cuda(spec)?) } else { Device::Cpu }),
         s if s == "cuda" || s.starts_with("cuda:") => {
-            let idx: usize = match s.strip_prefix("cuda:") {
-                Some(n) => n.parse().map_err(|_| anyhow::anyhow!("--device: expected cuda:N with N a number, got `{s}`"))?,
-                None if try_load_cuda() => default_cuda(s)?,
-                None => 0,
-            };
+            let written = s.strip_prefix("cuda:").map(|n| n.parse::<usize>().map_err(|_| anyhow::anyhow!("--device: expected cuda:N with N a number, got `{s}`"))).transpose()?;
             if !try_load_cuda() {
                 bail!("--device {s}: no CUDA device is usable (the libtorch found has no CUDA support or no GPU is visible)");
             }
+            let idx = match written {
+                Some(i) => i,
+                None => default_cuda(s)?,
+            };
             let n = tch::Cuda::device_count() as usize;
             if idx >= n {
                 bail!("--device {s}: only {n} CUDA device(s) visible");

@@ -150,9 +150,9 @@ def main():
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50, help="progress line on stderr every N steps (0: none)")
+    if p.parse_known_args()[0].preset_crops:  # new defaults: flags given explicitly still win
+        p.set_defaults(global_scale=(0.9, 1.0), local_crops=0, flip=0.0, batch_size=64, lr=0.002, momentum_start=0.996, warmup_steps=60)
     a = p.parse_args()
-    if a.preset_crops:
-        a.global_scale, a.local_crops, a.flip, a.batch_size, a.lr, a.momentum_start, a.warmup_steps = (0.9, 1.0), 0, 0.0, 64, 0.002, 0.996, 60
 
     random.seed(a.seed)
     np.random.seed(a.seed)
