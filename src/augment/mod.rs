@@ -26,6 +26,12 @@ pub struct MultiCropConfig {
     /// Output channels: 3 (grey sources replicated) or 1 (RGB sources converted to grey).
     pub channels: u8,
     pub flip_p: f32,
+    /// Random rotation of every view by up to this many degrees either way (torchvision's
+    /// `RandomAffine(degrees)`, bilinear, fill 0); 0 turns it off.
+    pub rotate: f32,
+    /// Random shift of every view by up to this fraction of its side on each axis (torchvision's
+    /// `RandomAffine(translate=(t, t))`); 0 turns it off.
+    pub translate: f32,
     pub jitter_p: f32,
     pub brightness: f32,
     pub contrast: f32,
@@ -54,6 +60,8 @@ impl Default for MultiCropConfig {
             ratio: [3.0 / 4.0, 4.0 / 3.0],
             channels: 3,
             flip_p: 0.5,
+            rotate: 0.0,
+            translate: 0.0,
             jitter_p: 0.8,
             brightness: 0.4,
             contrast: 0.4,
@@ -110,6 +118,8 @@ impl MultiCropConfig {
         for (k, v) in [("brightness", self.brightness), ("contrast", self.contrast), ("saturation", self.saturation)] {
             ensure!((0.0..=10.0).contains(&v), "augment.{k}: expected a value in [0, 10], got {v}");
         }
+        ensure!((0.0..=180.0).contains(&self.rotate), "augment.rotate: expected 0 to 180 degrees, got {}", self.rotate);
+        ensure!((0.0..=0.5).contains(&self.translate), "augment.translate: expected a fraction of the side in [0, 0.5], got {}", self.translate);
         ensure!((0.0..=0.5).contains(&self.hue), "augment.hue: expected a value in [0, 0.5], got {}", self.hue);
         ensure!(
             self.blur_radius[0] > 0.0 && self.blur_radius[0] <= self.blur_radius[1] && self.blur_radius[1] <= 100.0,
@@ -158,6 +168,8 @@ pub fn image_rng(seed: u64, epoch: u64, index: u64) -> ChaCha8Rng {
 pub struct Trace {
     pub crop: (u32, u32, u32, u32),
     pub flip: bool,
+    /// (angle in degrees, shift x, shift y in pixels) of the random affine; zeros when off.
+    pub affine: (f32, f32, f32),
     pub jitter: bool,
     pub grayscale: bool,
     pub blur: bool,
@@ -191,6 +203,10 @@ fn augment_view_at<R: Rng>(img: &ImageU8, full: (u32, u32), cfg: &MultiCropConfi
     t.flip = rng.random_bool(cfg.flip_p as f64);
     if t.flip {
         ops::hflip(&mut out);
+    }
+    if cfg.rotate > 0.0 || cfg.translate > 0.0 {
+        t.affine = random_affine(cfg, view.size, rng);
+        out = ops::affine(&out, t.affine.0, t.affine.1, t.affine.2);
     }
     t.jitter = rng.random_bool(cfg.jitter_p as f64);
     if t.jitter {
@@ -226,6 +242,16 @@ fn augment_view_at<R: Rng>(img: &ImageU8, full: (u32, u32), cfg: &MultiCropConfi
         out = ops::to_channels(&out, cfg.channels);
     }
     (out, t)
+}
+
+/// torchvision `RandomAffine.get_params` without scale or shear: an angle in [-rotate, rotate]
+/// and whole-pixel shifts of at most `translate` of the side.
+fn random_affine<R: Rng>(cfg: &MultiCropConfig, side: u32, rng: &mut R) -> (f32, f32, f32) {
+    let angle = if cfg.rotate > 0.0 { rng.random_range(-cfg.rotate..=cfg.rotate) } else { 0.0 };
+    let max = (cfg.translate * side as f32) as f64;
+    let mut shift = || if max > 0.0 { rng.random_range(-max..=max).round() as f32 } else { 0.0 };
+    let (tx, ty) = (shift(), shift());
+    (angle, tx, ty)
 }
 
 /// All views of one image, in the order of [`MultiCropConfig::views`].

@@ -57,6 +57,34 @@ pub fn crop_resize_f(img: &ImageU8, crop: [f64; 4], out_w: u32, out_h: u32, resi
     ImageU8::new(out_w, out_h, img.c, dst.into_vec())
 }
 
+/// torchvision `F.affine` with no scale or shear on a uint8 tensor: rotates by `angle_deg`
+/// clockwise (as `F.affine`; `F.rotate` turns the other way) about the image centre, then shifts by (`tx`, `ty`)
+/// pixels; bilinear sampling with zeros outside the image (`grid_sample`, padding "zeros"),
+/// rounded. (imageproc's warp rounds down twice per pixel, hence this short loop.)
+pub fn affine(img: &ImageU8, angle_deg: f32, tx: f32, ty: f32) -> ImageU8 {
+    let (w, h, c) = (img.w as i64, img.h as i64, img.c as usize);
+    let (cx, cy) = ((w - 1) as f64 / 2.0, (h - 1) as f64 / 2.0);
+    let (sin, cos) = (-angle_deg as f64).to_radians().sin_cos();
+    let at = |x: i64, y: i64, k: usize| if x < 0 || y < 0 || x >= w || y >= h { 0.0 } else { img.data[(y * w + x) as usize * c + k] as f64 };
+    let mut out = vec![0u8; img.data.len()];
+    for y in 0..h {
+        for x in 0..w {
+            // the inverse map: undo the shift, then rotate back about the centre
+            let (dx, dy) = (x as f64 - cx - tx as f64, y as f64 - cy - ty as f64);
+            let (sx, sy) = (cos * dx - sin * dy + cx, sin * dx + cos * dy + cy);
+            let (x0, y0) = (sx.floor(), sy.floor());
+            let (fx, fy) = (sx - x0, sy - y0);
+            let (x0, y0) = (x0 as i64, y0 as i64);
+            for k in 0..c {
+                let top = at(x0, y0, k) * (1.0 - fx) + at(x0 + 1, y0, k) * fx;
+                let bottom = at(x0, y0 + 1, k) * (1.0 - fx) + at(x0 + 1, y0 + 1, k) * fx;
+                out[(y * w + x) as usize * c + k] = (top * (1.0 - fy) + bottom * fy).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    ImageU8::new(img.w, img.h, img.c, out)
+}
+
 pub fn hflip(img: &mut ImageU8) {
     let (w, c) = (img.w as usize, img.c as usize);
     for row in img.data.chunks_exact_mut(w * c) {

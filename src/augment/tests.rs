@@ -198,3 +198,77 @@ fn reduced_decode_gives_the_crops_of_the_full_image() {
         assert!(mad > 0.0, "the views come from another decode");
     }
 }
+
+fn grid(w: u32, h: u32) -> ImageU8 {
+    ImageU8::new(w, h, 1, (0..w * h).map(|i| 10 + i as u8).collect())
+}
+
+#[test]
+fn affine_rotates_clockwise_and_shifts_like_torchvision() {
+    let (w, h) = (5usize, 5usize);
+    let img = grid(w as u32, h as u32);
+    // torchvision F.affine(img, angle=90) turns clockwise: the left-hand middle pixel moves to
+    // the top middle
+    let r = ops::affine(&img, 90.0, 0.0, 0.0);
+    for row in 0..h {
+        for col in 0..w {
+            assert_eq!(r.data[row * w + col], img.data[(h - 1 - col) * w + row], "row {row} col {col}");
+        }
+    }
+    // a shift of 2 right and 1 down, zeros where the source is outside
+    let s = ops::affine(&img, 0.0, 2.0, 1.0);
+    for row in 0..h {
+        for col in 0..w {
+            let want = if row >= 1 && col >= 2 { img.data[(row - 1) * w + col - 2] } else { 0 };
+            assert_eq!(s.data[row * w + col], want, "row {row} col {col}");
+        }
+    }
+    // three channels move together
+    let rgb = ops::to_channels(&img, 3);
+    assert_eq!(ops::to_channels(&ops::affine(&rgb, 90.0, 0.0, 0.0), 1).data, r.data);
+}
+
+#[test]
+fn random_affine_stays_within_its_bounds() {
+    let cfg = MultiCropConfig { rotate: 15.0, translate: 0.1, ..quiet() };
+    let img = grid(20, 20);
+    let (mut max_a, mut max_t) = (0f32, 0f32);
+    for i in 0..300 {
+        let (v, t) = augment_view_traced(&img, &cfg, &cfg.views()[0], &mut image_rng(0, 0, i), &mut fir::Resizer::new());
+        assert_eq!((v.w, v.h), (16, 16));
+        let (a, tx, ty) = t.affine;
+        assert!(a.abs() <= 15.0 && tx.abs() <= 2.0 && ty.abs() <= 2.0 && tx.fract() == 0.0 && ty.fract() == 0.0, "{:?}", t.affine);
+        (max_a, max_t) = (max_a.max(a.abs()), max_t.max(tx.abs()).max(ty.abs()));
+    }
+    assert!(max_a > 12.0 && max_t == 2.0, "draws cover the range: {max_a} {max_t}");
+    assert!(MultiCropConfig { rotate: 181.0, ..quiet() }.validate().is_err());
+    assert!(MultiCropConfig { translate: 0.6, ..quiet() }.validate().is_err());
+}
+
+/// `ops::affine` against torchvision's `F.affine` (bilinear, fill 0, uint8) on a grey and a
+/// colour image, six angle/shift cases (tests/fixtures/torchvision_affine.pth of
+/// scripts/fixtures/make_torchvision_affine.py). Rounding of values that fall on .5 in one
+/// library's float arithmetic and not the other's may differ by one grey level.
+#[test]
+fn affine_matches_torchvision() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torchvision_affine.pth");
+    let all = crate::interop::pth::read_pth(&path).unwrap();
+    let get = |k: &str| all.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("fixture: no {k}")).1.shallow_clone();
+    let params = get("params");
+    for name in ["grey", "rgb"] {
+        let input = get(&format!("{name}.input"));
+        let (c, h, w) = (input.size()[0], input.size()[1], input.size()[2]);
+        let hwc: Vec<u8> = Vec::try_from(input.permute([1, 2, 0]).contiguous().flatten(0, -1)).unwrap();
+        let img = ImageU8::new(w as u32, h as u32, c as u8, hwc);
+        let outs = get(&format!("{name}.out"));
+        for i in 0..params.size()[0] {
+            let p = |j: i64| params.double_value(&[i, j]) as f32;
+            let want: Vec<u8> = Vec::try_from(outs.get(i).permute([1, 2, 0]).contiguous().flatten(0, -1)).unwrap();
+            let got = ops::affine(&img, p(0), p(1), p(2));
+            let worst = got.data.iter().zip(&want).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
+            assert!(worst <= 1, "{name} case {i} ({} deg, {}, {}): off by up to {worst}", p(0), p(1), p(2));
+            let off = got.data.iter().zip(&want).filter(|(a, b)| a != b).count();
+            assert!(off * 50 <= want.len(), "{name} case {i}: {off} of {} values differ", want.len());
+        }
+    }
+}
