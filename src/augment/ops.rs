@@ -57,10 +57,13 @@ pub fn crop_resize_f(img: &ImageU8, crop: [f64; 4], out_w: u32, out_h: u32, resi
     ImageU8::new(out_w, out_h, img.c, dst.into_vec())
 }
 
-/// torchvision `F.affine` with no scale or shear on a uint8 tensor: rotates by `angle_deg`
-/// clockwise (as `F.affine`; `F.rotate` turns the other way) about the image centre, then shifts by (`tx`, `ty`)
-/// pixels; bilinear sampling with zeros outside the image (`grid_sample`, padding "zeros"),
-/// rounded. (imageproc's warp rounds down twice per pixel, hence this short loop.)
+/// torchvision's `RandomAffine` with no scale or shear, given its draw, on a uint8 tensor:
+/// `F.affine(img, angle, [tx, ty], 1, [0, 0], BILINEAR, fill=[0] * C)`. Rotates by `angle_deg`
+/// clockwise (as `F.affine`; `F.rotate` turns the other way) about the image centre, then shifts
+/// by (`tx`, `ty`) pixels; bilinear sampling with zeros outside the image, rounded. As
+/// torchvision does with a fill, the result is also multiplied by the share of the sample that
+/// fell inside the image, which darkens the pixels along a rotated border a second time.
+/// (imageproc's warp rounds down twice per pixel, hence this short loop.)
 pub fn affine(img: &ImageU8, angle_deg: f32, tx: f32, ty: f32) -> ImageU8 {
     let (w, h, c) = (img.w as i64, img.h as i64, img.c as usize);
     let (cx, cy) = ((w - 1) as f64 / 2.0, (h - 1) as f64 / 2.0);
@@ -75,10 +78,11 @@ pub fn affine(img: &ImageU8, angle_deg: f32, tx: f32, ty: f32) -> ImageU8 {
             let (x0, y0) = (sx.floor(), sy.floor());
             let (fx, fy) = (sx - x0, sy - y0);
             let (x0, y0) = (x0 as i64, y0 as i64);
+            let inside = |x: i64, y: i64| if x < 0 || y < 0 || x >= w || y >= h { 0.0 } else { 1.0 };
+            let blend = |f: &dyn Fn(i64, i64) -> f64| (f(x0, y0) * (1.0 - fx) + f(x0 + 1, y0) * fx) * (1.0 - fy) + (f(x0, y0 + 1) * (1.0 - fx) + f(x0 + 1, y0 + 1) * fx) * fy;
+            let mask = blend(&|x, y| inside(x, y));
             for k in 0..c {
-                let top = at(x0, y0, k) * (1.0 - fx) + at(x0 + 1, y0, k) * fx;
-                let bottom = at(x0, y0 + 1, k) * (1.0 - fx) + at(x0 + 1, y0 + 1, k) * fx;
-                out[(y * w + x) as usize * c + k] = (top * (1.0 - fy) + bottom * fy).round().clamp(0.0, 255.0) as u8;
+                out[(y * w + x) as usize * c + k] = (blend(&|x, y| at(x, y, k)) * mask).round().clamp(0.0, 255.0) as u8;
             }
         }
     }

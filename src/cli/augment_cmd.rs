@@ -19,6 +19,12 @@ pub struct RecipeArgs {
     /// Output channels: 3, or 1 for grey.
     #[arg(long, default_value_t = 3)]
     channels: u8,
+    /// Random rotation of up to this many degrees either way (`augment.rotate`).
+    #[arg(long, default_value_t = 0.0)]
+    rotate: f32,
+    /// Random shift of up to this fraction of the side (`augment.translate`).
+    #[arg(long, default_value_t = 0.0)]
+    translate: f32,
 }
 
 impl RecipeArgs {
@@ -35,6 +41,7 @@ impl RecipeArgs {
         }
         c.local_crops = self.local_crops;
         c.channels = self.channels;
+        (c.rotate, c.translate) = (self.rotate, self.translate);
         c.validate()?;
         Ok(c)
     }
