@@ -68,7 +68,7 @@ pub fn affine(img: &ImageU8, angle_deg: f32, tx: f32, ty: f32) -> ImageU8 {
     let (w, h, c) = (img.w as i64, img.h as i64, img.c as usize);
     let (cx, cy) = ((w - 1) as f64 / 2.0, (h - 1) as f64 / 2.0);
     let (sin, cos) = (-angle_deg as f64).to_radians().sin_cos();
-    let at = |x: i64, y: i64, k: usize| if x < 0 || y < 0 || x >= w || y >= h { 0.0 } else { img.data[(y * w + x) as usize * c + k] as f64 };
+    let inside = |x: i64, y: i64| x >= 0 && y >= 0 && x < w && y < h;
     let mut out = vec![0u8; img.data.len()];
     for y in 0..h {
         for x in 0..w {
@@ -78,11 +78,13 @@ pub fn affine(img: &ImageU8, angle_deg: f32, tx: f32, ty: f32) -> ImageU8 {
             let (x0, y0) = (sx.floor(), sy.floor());
             let (fx, fy) = (sx - x0, sy - y0);
             let (x0, y0) = (x0 as i64, y0 as i64);
-            let inside = |x: i64, y: i64| if x < 0 || y < 0 || x >= w || y >= h { 0.0 } else { 1.0 };
-            let blend = |f: &dyn Fn(i64, i64) -> f64| (f(x0, y0) * (1.0 - fx) + f(x0 + 1, y0) * fx) * (1.0 - fy) + (f(x0, y0 + 1) * (1.0 - fx) + f(x0 + 1, y0 + 1) * fx) * fy;
-            let mask = blend(&|x, y| inside(x, y));
+            // the four neighbours with their bilinear weights; those outside the image count 0
+            let corners = [(x0, y0, (1.0 - fx) * (1.0 - fy)), (x0 + 1, y0, fx * (1.0 - fy)), (x0, y0 + 1, (1.0 - fx) * fy), (x0 + 1, y0 + 1, fx * fy)];
+            let corners = corners.map(|(x, y, wt)| if inside(x, y) { (((y * w + x) as usize * c), wt) } else { (0, 0.0) });
+            let mask: f64 = corners.iter().map(|(_, wt)| wt).sum();
             for k in 0..c {
-                out[(y * w + x) as usize * c + k] = (blend(&|x, y| at(x, y, k)) * mask).round().clamp(0.0, 255.0) as u8;
+                let v: f64 = corners.iter().map(|&(i, wt)| wt * img.data[i + k] as f64).sum();
+                out[(y * w + x) as usize * c + k] = (v * mask).round().clamp(0.0, 255.0) as u8;
             }
         }
     }

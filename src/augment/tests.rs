@@ -251,9 +251,8 @@ fn random_affine_stays_within_its_bounds() {
 /// library's float arithmetic and not the other's may differ by one grey level.
 #[test]
 fn affine_matches_torchvision() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torchvision_affine.pth");
-    let all = crate::interop::pth::read_pth(&path).unwrap();
-    let get = |k: &str| all.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("fixture: no {k}")).1.shallow_clone();
+    let fixture = crate::interop::pth::Fixture::load("torchvision_affine.pth");
+    let get = |k: &str| fixture.get(k);
     let params = get("params");
     for name in ["grey", "rgb"] {
         let input = get(&format!("{name}.input"));

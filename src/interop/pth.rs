@@ -575,5 +575,23 @@ pub fn write_pth(named: &[(String, Tensor)], path: &Path) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
 }
 
+/// A committed test fixture (tests/fixtures/NAME, written once by a script in scripts/fixtures/),
+/// looked up by tensor name.
+#[cfg(test)]
+pub(crate) struct Fixture(std::collections::BTreeMap<String, Tensor>);
+
+#[cfg(test)]
+impl Fixture {
+    pub(crate) fn load(name: &str) -> Fixture {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+        Fixture(read_pth(&path).unwrap_or_else(|e| panic!("fixture {name}: {e:#}")).into_iter().collect())
+    }
+
+    /// The tensor named `key`; panics naming a missing one.
+    pub(crate) fn get(&self, key: &str) -> Tensor {
+        self.0.get(key).unwrap_or_else(|| panic!("fixture: no {key}")).shallow_clone()
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -72,9 +72,8 @@ fn centre_follows_teacher_outputs_and_last_layer_is_frozen_in_epoch_one() {
 /// W - 1 on; svib's used `e / W` until this test showed the difference).
 #[test]
 fn dino_loss_matches_lightly() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lightly_losses.pth");
-    let all = crate::interop::pth::read_pth(&path).unwrap();
-    let get = |k: &str| all.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("fixture: no {k}")).1.shallow_clone();
+    let fixture = crate::interop::pth::Fixture::load("lightly_losses.pth");
+    let get = |k: &str| fixture.get(k);
     let (teacher, student) = (get("dino.teacher"), get("dino.student"));
     let (n_views, b, k) = (student.size()[0], student.size()[1], student.size()[2]);
     // ours takes the views stacked along rows: [2B, K] and [V*B, K], view-major
