@@ -252,14 +252,13 @@ fn random_affine_stays_within_its_bounds() {
 #[test]
 fn affine_matches_torchvision() {
     let fixture = crate::interop::pth::Fixture::load("torchvision_affine.pth");
-    let get = |k: &str| fixture.get(k);
-    let params = get("params");
+    let params = fixture.get("params");
     for name in ["grey", "rgb"] {
-        let input = get(&format!("{name}.input"));
+        let input = fixture.get(&format!("{name}.input"));
         let (c, h, w) = (input.size()[0], input.size()[1], input.size()[2]);
         let hwc: Vec<u8> = Vec::try_from(input.permute([1, 2, 0]).contiguous().flatten(0, -1)).unwrap();
         let img = ImageU8::new(w as u32, h as u32, c as u8, hwc);
-        let outs = get(&format!("{name}.out"));
+        let outs = fixture.get(&format!("{name}.out"));
         for i in 0..params.size()[0] {
             let p = |j: i64| params.double_value(&[i, j]) as f32;
             let want: Vec<u8> = Vec::try_from(outs.get(i).permute([1, 2, 0]).contiguous().flatten(0, -1)).unwrap();

@@ -73,24 +73,23 @@ fn centre_follows_teacher_outputs_and_last_layer_is_frozen_in_epoch_one() {
 #[test]
 fn dino_loss_matches_lightly() {
     let fixture = crate::interop::pth::Fixture::load("lightly_losses.pth");
-    let get = |k: &str| fixture.get(k);
-    let (teacher, student) = (get("dino.teacher"), get("dino.student"));
+    let (teacher, student) = (fixture.get("dino.teacher"), fixture.get("dino.student"));
     let (n_views, b, k) = (student.size()[0], student.size()[1], student.size()[2]);
     // ours takes the views stacked along rows: [2B, K] and [V*B, K], view-major
     let (teacher, student) = (teacher.reshape([-1, k]), student.reshape([-1, k]));
     assert_eq!((teacher.size()[0], n_views, b, k), (16, 4, 8, 16));
-    let h = get("dino.hparams");
+    let h = fixture.get("dino.hparams");
     let hp = |i: i64| h.double_value(&[i]);
     let cfg =
         DinoOptions { out_dim: 65536, warmup_teacher_temp: hp(0), teacher_temp: hp(1), warmup_teacher_temp_epochs: hp(2) as usize, student_temp: hp(3), freeze_last_layer: 0 };
     let momentum = hp(4);
     let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
-    let mut center = get("dino.center_init");
+    let mut center = fixture.get("dino.center_init");
     for epoch in [1usize, 5] {
-        let t_temp = get(&format!("dino.epoch{epoch}.teacher_temp")).double_value(&[]);
+        let t_temp = fixture.get(&format!("dino.epoch{epoch}.teacher_temp")).double_value(&[]);
         assert!(rel(cfg.teacher_temp_at(epoch), t_temp) < 1e-7, "epoch {epoch}: teacher temperature {} vs lightly {t_temp}", cfg.teacher_temp_at(epoch));
-        let want_loss = get(&format!("dino.epoch{epoch}.loss")).double_value(&[]);
-        let want_center = get(&format!("dino.epoch{epoch}.center"));
+        let want_loss = fixture.get(&format!("dino.epoch{epoch}.loss")).double_value(&[]);
+        let want_center = fixture.get(&format!("dino.epoch{epoch}.center"));
         let (loss, _) = dino_loss(&student, n_views, &teacher, &center, t_temp, cfg.student_temp);
         let got = loss.double_value(&[]);
         assert!(rel(got, want_loss) < 1e-5, "epoch {epoch}: loss {got} vs lightly {want_loss}");
