@@ -62,7 +62,7 @@ from lightly.transforms.dino_transform import DINOTransform
 from lightly.utils.scheduler import cosine_schedule
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
-from svib_ref import ResNet18, find, read_idx  # noqa: E402  (svib's ResNet and the IDX reader)
+from svib_ref import ResNet18, find, knn, read_idx  # noqa: E402  (svib's ResNet, the kNN-20 and the IDX reader)
 
 MEAN, STD = 0.2860, 0.3530
 # lightly's DINOProjectionHead uses torch.nn.utils.weight_norm (deprecated, still correct)
@@ -108,18 +108,6 @@ def features(backbone, images, channels_last, batch=1000):
                 x = x.contiguous(memory_format=torch.channels_last)
             out.append(nn.functional.normalize(backbone(x), dim=1))
     return torch.cat(out)
-
-
-def knn(ftrain, ltrain, ftest, ltest, k=20, t=0.07, classes=10, chunk=500):
-    top1 = top5 = 0
-    for s in range(0, len(ftest), chunk):
-        sim, idx = (ftest[s:s + chunk] @ ftrain.T).topk(min(k, len(ftrain)), dim=1)
-        votes = torch.zeros(len(sim), classes).scatter_add_(1, ltrain[idx], (sim / t).exp())
-        pred = votes.argsort(1, descending=True)
-        hit = pred == ltest[s:s + chunk, None]
-        top1 += hit[:, :1].sum().item()
-        top5 += hit[:, :5].sum().item()
-    return 100.0 * top1 / len(ftest), 100.0 * top5 / len(ftest)
 
 
 def main():

@@ -107,6 +107,20 @@ class DataAugmentation:
         return [t(img) for t in self.views]
 
 
+# ---------------------------------------------------------------- kNN-20 (SPEC §5)
+def knn(ftrain, ltrain, ftest, ltest, k=20, t=0.07, classes=10, chunk=500):
+    """Top-1 and top-5 (%) of weighted kNN on L2-normalised features: vote weight exp(sim / t)."""
+    top1 = top5 = 0
+    for s in range(0, len(ftest), chunk):
+        sim, idx = (ftest[s:s + chunk] @ ftrain.T).topk(min(k, len(ftrain)), dim=1)
+        votes = torch.zeros(len(sim), classes).scatter_add_(1, ltrain[idx], (sim / t).exp())
+        pred = votes.argsort(1, descending=True)
+        hit = pred == ltest[s:s + chunk, None]
+        top1 += hit[:, :1].sum().item()
+        top5 += hit[:, :5].sum().item()
+    return 100.0 * top1 / len(ftest), 100.0 * top5 / len(ftest)
+
+
 # ---------------------------------------------------------------- models (torchvision / timm names)
 class BasicBlock(nn.Module):
     def __init__(self, cin, planes, stride):
