@@ -3,6 +3,17 @@ use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::Path;
 
+/// Checks an output file path before any work: not a folder, and not an existing file of a run
+/// directory (a checkpoint, config.toml, metrics), which would be lost if replaced.
+pub fn check_out_file(out: &Path) -> Result<()> {
+    anyhow::ensure!(!out.is_dir(), "--out {}: is a folder; expected a file name", out.display());
+    let run = out.parent().filter(|d| d.join("config.toml").is_file());
+    if let (true, Some(run)) = (out.exists(), run) {
+        anyhow::bail!("--out {}: would replace a file of the run directory {}; choose a path outside the run", out.display(), run.display());
+    }
+    Ok(())
+}
+
 /// Writes a file so that readers see either the old or the new content, never a torn one:
 /// temp file in the same folder, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

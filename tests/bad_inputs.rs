@@ -461,6 +461,10 @@ fn cli_cases(root: &Path, data: &str) -> Vec<Case> {
         (vec!["train", "--config", "fmnist-cpu", "--data", data, "--out", o, "--budget", "0s"], "--budget"),
         (vec!["train", "--config", "no-such-preset", "--data", data, "--out", o], "no-such-preset"),
         (vec!["export", "--checkpoint", "/nonexistent/run", "--out", o], "/nonexistent/run"),
+        (knn(&["--limit-test", "0"]), "--limit-test"),
+        (rnd(&["--arch", "vit_tiny:depth=1", "--image-size", "8"]), "patch"),
+        (vec!["data", "synth", "--out", o, "--size", "100000x100000", "--train", "1", "--val", "1"], "--size"),
+        (vec!["finetune", "--checkpoint", "/nonexistent/run", "--fraction", "0.1", "--epochs", "0"], "--epochs"),
     ];
     list.into_iter().map(|(args, needle)| case(format!("CLI: {}", args.join(" ").replace(data, "DATA")), &args, needle)).collect()
 }
@@ -597,7 +601,36 @@ fn rundir_cases(root: &Path, data: &str) -> (Vec<Case>, std::fs::File) {
     std::fs::create_dir_all(&badcfg).unwrap();
     std::fs::write(badcfg.join("config.toml"), "[gmm\n").unwrap();
     cases.push(case("run dir: config.toml not TOML", &["train", "--config", "fmnist-cpu", "--data", data, "--out", badcfg.to_str().unwrap()], "config.toml"));
+    let notrun = root.join("not-a-run");
+    std::fs::create_dir_all(&notrun).unwrap();
+    std::fs::write(notrun.join("metrics.jsonl"), "the user's own\n").unwrap();
+    cases.push(case("run dir: metrics.jsonl without config.toml", &["train", "--config", "fmnist-cpu", "--data", data, "--out", notrun.to_str().unwrap()], "metrics.jsonl"));
+    let into_run = recipe.join("config.toml");
+    cases.push(case("export over a run's config.toml", &["export", "--checkpoint", "/nonexistent/run", "--out", into_run.to_str().unwrap()], "would replace"));
+    let full = root.join("synth-full");
+    std::fs::create_dir_all(&full).unwrap();
+    std::fs::write(full.join("mine.txt"), b"keep").unwrap();
+    cases.push(case("data synth into a non-empty folder", &["data", "synth", "--out", full.to_str().unwrap(), "--train", "2", "--val", "1"], "synth-full"));
+    cases.push(wds_without_cls(root));
     (cases, lock)
+}
+
+/// A `wds:` set whose one sample has an image but no `KEY.cls`: fine for training, an error for kNN.
+fn wds_without_cls(root: &Path) -> Case {
+    let dir = root.join("wds-nocls");
+    let mut png = vec![];
+    image::GrayImage::from_pixel(8, 8, image::Luma([9])).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    for split in ["train", "val"] {
+        std::fs::create_dir_all(dir.join(split)).unwrap();
+        let mut b = tar::Builder::new(std::fs::File::create(dir.join(split).join("0.tar")).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(png.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "a.png", &png[..]).unwrap();
+        b.finish().unwrap();
+    }
+    case("wds: a sample without .cls, evaluated", &["knn", "--raw-pixels", "--data", &format!("wds:{}", dir.display())], "no class")
 }
 
 fn all_cases(root: &Path) -> (Vec<Case>, std::fs::File) {

@@ -6,7 +6,11 @@ checkpoint's tensors, so its l4 column must reproduce `svib train`'s last kNN of
 docs/RESULTS.md, "Which layer the kNN reads").
 
     bench/reference/.venv/bin/python bench/reference/knn_layers.py RUN/ckpt-N.safetensors \
-        [--data fashion-mnist | --data idx:DIR] [--prefix teacher]
+        [--data fashion-mnist | --data idx:DIR] [--prefix teacher] [--precise-bn N]
+
+--precise-bn N first re-estimates every BatchNorm layer's running statistics as a cumulative
+average over N batches of 64 seeded, unaugmented training images ("precise BN"), to see whether
+the statistics gathered on the training views are what limits the kNN.
 """
 import argparse
 import json
@@ -78,6 +82,20 @@ def features(enc, imgs, mean, std):
     return f
 
 
+def precise_bn(enc, imgs, mean, std, batches, seed=0):
+    """Resets the backbone's BatchNorm statistics and re-estimates them on clean images."""
+    for m in enc.backbone.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+    enc.backbone.train()
+    idx = torch.randperm(len(imgs), generator=torch.Generator().manual_seed(seed))[:batches * 64].numpy()
+    with torch.no_grad():
+        for s in range(0, len(idx), 64):
+            enc.backbone((torch.from_numpy(imgs[idx[s:s + 64]]).float()[:, None] / 255 - mean) / std)
+    enc.eval()
+
+
 def load_data(spec):
     d = FMNIST if spec == "fashion-mnist" else spec.removeprefix("idx:")
     one = lambda stem: np.array(read_idx(find(d, stem)))  # a writable copy
@@ -96,10 +114,13 @@ def main():
     ap.add_argument("checkpoint", help="RUN/ckpt-N.safetensors; RUN/config.toml gives the architecture")
     ap.add_argument("--data", default="fashion-mnist", help="fashion-mnist, or idx:DIR (IDX files, gz or not)")
     ap.add_argument("--prefix", default="teacher", help="teacher or student")
+    ap.add_argument("--precise-bn", type=int, default=0, metavar="N", help="re-estimate BatchNorm statistics on N clean batches of 64 first")
     a = ap.parse_args()
     torch.set_num_threads(2)
     enc = load_encoder(a.checkpoint, a.prefix)
     xtr, ytr, xte, yte, mean, std = load_data(a.data)
+    if a.precise_bn:
+        precise_bn(enc, xtr, mean, std, a.precise_bn)
     ftr, fte = features(enc, xtr, mean, std), features(enc, xte, mean, std)
     top1 = {k: round(knn(ftr[k], ytr, fte[k], yte)[0], 2) for k in ftr}
     print(json.dumps({"checkpoint": a.checkpoint, **top1}))

@@ -60,6 +60,8 @@ pub(super) fn load_data(d: &DataArgs, b: &LoadedBackbone) -> Result<(Dataset, Da
     if let Some(n) = d.limit_train {
         train.truncate(n);
     }
+    train.require_labels(&format!("{spec} (train)"))?;
+    test.require_labels(&format!("{spec} (test)"))?;
     let norm = Norm::for_dataset(&spec, &train);
     let mut prep = match &b.run_config {
         Some(c) => crate::train::eval_prep(c, norm),
@@ -106,7 +108,8 @@ pub fn run_linear(a: LinearArgs) -> Result<()> {
     let (b, device) = a.source.load(a.seed as i64)?;
     let (train, test, prep) = load_data(&a.data, &b)?;
     let lr = a.lr.unwrap_or(if b.arch.is_vit() { 0.001 } else { 0.3 });
-    ensure!(lr > 0.0, "--lr: expected > 0");
+    ensure!(lr.is_finite() && lr > 0.0, "--lr: expected a finite value > 0, got {lr}");
+    ensure!(a.weight_decay.is_finite() && a.weight_decay >= 0.0, "--weight-decay: expected a finite value >= 0, got {}", a.weight_decay);
     let n_last = if b.arch.is_vit() { a.n_last_blocks.max(1) } else { 1 };
     let opts = LinearOpts {
         epochs: a.epochs,
@@ -152,7 +155,10 @@ pub struct FinetuneArgs {
 
 pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
     ensure!(a.fraction > 0.0 && a.fraction <= 1.0, "--fraction: expected a value in (0, 1], got {}", a.fraction);
-    ensure!(a.runs >= 1 && a.batch_size >= 1 && a.lr > 0.0, "--runs/--batch-size: expected at least 1, --lr > 0");
+    ensure!(a.runs >= 1 && a.batch_size >= 1, "--runs/--batch-size: expected at least 1");
+    ensure!(a.lr.is_finite() && a.lr > 0.0, "--lr: expected a finite value > 0, got {}", a.lr);
+    ensure!(a.weight_decay.is_finite() && a.weight_decay >= 0.0, "--weight-decay: expected a finite value >= 0, got {}", a.weight_decay);
+    ensure!(a.epochs != Some(0), "--epochs: expected at least 1, got 0");
     let epochs = a.epochs.unwrap_or(if a.fraction <= 0.01 { 60 } else { 30 });
     let mut results = vec![];
     for seed in 0..a.runs {
@@ -186,6 +192,7 @@ pub struct ExportArgs {
 }
 
 pub fn run_export(a: ExportArgs) -> Result<()> {
+    crate::util::check_out_file(&a.out)?;
     let (b, _) = a.source.load(0)?;
     let named: Vec<(String, tch::Tensor)> = b.vs.variables().into_iter().collect();
     let tensors = export_tensors(named, a.layout, b.arch.is_vit())?;
@@ -222,11 +229,13 @@ pub struct EmbedArgs {
 }
 
 pub fn run_embed(a: EmbedArgs) -> Result<()> {
+    let lpath = a.out.with_extension("labels.npy");
+    crate::util::check_out_file(&a.out)?;
+    crate::util::check_out_file(&lpath)?;
     let (v, ds, d) = split_features(&a.input, None)?;
     let n = ds.len();
     crate::interop::write_npy(&v, n, d, &a.out)?;
     let labels: Vec<f32> = ds.labels.iter().map(|&l| l as f32).collect();
-    let lpath = a.out.with_extension("labels.npy");
     crate::interop::write_npy(&labels, n, 1, &lpath)?;
     println!("wrote {n} x {d} features to {} and labels to {}", a.out.display(), lpath.display());
     Ok(())
@@ -271,6 +280,10 @@ pub struct TsneArgs {
 
 pub fn run_tsne(a: TsneArgs) -> Result<()> {
     ensure!(a.limit >= 2, "--limit: expected at least 2 images");
+    ensure!(a.iters >= 1, "--iters: expected at least 1, got 0");
+    let npy = a.out.with_extension("npy");
+    crate::util::check_out_file(&a.out)?;
+    crate::util::check_out_file(&npy)?;
     let (v, ds, d) = split_features(&a.input, Some(a.limit))?;
     let t0 = std::time::Instant::now();
     let opts = crate::eval::tsne::TsneOpts { perplexity: a.perplexity, epochs: a.iters, theta: 0.5, seed: a.seed };
@@ -278,7 +291,6 @@ pub fn run_tsne(a: TsneArgs) -> Result<()> {
     let title = format!("t-SNE of {} {} features ({} images)", a.input.source.checkpoint.display(), a.input.split, ds.len());
     crate::experiments::plot::scatter_chart(&a.out, &title, &pts, &ds.labels, &ds.class_names)?;
     let flat: Vec<f32> = pts.iter().flatten().copied().collect();
-    let npy = a.out.with_extension("npy");
     crate::interop::write_npy(&flat, pts.len(), 2, &npy)?;
     println!("t-SNE of {} points ({d}-d features) in {:.1} s -> {} and {}", pts.len(), t0.elapsed().as_secs_f64(), a.out.display(), npy.display());
     Ok(())

@@ -70,6 +70,7 @@ pub fn run(a: KnnArgs) -> Result<()> {
     let (train, test) = load_data(&a)?;
     let norm = Norm::for_dataset(&a.data, &train);
     ensure!(!train.is_empty(), "--data: no training images");
+    ensure!(!test.is_empty(), "--data: no test images");
     let first = train.image(0)?;
     let size = a.image_size.unwrap_or(first.w.min(first.h).min(224));
     let channels = a.channels.unwrap_or(train.channels());
@@ -103,6 +104,8 @@ fn check_ranges(a: &KnnArgs) -> Result<()> {
     ensure!(a.k <= 100_000, "--k: expected at most 100000, got {}", a.k);
     ensure!(a.temperature.is_finite() && (1e-3..=1e3).contains(&a.temperature), "--temperature: expected a value in [0.001, 1000], got {}", a.temperature);
     ensure!((1..=65536).contains(&a.batch_size), "--batch-size: expected 1 to 65536, got {}", a.batch_size);
+    ensure!(a.limit_train != Some(0), "--limit-train: expected at least 1 image, got 0");
+    ensure!(a.limit_test != Some(0), "--limit-test: expected at least 1 image, got 0");
     ensure!(a.image_size.is_none_or(|s| (8..=4096).contains(&s)), "--image-size: expected 8 to 4096 pixels, got {}", a.image_size.unwrap_or(0));
     Ok(())
 }
@@ -117,6 +120,8 @@ fn load_data(a: &KnnArgs) -> Result<(data::Dataset, data::Dataset)> {
     if let Some(n) = a.limit_test {
         test.truncate(n);
     }
+    train.require_labels(&format!("--data {} (train)", a.data))?;
+    test.require_labels(&format!("--data {} (test)", a.data))?;
     Ok((train, test))
 }
 

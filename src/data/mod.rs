@@ -81,6 +81,13 @@ impl Dataset {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
+    /// Fails when some images have no class (-1: a `wds:` sample without `KEY.cls`), which an
+    /// evaluation with labels cannot use; `what` names the data for the message.
+    pub fn require_labels(&self, what: &str) -> Result<()> {
+        let n = self.labels.iter().filter(|&&l| l < 0).count();
+        anyhow::ensure!(n == 0, "{what}: {n} of {} images have no class (a wds sample without KEY.cls?): kNN, linear and fine-tuning need a class for every image", self.len());
+        Ok(())
+    }
     /// Whether the pixels are read from files when needed.
     pub fn is_streamed(&self) -> bool {
         !self.files.is_empty() || !self.members.is_empty()

@@ -43,7 +43,13 @@ pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
     }
     let class_names = class_names(root, &labels)?;
     if let Some(&l) = labels.iter().find(|&&l| l < -1 || l >= class_names.len() as i64) {
-        bail!("{}: class {l} out of range (the {} classes of {} are 0..{})", dir.display(), class_names.len(), root.join(CLASSES_FILE).display(), class_names.len());
+        bail!(
+            "{}: class {l} out of range (expected 0 to {} for the {} classes of {}, or -1 for none)",
+            dir.display(),
+            class_names.len() as i64 - 1,
+            class_names.len(),
+            root.join(CLASSES_FILE).display()
+        );
     }
     let mut items: Vec<(Member, i64)> = members.into_iter().zip(labels).collect();
     if opts.skip_corrupt {

@@ -159,6 +159,14 @@ impl Backbone {
         }
     }
 
+    /// The smallest image side the backbone accepts: one patch for a ViT.
+    pub fn min_input(&self) -> i64 {
+        match self {
+            Backbone::ResNet(_) => 1,
+            Backbone::Vit(v) => v.patch_size,
+        }
+    }
+
     pub fn as_vit(&self) -> Option<&vit::Vit> {
         match self {
             Backbone::Vit(v) => Some(v),

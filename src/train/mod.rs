@@ -71,6 +71,8 @@ pub fn eval_prep(cfg: &Config, norm: Norm) -> EvalPrep {
 
 /// kNN of `method`'s evaluation backbone, train split against test split.
 pub fn knn_eval(method: &dyn Method, cfg: &Config, train: &Dataset, test: &Dataset, prep: &EvalPrep, device: Device) -> Result<KnnResult> {
+    train.require_labels(&format!("{} (train)", cfg.data.spec))?;
+    test.require_labels(&format!("{} (test)", cfg.data.spec))?;
     let b = method.eval_backbone();
     let ftr = backbone_features(b, train, prep, cfg.eval.batch_size, device)?;
     let fte = backbone_features(b, test, prep, cfg.eval.batch_size, device)?;

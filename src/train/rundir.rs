@@ -185,8 +185,21 @@ fn check_or_write_config(cfg: &Config, dir: &Path) -> Result<()> {
         if !diff.is_empty() {
             bail!("{} holds a run with another recipe; differing keys: {}. Use another --out to start a new run", dir.display(), diff.join(", "));
         }
+    } else if let Some(name) = run_files_without_config(dir)? {
+        bail!("{}: holds {name} but no config.toml, so it is not a run svib can resume and writing here would replace it; use another --out", dir.display());
     }
     crate::util::write_atomic(&path, text.as_bytes())
+}
+
+/// The first file a run writes (metrics, result, checkpoint) found in `dir`.
+fn run_files_without_config(dir: &Path) -> Result<Option<String>> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if [RunDir::METRICS, RunDir::RESULT, RunDir::DIVERGED].contains(&name.as_str()) || (name.starts_with("ckpt-") && name.ends_with(".safetensors")) {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
 }
 
 /// Held while a run writes its directory; released when dropped (or when the process dies).
