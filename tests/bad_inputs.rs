@@ -254,6 +254,14 @@ fn stl_cases(root: &Path) -> Vec<Case> {
 
 /// A PNG whose header claims `w` x `h` pixels, with a tiny body.
 fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut z = flate2::write::ZlibEncoder::new(vec![], flate2::Compression::best());
+    z.write_all(&[0u8; 4096]).unwrap();
+    png_bytes(w, h, 2, &z.finish().unwrap())
+}
+
+/// An 8-bit PNG of (w, h), colour type `color` (0 grey, 2 RGB), with the given zlib-compressed
+/// scanlines.
+fn png_bytes(w: u32, h: u32, color: u8, idat: &[u8]) -> Vec<u8> {
     let chunk = |kind: &[u8], data: &[u8]| {
         let mut c = (data.len() as u32).to_be_bytes().to_vec();
         c.extend_from_slice(kind);
@@ -266,10 +274,8 @@ fn png_claiming(w: u32, h: u32) -> Vec<u8> {
     };
     let mut ihdr = w.to_be_bytes().to_vec();
     ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut z = flate2::write::ZlibEncoder::new(vec![], flate2::Compression::best());
-    z.write_all(&[0u8; 4096]).unwrap();
-    [b"\x89PNG\r\n\x1a\n".to_vec(), chunk(b"IHDR", &ihdr), chunk(b"IDAT", &z.finish().unwrap()), chunk(b"IEND", &[])].concat()
+    ihdr.extend_from_slice(&[8, color, 0, 0, 0]);
+    [b"\x89PNG\r\n\x1a\n".to_vec(), chunk(b"IHDR", &ihdr), chunk(b"IDAT", idat), chunk(b"IEND", &[])].concat()
 }
 
 fn folder_cases(root: &Path) -> Vec<Case> {
@@ -297,6 +303,18 @@ fn folder_cases(root: &Path) -> Vec<Case> {
         ("corrupt png", "broken.png", Box::new(move |d: &Path| std::fs::write(d.join("train/a/broken.png"), &png_claiming(8, 8)[..40]).unwrap())),
         ("zero-byte jpeg", "empty.jpg", Box::new(|d: &Path| std::fs::write(d.join("train/b/empty.jpg"), b"").unwrap())),
         ("text named .jpg", "notes.jpg", Box::new(|d: &Path| std::fs::write(d.join("train/b/notes.jpg"), b"hello, not an image").unwrap())),
+        (
+            "png of 20000 x 20000 pixels in 400 kB (a decompression bomb)",
+            "bomb.png",
+            Box::new(|d: &Path| {
+                let mut z = flate2::write::ZlibEncoder::new(vec![], flate2::Compression::default());
+                let row = [vec![0u8], vec![0u8; 20_000]].concat();
+                for _ in 0..20_000 {
+                    z.write_all(&row).unwrap();
+                }
+                std::fs::write(d.join("train/a/bomb.png"), png_bytes(20_000, 20_000, 0, &z.finish().unwrap())).unwrap()
+            }),
+        ),
         ("png claiming 100000 x 100000 pixels", "huge.png", Box::new(|d: &Path| std::fs::write(d.join("train/a/huge.png"), png_claiming(100_000, 100_000)).unwrap())),
         (
             "truncated jpeg",

@@ -366,3 +366,25 @@ fn attention_maps_and_tsne_plot_on_a_tiny_vit_run() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("need a ViT"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_failed_first_start_leaves_nothing_that_blocks_the_corrected_command() {
+    let d = tempfile::tempdir().unwrap();
+    write_two_class_idx(d.path(), 32);
+    let spec = format!("idx:{}", d.path().display());
+    let run = d.path().join("run");
+    let r = run.to_str().unwrap();
+    // a wrong data path: one error, and no run folder (so no recipe) left behind
+    let o = svib(&with_sets(vec!["train", "--config", "fmnist-cpu", "--data", "idx:/nonexistent/data", "--epochs", "1", "--out", r, "--quiet"], &TINY));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!run.exists(), "a failed start left {:?}", std::fs::read_dir(&run).map(|d| d.count()));
+    // the same in a folder the user made: the folder stays, empty
+    std::fs::create_dir_all(&run).unwrap();
+    let o = svib(&with_sets(vec!["train", "--config", "fmnist-cpu", "--data", "idx:/nonexistent/data", "--epochs", "1", "--out", r, "--quiet"], &TINY));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(&run).unwrap().count(), 0);
+    // the corrected command starts a run there
+    let o = svib(&with_sets(vec!["train", "--config", "fmnist-cpu", "--data", &spec, "--epochs", "1", "--out", r, "--quiet", "--json"], &TINY));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(run.join("config.toml").is_file() && run.join("result.json").is_file());
+}

@@ -13,13 +13,28 @@ pub fn decode_file(path: &Path) -> Result<ImageU8> {
     decode_bytes(&bytes, path.display())
 }
 
+/// Largest image side decoded.
+const MAX_SIDE: u32 = 16384;
+/// Largest decoded image in bytes: a few decoders at once stay within a few hundred MiB each
+/// (the image crate's default is 512 MiB; a 20000 x 20000 PNG of 400 kB fits that).
+const MAX_DECODED: u64 = 256 << 20;
+
+fn decode_limits() -> image::Limits {
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(MAX_SIDE);
+    l.max_image_height = Some(MAX_SIDE);
+    l.max_alloc = Some(MAX_DECODED);
+    l
+}
+
 /// Decodes an encoded image held in memory; `name` says where it came from in errors.
 pub fn decode_bytes(bytes: &[u8], name: impl Display) -> Result<ImageU8> {
-    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .with_context(|| format!("{name}: cannot read"))?
-        .decode()
-        .map_err(|e| anyhow::anyhow!("{name}: not a decodable image ({e})"))?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().with_context(|| format!("{name}: cannot read"))?;
+    reader.limits(decode_limits());
+    let img = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => anyhow::anyhow!("{name}: too large to decode (expected at most {MAX_SIDE} px a side and {} MiB of pixels)", MAX_DECODED >> 20),
+        e => anyhow::anyhow!("{name}: not a decodable image ({e})"),
+    })?;
     Ok(match img.color().channel_count() {
         1 | 2 => {
             let g = img.into_luma8();
