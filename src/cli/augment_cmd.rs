@@ -98,6 +98,7 @@ pub fn run(cmd: AugmentCommand) -> Result<()> {
             Ok(())
         }
         AugmentCommand::Bench { data, batch_size, batches, recipe } => {
+            ensure!(batch_size >= 1 && batches >= 1, "--batch-size/--batches: expected at least 1, got {batch_size}/{batches}");
             let ds = data::load(&data, Split::Train, &LoadOptions::default())?;
             ensure!(!ds.is_empty(), "--data: no training images");
             let img = ds.image(0)?;

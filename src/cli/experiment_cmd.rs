@@ -87,6 +87,7 @@ pub fn run_quality(a: QualityArgs) -> Result<()> {
     }
     ensure!(a.seeds >= 1, "--seeds: expected at least 1");
     ensure!(!a.variants.is_empty(), "--data: expected at least one data set");
+    ensure!(a.steps != Some(0), "--steps: expected at least 1 step, got 0 (leave it out for the preset's train.steps)");
     let mut spec = quality::QualitySpec { preset: a.preset, methods: a.methods, seeds: a.seeds, variants: a.variants, steps: a.steps.unwrap_or(0), sets: a.set, peer: a.peer };
     if spec.steps == 0 {
         spec.steps = match &a.budget {

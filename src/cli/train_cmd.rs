@@ -59,6 +59,7 @@ pub fn resolve(config: &str, method: Option<&str>, data: Option<&str>, epochs: O
 }
 
 pub fn run_train(a: TrainArgs) -> Result<()> {
+    anyhow::ensure!(a.max_steps != Some(0), "--max-steps: expected at least 1 step, got 0");
     let mut cfg = resolve(&a.config, a.method.as_deref(), a.data.as_deref(), a.epochs, &a.set)?;
     if let Some(b) = &a.budget {
         let secs = crate::train::budget::parse_duration(b)?;
