@@ -3,13 +3,10 @@ use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::Path;
 
-/// Checks an output file path before any work: not a folder, and not an existing file of a run
-/// directory (a checkpoint, config.toml, metrics), which would be lost if replaced.
-pub fn check_out_file(out: &Path) -> Result<()> {
-    anyhow::ensure!(!out.is_dir(), "--out {}: is a folder; expected a file name", out.display());
-    let run = out.parent().filter(|d| d.join("config.toml").is_file());
-    if let (true, Some(run)) = (out.exists(), run) {
-        anyhow::bail!("--out {}: would replace a file of the run directory {}; choose a path outside the run", out.display(), run.display());
+/// Fails when `out` exists and is not an empty folder: `what` (a command) writes a new folder.
+pub fn ensure_new_folder(out: &Path, what: &str) -> Result<()> {
+    if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        anyhow::bail!("--out {}: exists and is not empty ({what} writes a new folder)", out.display());
     }
     Ok(())
 }

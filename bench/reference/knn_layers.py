@@ -70,12 +70,16 @@ def layer_features(enc, x):
     return out
 
 
+def to_input(imgs, mean, std):
+    """uint8 images [n, h, w] as the network's normalised input [n, 1, h, w]."""
+    return (torch.from_numpy(imgs).float()[:, None] / 255 - mean) / std
+
+
 def features(enc, imgs, mean, std):
     parts = {}
     with torch.no_grad():
         for s in range(0, len(imgs), 1000):
-            x = (torch.from_numpy(imgs[s:s + 1000]).float()[:, None] / 255 - mean) / std
-            for key, v in layer_features(enc, x).items():
+            for key, v in layer_features(enc, to_input(imgs[s:s + 1000], mean, std)).items():
                 parts.setdefault(key, []).append(v)
     f = {key: F.normalize(torch.cat(v), dim=1) for key, v in parts.items()}
     f["l3+l4"] = F.normalize(torch.cat([f["l3"], f["l4"]], 1), dim=1)
@@ -92,7 +96,7 @@ def precise_bn(enc, imgs, mean, std, batches, seed=0):
     idx = torch.randperm(len(imgs), generator=torch.Generator().manual_seed(seed))[:batches * 64].numpy()
     with torch.no_grad():
         for s in range(0, len(idx), 64):
-            enc.backbone((torch.from_numpy(imgs[idx[s:s + 64]]).float()[:, None] / 255 - mean) / std)
+            enc.backbone(to_input(imgs[idx[s:s + 64]], mean, std))
     enc.eval()
 
 

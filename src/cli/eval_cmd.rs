@@ -7,10 +7,11 @@ use crate::eval::linear::{linear_probe, LinearOpts};
 use crate::experiments::mean_std;
 use crate::interop::{export_tensors, write_safetensors, Layout};
 use crate::models::ArchConfig;
+use crate::train::rundir::RunDir;
 use crate::train::source::{load_backbone, LoadedBackbone};
 use anyhow::{ensure, Result};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct SourceArgs {
@@ -103,13 +104,19 @@ pub struct LinearArgs {
     pub quiet: bool,
 }
 
+/// The SGD settings of `linear` and `finetune`.
+fn check_sgd(lr: f64, weight_decay: f64) -> Result<()> {
+    ensure!(lr.is_finite() && lr > 0.0, "--lr: expected a finite value > 0, got {lr}");
+    ensure!(weight_decay.is_finite() && weight_decay >= 0.0, "--weight-decay: expected a finite value >= 0, got {weight_decay}");
+    Ok(())
+}
+
 pub fn run_linear(a: LinearArgs) -> Result<()> {
     ensure!(a.epochs >= 1 && a.batch_size >= 1, "--epochs/--batch-size: expected at least 1");
     let (b, device) = a.source.load(a.seed as i64)?;
     let (train, test, prep) = load_data(&a.data, &b)?;
     let lr = a.lr.unwrap_or(if b.arch.is_vit() { 0.001 } else { 0.3 });
-    ensure!(lr.is_finite() && lr > 0.0, "--lr: expected a finite value > 0, got {lr}");
-    ensure!(a.weight_decay.is_finite() && a.weight_decay >= 0.0, "--weight-decay: expected a finite value >= 0, got {}", a.weight_decay);
+    check_sgd(lr, a.weight_decay)?;
     let n_last = if b.arch.is_vit() { a.n_last_blocks.max(1) } else { 1 };
     let opts = LinearOpts {
         epochs: a.epochs,
@@ -156,8 +163,7 @@ pub struct FinetuneArgs {
 pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
     ensure!(a.fraction > 0.0 && a.fraction <= 1.0, "--fraction: expected a value in (0, 1], got {}", a.fraction);
     ensure!(a.runs >= 1 && a.batch_size >= 1, "--runs/--batch-size: expected at least 1");
-    ensure!(a.lr.is_finite() && a.lr > 0.0, "--lr: expected a finite value > 0, got {}", a.lr);
-    ensure!(a.weight_decay.is_finite() && a.weight_decay >= 0.0, "--weight-decay: expected a finite value >= 0, got {}", a.weight_decay);
+    check_sgd(a.lr, a.weight_decay)?;
     ensure!(a.epochs != Some(0), "--epochs: expected at least 1, got 0");
     let epochs = a.epochs.unwrap_or(if a.fraction <= 0.01 { 60 } else { 30 });
     let mut results = vec![];
@@ -191,8 +197,18 @@ pub struct ExportArgs {
     pub out: PathBuf,
 }
 
+/// Checks an output file path before any work: not a folder, and not an existing file of a run
+/// directory (a checkpoint, config.toml, metrics), which would be lost if replaced.
+fn check_out_file(out: &Path) -> Result<()> {
+    ensure!(!out.is_dir(), "--out {}: is a folder; expected a file name", out.display());
+    if out.exists() && RunDir::is_run(out) {
+        anyhow::bail!("--out {}: would replace a file of the run directory {}; choose a path outside the run", out.display(), out.parent().unwrap_or(out).display());
+    }
+    Ok(())
+}
+
 pub fn run_export(a: ExportArgs) -> Result<()> {
-    crate::util::check_out_file(&a.out)?;
+    check_out_file(&a.out)?;
     let (b, _) = a.source.load(0)?;
     let named: Vec<(String, tch::Tensor)> = b.vs.variables().into_iter().collect();
     let tensors = export_tensors(named, a.layout, b.arch.is_vit())?;
@@ -230,8 +246,8 @@ pub struct EmbedArgs {
 
 pub fn run_embed(a: EmbedArgs) -> Result<()> {
     let lpath = a.out.with_extension("labels.npy");
-    crate::util::check_out_file(&a.out)?;
-    crate::util::check_out_file(&lpath)?;
+    check_out_file(&a.out)?;
+    check_out_file(&lpath)?;
     let (v, ds, d) = split_features(&a.input, None)?;
     let n = ds.len();
     crate::interop::write_npy(&v, n, d, &a.out)?;
@@ -282,8 +298,8 @@ pub fn run_tsne(a: TsneArgs) -> Result<()> {
     ensure!(a.limit >= 2, "--limit: expected at least 2 images");
     ensure!(a.iters >= 1, "--iters: expected at least 1, got 0");
     let npy = a.out.with_extension("npy");
-    crate::util::check_out_file(&a.out)?;
-    crate::util::check_out_file(&npy)?;
+    check_out_file(&a.out)?;
+    check_out_file(&npy)?;
     let (v, ds, d) = split_features(&a.input, Some(a.limit))?;
     let t0 = std::time::Instant::now();
     let opts = crate::eval::tsne::TsneOpts { perplexity: a.perplexity, epochs: a.iters, theta: 0.5, seed: a.seed };

@@ -20,9 +20,7 @@ pub fn pack(spec: &DataSpec, out: &Path, shard_size: usize, opts: &LoadOptions) 
     if shard_size == 0 {
         bail!("--shard-size: expected at least 1 image per shard");
     }
-    if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        bail!("--out {}: exists and is not empty (pack writes a new folder)", out.display());
-    }
+    crate::util::ensure_new_folder(out, "pack")?;
     let train = super::load(spec, Split::Train, opts)?;
     let mut splits = vec![("train", train.len(), write_split(&train, &out.join("train"), shard_size)?)];
     match super::load(spec, Split::Test, opts) {

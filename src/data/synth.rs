@@ -28,9 +28,7 @@ pub fn write(out: &Path, o: &SynthOptions) -> Result<usize> {
     if o.classes == 0 || o.classes > 10_000 || o.width < 8 || o.height < 8 || o.width > 8192 || o.height > 8192 || o.quality == 0 || o.quality > 100 {
         bail!("svib data synth: expected --classes 1 to 10000, --size from 8x8 to 8192x8192 and --quality 1-100");
     }
-    if std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
-        bail!("--out {}: exists and is not empty (synth writes a new folder)", out.display());
-    }
+    crate::util::ensure_new_folder(out, "synth")?;
     let mut n = 0;
     for (split, count) in [("train", o.train), ("val", o.val)] {
         for c in 0..o.classes {

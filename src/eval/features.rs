@@ -29,19 +29,22 @@ pub fn l2n(x: &Tensor) -> Tensor {
 pub fn backbone_features(model: &Backbone, ds: &Dataset, prep: &EvalPrep, batch: usize, device: Device) -> Result<Tensor> {
     let min = model.min_input();
     anyhow::ensure!(prep.size as i64 >= min, "image size {} px is smaller than the backbone's patch ({min} px): pass a larger --image-size or use a ResNet", prep.size);
-    anyhow::ensure!(!ds.is_empty(), "no images to compute features of");
     let _guard = tch::no_grad_guard();
-    let parts: Vec<Tensor> = pixel_batches(ds, prep, batch).map(|x| Ok(model.forward_t(&x?.to_device(device), false))).collect::<Result<_>>()?;
-    Ok(l2n(&Tensor::cat(&parts, 0)))
+    normalised_rows(ds, prep, batch, |x| model.forward_t(&x.to_device(device), false))
 }
 
 /// The pixels themselves, scaled to [0, 1] without mean subtraction, as features (the raw-pixel
 /// kNN baseline), L2-normalised.
 pub fn pixel_features(ds: &Dataset, prep: &EvalPrep, batch: usize, device: Device) -> Result<Tensor> {
     let c = prep.channels as usize;
-    anyhow::ensure!(!ds.is_empty(), "no images to compute features of");
     let raw = EvalPrep { norm: Norm { mean: vec![0.0; c], std: vec![1.0; c] }, ..prep.clone() };
-    let parts: Vec<Tensor> = pixel_batches(ds, &raw, batch).map(|x| Ok(x?.flatten(1, -1).to_device(device))).collect::<Result<_>>()?;
+    normalised_rows(ds, &raw, batch, |x| x.flatten(1, -1).to_device(device))
+}
+
+/// `f` of every evaluation batch of `ds`, concatenated and L2-normalised row by row.
+fn normalised_rows(ds: &Dataset, prep: &EvalPrep, batch: usize, f: impl Fn(Tensor) -> Tensor) -> Result<Tensor> {
+    anyhow::ensure!(!ds.is_empty(), "no images to compute features of");
+    let parts: Vec<Tensor> = pixel_batches(ds, prep, batch).map(|x| Ok(f(x?))).collect::<Result<_>>()?;
     Ok(l2n(&Tensor::cat(&parts, 0)))
 }
 

@@ -71,8 +71,6 @@ pub fn eval_prep(cfg: &Config, norm: Norm) -> EvalPrep {
 
 /// kNN of `method`'s evaluation backbone, train split against test split.
 pub fn knn_eval(method: &dyn Method, cfg: &Config, train: &Dataset, test: &Dataset, prep: &EvalPrep, device: Device) -> Result<KnnResult> {
-    train.require_labels(&format!("{} (train)", cfg.data.spec))?;
-    test.require_labels(&format!("{} (test)", cfg.data.spec))?;
     let b = method.eval_backbone();
     let ftr = backbone_features(b, train, prep, cfg.eval.batch_size, device)?;
     let fte = backbone_features(b, test, prep, cfg.eval.batch_size, device)?;
@@ -147,31 +145,12 @@ pub fn run(cfg: &Config, dir: &Path, opts: &RunOptions) -> Result<Option<RunResu
     let (existed, fresh) = (dir.exists(), !dir.join(RunDir::CONFIG).exists());
     let opened = trainer::Trainer::open(cfg, RunDir::new(dir), opts).inspect_err(|_| {
         if fresh {
-            forget_unstarted_run(dir, existed);
+            rundir::forget_unstarted(dir, existed);
         }
     })?;
     match opened {
         trainer::Opened::Done(r) => Ok(Some(r)),
         trainer::Opened::Ready(t) => t.fit(),
-    }
-}
-
-/// After a new run failed before its first step (bad data, too little memory): removes the
-/// config.toml (and the folder, when this run created it) so that a corrected command starts
-/// afresh instead of meeting "another recipe". Only when no other writer holds the folder and no
-/// step was logged or saved.
-fn forget_unstarted_run(dir: &Path, existed: bool) {
-    let Ok(_lock) = rundir::lock(dir) else { return };
-    let started = std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
-        let n = e.file_name().to_string_lossy().into_owned();
-        n == RunDir::METRICS || n.starts_with("ckpt-")
-    });
-    if !started {
-        let _ = std::fs::remove_file(dir.join(RunDir::CONFIG));
-        let _ = std::fs::remove_file(dir.join(".lock"));
-        if !existed {
-            let _ = std::fs::remove_dir(dir);
-        }
     }
 }
 

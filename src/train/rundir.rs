@@ -185,14 +185,15 @@ fn check_or_write_config(cfg: &Config, dir: &Path) -> Result<()> {
         if !diff.is_empty() {
             bail!("{} holds a run with another recipe; differing keys: {}. Use another --out to start a new run", dir.display(), diff.join(", "));
         }
-    } else if let Some(name) = run_files_without_config(dir)? {
+    } else if let Some(name) = first_run_file(dir)? {
         bail!("{}: holds {name} but no config.toml, so it is not a run svib can resume and writing here would replace it; use another --out", dir.display());
     }
     crate::util::write_atomic(&path, text.as_bytes())
 }
 
-/// The first file a run writes (metrics, result, checkpoint) found in `dir`.
-fn run_files_without_config(dir: &Path) -> Result<Option<String>> {
+/// The first file that a run writes once it has taken steps (metrics, result, checkpoint) found
+/// in `dir`.
+fn first_run_file(dir: &Path) -> Result<Option<String>> {
     for e in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?.filter_map(|e| e.ok()) {
         let name = e.file_name().to_string_lossy().into_owned();
         if [RunDir::METRICS, RunDir::RESULT, RunDir::DIVERGED].contains(&name.as_str()) || (name.starts_with("ckpt-") && name.ends_with(".safetensors")) {
@@ -202,6 +203,24 @@ fn run_files_without_config(dir: &Path) -> Result<Option<String>> {
     Ok(None)
 }
 
+/// After a new run failed before its first step (bad data, too little memory): removes the
+/// config.toml and lock it wrote (and the folder, when the run created it) so that a corrected
+/// command starts afresh instead of meeting "another recipe". Only when no other writer holds the
+/// folder and no step was logged or saved.
+pub fn forget_unstarted(dir: &Path, existed: bool) {
+    let Ok(_lock) = lock(dir) else { return };
+    if matches!(first_run_file(dir), Ok(None)) {
+        let _ = std::fs::remove_file(dir.join(RunDir::CONFIG));
+        let _ = std::fs::remove_file(dir.join(LOCK));
+        if !existed {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// The lock file of a run directory.
+const LOCK: &str = ".lock";
+
 /// Held while a run writes its directory; released when dropped (or when the process dies).
 pub struct RunLock {
     _file: std::fs::File,
@@ -209,7 +228,7 @@ pub struct RunLock {
 
 /// Takes the run directory's lock, or fails with one line naming the process that holds it.
 pub fn lock(dir: &Path) -> Result<RunLock> {
-    let path = dir.join(".lock");
+    let path = dir.join(LOCK);
     let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).with_context(|| format!("{}: cannot open", path.display()))?;
     // SAFETY: flock on a descriptor this function owns.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {

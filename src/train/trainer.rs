@@ -607,6 +607,9 @@ impl RunData {
     fn load(cfg: &Config, global_batch: usize) -> Result<RunData> {
         let (spec, train) = load_train_data(cfg)?;
         let test = data::load(&spec, Split::Test, &LoadOptions { skip_corrupt: cfg.data.skip_corrupt })?;
+        // every run ends with a kNN evaluation: unlabelled images fail here, not after training
+        train.require_labels(&format!("{spec} (train)"))?;
+        test.require_labels(&format!("{spec} (test)"))?;
         let bs = global_batch;
         if train.len() < bs {
             bail!("train.batch_size: {bs} images per step (over all processes) is more than the {} training images", train.len());
