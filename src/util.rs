@@ -14,15 +14,24 @@ pub fn ensure_new_folder(out: &Path, what: &str) -> Result<()> {
 /// Writes a file so that readers see either the old or the new content, never a torn one:
 /// temp file in the same folder, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| Ok(std::fs::File::create(tmp)?.write_all(bytes)?))
+}
+
+/// [`write_atomic`] for a writer that takes a path: `write` fills a temporary file beside `path`
+/// (`.NAME.PID.tmp`), which is synced and renamed onto `path`. On failure the temporary file is
+/// removed and the error names `path`.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!("{}: cannot write: {} is a file, not a folder", path.display(), dir.display());
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
     let tmp = dir.join(format!(".{}.{}.tmp", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-    f.write_all(bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    f.sync_all().with_context(|| format!("{}: cannot sync", tmp.display()))?;
-    drop(f);
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename into place", path.display()))?;
-    Ok(())
+    let done = write(&tmp).and_then(|_| Ok(std::fs::File::open(&tmp)?.sync_all()?)).and_then(|_| Ok(std::fs::rename(&tmp, path)?));
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done.with_context(|| format!("{}: cannot write", path.display()))
 }
 
 /// Physical memory of this machine in bytes (None where it cannot be read).
@@ -37,4 +46,28 @@ pub fn peak_rss_mib() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: f64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_name_the_file_and_leave_nothing_behind() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("out.bin");
+        write_atomic(&p, b"old").unwrap();
+        // a writer that fails half-way: the old content stays, the temp file goes
+        let e = write_atomic_with(&p, |tmp| {
+            std::fs::write(tmp, b"ne")?;
+            anyhow::bail!("disk full")
+        })
+        .unwrap_err();
+        assert_eq!(format!("{e:#}"), format!("{}: cannot write: disk full", p.display()));
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        // below a file: named, nothing created
+        let e = write_atomic(&p.join("x"), b"y").unwrap_err();
+        assert_eq!(format!("{e:#}"), format!("{}: cannot write: {} is a file, not a folder", p.join("x").display(), p.display()));
+    }
 }

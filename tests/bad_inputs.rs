@@ -218,6 +218,12 @@ fn cifar_cases(root: &Path) -> Vec<Case> {
         write_set(&d, &b1);
         cases.push(Case { name: format!("CIFAR-10: {name}"), args: knn_raw(&format!("cifar10:{}", d.display())), needle: "data_batch_1.bin".into() });
     }
+    let d = root.join("cifar-device");
+    write_set(&d, &vec![1u8; rec]);
+    let batch1 = d.join("cifar-10-batches-bin/data_batch_1.bin");
+    std::fs::remove_file(&batch1).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &batch1).unwrap();
+    cases.push(Case { name: "CIFAR-10: batch 1 is /dev/zero".into(), args: knn_raw(&format!("cifar10:{}", d.display())), needle: "data_batch_1.bin".into() });
     let d = root.join("cifar-missing");
     write_set(&d, &vec![1u8; rec]);
     std::fs::remove_file(d.join("cifar-10-batches-bin/data_batch_3.bin")).unwrap();
@@ -334,6 +340,7 @@ fn folder_cases(root: &Path) -> Vec<Case> {
             }),
         ),
         ("no val or test folder", "val", Box::new(|d: &Path| std::fs::remove_dir_all(d.join("val")).unwrap())),
+        ("a link from a class folder to itself", "folder cycle", Box::new(|d: &Path| std::os::unix::fs::symlink(d.join("train/a"), d.join("train/a/loop")).unwrap())),
     ];
     let mut cases = vec![];
     for (i, (name, needle, m)) in muts.into_iter().enumerate() {
@@ -633,7 +640,27 @@ fn rundir_cases(root: &Path, data: &str) -> (Vec<Case>, std::fs::File) {
     std::fs::write(full.join("mine.txt"), b"keep").unwrap();
     cases.push(case("data synth into a non-empty folder", &["data", "synth", "--out", full.to_str().unwrap(), "--train", "2", "--val", "1"], "synth-full"));
     cases.push(wds_without_cls(root));
+    cases.extend(misdirected_cases(root, &recipe, &file, data));
     (cases, lock)
+}
+
+/// Right values for the wrong command or file: a run's config.toml as a checkpoint, --arch with
+/// a run, an output below a file, contradicting options, a launch whose ranks would all fail.
+fn misdirected_cases(root: &Path, run: &Path, file: &Path, data: &str) -> Vec<Case> {
+    let (run_s, config) = (run.to_str().unwrap(), run.join("config.toml"));
+    let below_file = file.join("x.pth");
+    let out = root.join("run-new");
+    let out = out.to_str().unwrap();
+    vec![
+        case("knn --checkpoint RUN/config.toml", &["knn", "--data", data, "--checkpoint", config.to_str().unwrap()], "config.toml: expected a run directory"),
+        case("knn --checkpoint RUN --arch", &["knn", "--data", data, "--checkpoint", run_s, "--arch", "resnet18"], "--arch"),
+        case("export --out below a file", &["export", "--checkpoint", "/nonexistent/run", "--out", below_file.to_str().unwrap()], "a-file"),
+        case("train --method and --set method disagree", &["train", "--data", data, "--method", "byol", "--set", "method=dino", "--out", out], "disagree"),
+        case("bench --configs unknown", &["bench", "--configs", "nope"], "--configs"),
+        case("bench --loader unknown", &["bench", "--loader", "nope", "--data", data], "--loader"),
+        case("launch: the ranks' config is bad", &["launch", "--nproc", "1", "--", "train", "--data", data, "--set", "gmm.k=abc", "--out", out], "gmm.k"),
+        case("launch --nproc 100000", &["launch", "--nproc", "100000", "--", "train", "--data", data, "--out", out], "--nproc"),
+    ]
 }
 
 /// A `wds:` set whose one sample has an image but no `KEY.cls`: fine for training, an error for kNN.

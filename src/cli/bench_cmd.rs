@@ -53,6 +53,8 @@ pub fn run(a: BenchArgs, threads: usize) -> Result<()> {
     }
     anyhow::ensure!(a.steps > a.warmup && a.warmup >= 1, "--steps must exceed --warmup (>= 1)");
     anyhow::ensure!(a.steps.is_multiple_of(a.warmup), "--steps must be a multiple of --warmup (svib logs every --warmup steps)");
+    // the cases and their configs are checked before the reference is looked for
+    let cases = a.configs.iter().map(|name| Ok((name, case_config(case(name)?, &a.sets)?))).collect::<Result<Vec<_>>>()?;
     let root = std::env::current_dir()?;
     let (python, script) = reference_paths(&root, a.python.as_deref())?;
     let exe = std::env::current_exe()?;
@@ -60,9 +62,7 @@ pub fn run(a: BenchArgs, threads: usize) -> Result<()> {
     let mut md = String::new();
     writeln!(md, "| config | svib img/s | PyTorch img/s | ratio | svib end-to-end img/s | PyTorch end-to-end img/s | ratio | svib peak MiB | PyTorch peak MiB | loss rel. err |")?;
     writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
-    for name in &a.configs {
-        let c = case(name)?;
-        let cfg = case_config(c, &a.sets)?;
+    for (name, cfg) in cases {
         let dir = work.path().join(name);
         // 1. the same loss on the same batch and weights
         let expected = dump_loss_case(&cfg, &dir.join("loss")).with_context(|| format!("{name}: loss dump"))?;
@@ -106,7 +106,7 @@ pub fn run(a: BenchArgs, threads: usize) -> Result<()> {
 /// `svib bench --loader CONFIG --data folder:DIR`: loader images/s, svib vs the DataLoader, A B A B.
 fn run_loader(a: &BenchArgs, config: &str, threads: usize) -> Result<()> {
     let data = a.data.as_deref().context("--loader needs --data folder:DIR")?;
-    let mut t = crate::train::config::load_table(config)?;
+    let mut t = crate::train::config::load_table(config).context("--loader")?;
     crate::train::config::set_key(&mut t, &format!("data.spec={data}"))?;
     for s in &a.sets {
         crate::train::config::set_key(&mut t, s)?;

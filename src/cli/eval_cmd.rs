@@ -21,9 +21,9 @@ pub struct SourceArgs {
     /// Architecture for a weights file: NAME[:key=value,...] (see `svib models`).
     #[arg(long)]
     pub arch: Option<String>,
-    /// Input channels for a weights file: 1 or 3.
-    #[arg(long, default_value_t = 3)]
-    pub channels: u8,
+    /// Input channels for a weights file: 1 or 3 (default 3).
+    #[arg(long)]
+    pub channels: Option<u8>,
     /// cpu | cuda | cuda:N | auto
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -33,7 +33,7 @@ impl SourceArgs {
     pub(super) fn load(&self, seed: i64) -> Result<(LoadedBackbone, tch::Device)> {
         let device = crate::device::parse(&self.device)?;
         let arch = self.arch.as_deref().map(ArchConfig::parse).transpose()?;
-        Ok((load_backbone(Some(&self.checkpoint), arch.as_ref(), self.channels, device, seed)?, device))
+        Ok((load_backbone(Some(&self.checkpoint), arch.as_ref(), self.channels, 3, device, seed)?, device))
     }
 }
 
@@ -201,6 +201,9 @@ pub struct ExportArgs {
 /// directory (a checkpoint, config.toml, metrics), which would be lost if replaced.
 fn check_out_file(out: &Path) -> Result<()> {
     ensure!(!out.is_dir(), "--out {}: is a folder; expected a file name", out.display());
+    if let Some(file) = out.ancestors().skip(1).find(|p| p.is_file()) {
+        anyhow::bail!("--out {}: {} is a file, not a folder", out.display(), file.display());
+    }
     if out.exists() && RunDir::is_run(out) {
         anyhow::bail!("--out {}: would replace a file of the run directory {}; choose a path outside the run", out.display(), out.parent().unwrap_or(out).display());
     }

@@ -85,7 +85,7 @@ pub fn run(a: KnnArgs) -> Result<()> {
             "--checkpoint {}: not a run directory (no config.toml beside it), so --arch is needed to read it as backbone weights",
             ck.map_or(String::new(), |c| c.display().to_string())
         );
-        let b = load_backbone(ck, arch.as_ref(), channels, device, a.seed)?;
+        let b = load_backbone(ck, arch.as_ref(), a.channels, channels, device, a.seed)?;
         // a run brings its own preprocessing (crop size, channels)
         if let Some(cfg) = &b.run_config {
             prep = crate::train::eval_prep(cfg, prep.norm);

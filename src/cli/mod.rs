@@ -103,11 +103,37 @@ fn run(cli: Cli) -> Result<()> {
         Command::Augment { command } => augment_cmd::run(command),
         Command::Data { command } => data_cmd::run(command),
         Command::Models => data_cmd::list_models(),
-        Command::Launch { nproc, master_port, args } => match crate::dist::launch(nproc, master_port, &args)? {
+        Command::Launch { nproc, master_port, args } => match check_launched(nproc, &args).and_then(|_| crate::dist::launch(nproc, master_port, &args))? {
             0 => Ok(()),
             code => std::process::exit(code),
         },
     }
+}
+
+/// `svib launch`: the command line every rank would run is checked once here, so that a mistake
+/// in it gives one error line instead of one per process; `--nproc` is bounded by the cores
+/// (each process needs one).
+fn check_launched(nproc: usize, args: &[String]) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    anyhow::ensure!(nproc <= cores, "--nproc {nproc}: this machine has {cores} cores, and each process needs one");
+    let cli = match Cli::try_parse_from(std::iter::once("svib".to_string()).chain(args.iter().cloned())) {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => return Ok(()),
+        Err(e) => anyhow::bail!("the launched command: {}", clap_message(&e)),
+    };
+    match cli.command {
+        Command::Train(a) => train_cmd::resolve(&a.config, a.method.as_deref(), a.data.as_deref(), a.epochs, &a.set).map(drop),
+        Command::Launch { .. } => anyhow::bail!("svib launch runs an svib command such as train, not another launch"),
+        _ => Ok(()),
+    }
+}
+
+/// The line of clap's message that says what is wrong (its first paragraph, joined).
+fn clap_message(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first: Vec<&str> = text.lines().map(str::trim).skip_while(|l| l.is_empty()).take_while(|l| !l.is_empty()).collect();
+    let first = if first.is_empty() { "invalid arguments".to_string() } else { first.join(" ") };
+    first.trim_start_matches("error: ").to_string()
 }
 
 /// Entry point: parses arguments, runs, and turns every error into one line and exit code 2.
@@ -115,6 +141,10 @@ pub fn main() -> i32 {
     std::panic::set_hook(Box::new(|info| {
         let msg = info.payload().downcast_ref::<String>().map(String::as_str).or_else(|| info.payload().downcast_ref::<&str>().copied()).unwrap_or("unknown");
         let first = msg.lines().next().unwrap_or(msg);
+        // `svib presets | head`: stdout closed early is the reader's choice, not an error
+        if first.starts_with("failed printing to stdout") && first.contains("Broken pipe") {
+            std::process::exit(141);
+        }
         eprintln!("svib: internal error: {first} (at {})", info.location().map_or("?".into(), |l| l.to_string()));
     }));
     let cli = match Cli::try_parse() {
@@ -130,11 +160,7 @@ pub fn main() -> i32 {
         }
         Err(e) => {
             // clap's message is several lines (tip, usage); keep the one that says what is wrong
-            let text = e.render().to_string();
-            // the first paragraph, joined: "the following required arguments were not provided: --arch <ARCH>"
-            let first: Vec<&str> = text.lines().map(str::trim).skip_while(|l| l.is_empty()).take_while(|l| !l.is_empty()).collect();
-            let first = if first.is_empty() { "invalid arguments".to_string() } else { first.join(" ") };
-            eprintln!("error: {} (see `svib --help`)", first.trim_start_matches("error: "));
+            eprintln!("error: {} (see `svib --help`)", clap_message(&e));
             return 2;
         }
     };

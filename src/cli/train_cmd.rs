@@ -42,7 +42,11 @@ pub struct TrainArgs {
 
 /// The resolved config of a `train`-like command line.
 pub fn resolve(config: &str, method: Option<&str>, data: Option<&str>, epochs: Option<usize>, sets: &[String]) -> Result<Config> {
-    let mut table = load_table(config)?;
+    let mut table = load_table(config).context("--config")?;
+    let set_method = sets.iter().filter_map(|s| s.split_once('=')).find(|(k, _)| k.trim() == "method").map(|(_, v)| v.trim().trim_matches('"'));
+    if let (Some(m), Some(s)) = (method, set_method) {
+        anyhow::ensure!(m == s, "--method {m} and --set method={s} disagree; give one of them");
+    }
     if let Some(m) = method {
         apply_method(&mut table, m).context("--method")?;
     }

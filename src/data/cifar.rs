@@ -1,10 +1,12 @@
 //! CIFAR-10 / CIFAR-100 binary versions. Records are `label (1 byte) + 3072 bytes` (CIFAR-10) or
 //! `coarse + fine label + 3072 bytes` (CIFAR-100); pixels are planar R, G, B of 32x32.
-use super::{Dataset, ImageU8, Split};
+use super::{read_records, Dataset, ImageU8, Split};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
 const PIXELS: usize = 32 * 32 * 3;
+/// Records in one file: CIFAR-100's train.bin has 50,000.
+const MAX_RECORDS: usize = 60_000;
 
 /// The folder holding the .bin files: DIR itself or the archive's own sub-folder.
 fn batches_dir(dir: &Path, sub: &str, probe: &str) -> Result<PathBuf> {
@@ -29,16 +31,7 @@ pub fn load(dir: &Path, split: Split, hundred: bool) -> Result<Dataset> {
     let (mut images, mut labels) = (vec![], vec![]);
     for f in &files {
         let path = root.join(f);
-        let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: cannot read ({e})", path.display()))?;
-        if bytes.is_empty() || bytes.len() % record != 0 {
-            bail!(
-                "{}: truncated or corrupt: {} bytes is not a whole number of {record}-byte records (last record starts at offset {})",
-                path.display(),
-                bytes.len(),
-                bytes.len() / record * record
-            );
-        }
-        for (i, r) in bytes.chunks_exact(record).enumerate() {
+        read_records(&path, record, MAX_RECORDS, &format!("{record}-byte records"), |i, r| {
             let label = r[label_bytes - 1] as usize;
             if label >= classes {
                 bail!("{}: record {i} (offset {}) has label {label}, expected 0..{}", path.display(), i * record + label_bytes - 1, classes - 1);
@@ -52,7 +45,8 @@ pub fn load(dir: &Path, split: Split, hundred: bool) -> Result<Dataset> {
             }
             images.push(ImageU8::new(32, 32, 3, hwc));
             labels.push(label as i64);
-        }
+            Ok(())
+        })?;
     }
     let meta = if hundred { "fine_label_names.txt" } else { "batches.meta.txt" };
     let class_names = std::fs::read_to_string(root.join(meta))

@@ -1,5 +1,6 @@
 //! ImageFolder trees: `root/train/<class>/*.{jpg,jpeg,png,bmp,webp}` and `root/val/<class>/…`
-//! (or `root/test/…`). Classes are the sorted sub-folder names, as torchvision does. Opening a
+//! (or `root/test/…`). Classes are the sorted sub-folder names and the images of a class are the
+//! files at any depth below its folder, as torchvision does. Opening a
 //! tree indexes its files (memory grows with the file count, not the pixels); images are decoded
 //! when read, by the loader threads; grey images stay one-channel.
 use super::{Dataset, ImageU8, LoadOptions, Split};
@@ -26,13 +27,16 @@ pub(super) fn split_dir(root: &Path, split: Split, layout: &str) -> Result<PathB
 
 pub use super::decode::decode_file as decode;
 
-/// The sorted names of the class folders under `dir`.
-fn class_dirs(dir: &Path) -> Result<Vec<String>> {
-    let mut classes: Vec<String> = std::fs::read_dir(dir)
+/// A class folder: its name (lossy UTF-8, for messages and class lists) and its path.
+type ClassDir = (String, PathBuf);
+
+/// The class folders under `dir`, sorted by name.
+fn class_dirs(dir: &Path) -> Result<Vec<ClassDir>> {
+    let mut classes: Vec<ClassDir> = std::fs::read_dir(dir)
         .with_context(|| format!("{}: cannot list", dir.display()))?
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
         .collect();
     classes.sort();
     if classes.is_empty() {
@@ -41,15 +45,45 @@ fn class_dirs(dir: &Path) -> Result<Vec<String>> {
     Ok(classes)
 }
 
-/// Whether a folder holds at least one file with an image extension.
+/// Whether a file name has one of the image extensions.
+fn is_image(p: &Path) -> bool {
+    EXTENSIONS.contains(&p.extension().map(|x| x.to_string_lossy().to_lowercase()).unwrap_or_default().as_str())
+}
+
+/// Folders below a class folder that are walked (torchvision walks without a limit; a deeper
+/// tree is almost surely a link cycle or a mistake).
+const MAX_DEPTH: usize = 32;
+
+/// The files under a class folder at any depth, following links, as torchvision's ImageFolder
+/// finds them (`os.walk`), in its order: folder by folder, then by name. Links to nothing are
+/// counted, not returned.
+fn files_under(dir: &Path) -> Result<(Vec<PathBuf>, usize)> {
+    let (mut files, mut broken) = (vec![], 0);
+    for e in walkdir::WalkDir::new(dir).follow_links(true).max_depth(MAX_DEPTH) {
+        match e {
+            Ok(e) if e.file_type().is_file() => files.push(e.into_path()),
+            Ok(_) => {}
+            Err(e) if e.depth() > 0 && e.path().is_some_and(|p| p.is_symlink() && !p.exists()) => broken += 1,
+            Err(e) => {
+                let at = e.path().unwrap_or(dir).display().to_string();
+                match e.loop_ancestor() {
+                    Some(a) => bail!("{at}: a link back to {} (a folder cycle)", a.display()),
+                    None => bail!("{at}: cannot list ({})", e.io_error().map_or_else(|| e.to_string(), |io| io.to_string())),
+                }
+            }
+        }
+    }
+    files.sort_by(|a, b| (a.parent(), a.file_name()).cmp(&(b.parent(), b.file_name())));
+    Ok((files, broken))
+}
+
+/// Whether a folder holds at least one file with an image extension, at any depth.
 fn has_images(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).any(|e| EXTENSIONS.contains(&e.path().extension().map(|x| x.to_string_lossy().to_lowercase()).unwrap_or_default().as_str())))
-        .unwrap_or(false)
+    files_under(dir).is_ok_and(|(f, _)| f.iter().any(|p| is_image(p)))
 }
 
 /// Class folders of a split with their indices in the tree's class list.
-type ClassIndex = Vec<(String, usize)>;
+type ClassIndex = Vec<(PathBuf, usize)>;
 
 /// The class folders of `dir` and their indices. There is one class index per tree, from
 /// `train/` (`unlabeled/` keeps its own folders, whose labels are not used): the folders of the test split must be among train's classes (an extra folder without
@@ -58,16 +92,16 @@ fn classes_of(root: &Path, dir: &Path, split: Split) -> Result<(Vec<String>, Cla
     let here = class_dirs(dir)?;
     let train_dir = root.join("train");
     if split != Split::Test || !train_dir.is_dir() {
-        let idx = here.iter().cloned().enumerate().map(|(i, c)| (c, i)).collect();
-        return Ok((here, idx));
+        let idx = here.iter().enumerate().map(|(i, (_, p))| (p.clone(), i)).collect();
+        return Ok((here.into_iter().map(|(c, _)| c).collect(), idx));
     }
-    let classes = class_dirs(&train_dir)?;
+    let classes: Vec<String> = class_dirs(&train_dir)?.into_iter().map(|(c, _)| c).collect();
     let mut idx = vec![];
-    for c in here {
+    for (c, path) in here {
         match classes.binary_search(&c) {
-            Ok(i) => idx.push((c, i)),
-            Err(_) if !has_images(&dir.join(&c)) => eprintln!("warning: {}: no images, and not a class of {}; skipped", dir.join(&c).display(), train_dir.display()),
-            Err(_) => bail!("{}: `{c}` is not a class of {} (the classes are train's folders: {})", dir.join(&c).display(), train_dir.display(), classes.join(", ")),
+            Ok(i) => idx.push((path, i)),
+            Err(_) if !has_images(&path) => eprintln!("warning: {}: no images, and not a class of {}; skipped", path.display(), train_dir.display()),
+            Err(_) => bail!("{}: `{c}` is not a class of {} (the classes are train's folders: {})", path.display(), train_dir.display(), classes.join(", ")),
         }
     }
     Ok((classes, idx))
@@ -77,17 +111,12 @@ pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
     let dir = split_dir(root, split, "<class>/<images>")?;
     let (classes, class_index) = classes_of(root, &dir, split)?;
     let mut files: Vec<(PathBuf, i64)> = vec![];
-    let mut ignored = 0usize;
-    for (c, ci) in &class_index {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir.join(c))
-            .with_context(|| format!("{}: cannot list", dir.join(c).display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        entries.sort();
+    let (mut ignored, mut broken) = (0usize, 0usize);
+    for (path, ci) in &class_index {
+        let (entries, b) = files_under(path)?;
+        broken += b;
         for p in entries {
-            let ext = p.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
-            if EXTENSIONS.contains(&ext.as_str()) {
+            if is_image(&p) {
                 files.push((p, *ci as i64));
             } else {
                 ignored += 1;
@@ -96,6 +125,9 @@ pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
     }
     if ignored > 0 {
         eprintln!("warning: {}: ignored {ignored} file(s) without an image extension ({})", dir.display(), EXTENSIONS.join(", "));
+    }
+    if broken > 0 {
+        eprintln!("warning: {}: ignored {broken} link(s) to nothing", dir.display());
     }
     let files = if opts.skip_corrupt { decodable(files, &dir, |(p, _)| decode(p).map(drop)) } else { files };
     let file_channels = channels_of(files.iter().map(|(p, _)| p), |p| decode(p))?;
@@ -174,6 +206,35 @@ pub(crate) mod tests {
         assert!(e.contains("broken.png") && e.contains("not a decodable image"), "{e}");
         let ds = load(d.path(), Split::Train, &LoadOptions { skip_corrupt: true }).unwrap();
         assert_eq!(ds.len(), 6);
+    }
+
+    #[test]
+    fn nested_images_belong_to_their_class_in_torchvisions_order() {
+        let d = tempfile::tempdir().unwrap();
+        tree(d.path());
+        let deeper = d.path().join("train/cat/a_sub/b");
+        std::fs::create_dir_all(&deeper).unwrap();
+        image::GrayImage::from_pixel(3, 3, image::Luma([1])).save(deeper.join("0.png")).unwrap();
+        image::GrayImage::from_pixel(3, 3, image::Luma([2])).save(d.path().join("train/cat/z.png")).unwrap();
+        let ds = load(d.path(), Split::Train, &LoadOptions::default()).unwrap();
+        let names: Vec<String> = ds.files.iter().map(|p| p.strip_prefix(d.path()).unwrap().display().to_string()).collect();
+        // os.walk sorted: the class folder's own files first, then each sub-folder's
+        assert_eq!(names[..4], ["train/cat/0.png", "train/cat/1.png", "train/cat/z.png", "train/cat/a_sub/b/0.png"]);
+        assert_eq!(ds.labels, vec![0, 0, 0, 0, 1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn non_utf8_class_folder_and_link_cycle() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        tree(d.path());
+        let odd = d.path().join("train").join(std::ffi::OsStr::from_bytes(b"cl\xffs"));
+        std::fs::rename(d.path().join("train/dog"), &odd).unwrap();
+        let ds = load(d.path(), Split::Train, &LoadOptions::default()).unwrap();
+        assert_eq!((ds.len(), ds.class_names[1].as_str()), (6, "cl\u{fffd}s"));
+        std::os::unix::fs::symlink(d.path().join("train/cat"), d.path().join("train/cat/loop")).unwrap();
+        let e = format!("{:#}", load(d.path(), Split::Train, &LoadOptions::default()).unwrap_err());
+        assert!(e.contains("cat/loop") && e.contains("folder cycle"), "{e}");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! STL-10 binary version: `{train,test,unlabeled}_X.bin` hold 96x96x3 images, each channel stored
 //! column-major (MATLAB order); `{train,test}_y.bin` hold labels 1..10.
-use super::{Dataset, ImageU8, Split};
+use super::{read_records, Dataset, ImageU8, Split};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
 const SIDE: usize = 96;
 const PIXELS: usize = SIDE * SIDE * 3;
+/// Images in one file: the unlabeled split has 100,000.
+const MAX_IMAGES: usize = 100_000;
 
 fn root(dir: &Path) -> PathBuf {
     if dir.join("stl10_binary").is_dir() {
@@ -18,21 +20,28 @@ fn root(dir: &Path) -> PathBuf {
 pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
     let root = root(dir);
     let x_path = root.join(format!("{}_X.bin", split.name()));
-    let xs = std::fs::read(&x_path).map_err(|e| anyhow::anyhow!("{}: cannot read ({e})", x_path.display()))?;
-    if xs.is_empty() || xs.len() % PIXELS != 0 {
-        bail!(
-            "{}: truncated or corrupt: {} bytes is not a whole number of {PIXELS}-byte 96x96x3 images (last image starts at offset {})",
-            x_path.display(),
-            xs.len(),
-            xs.len() / PIXELS * PIXELS
-        );
-    }
-    let n = xs.len() / PIXELS;
+    let mut images = vec![];
+    let n = read_records(&x_path, PIXELS, MAX_IMAGES, "96x96x3 images", |_, raw| {
+        let mut hwc = vec![0u8; PIXELS];
+        for c in 0..3 {
+            for x in 0..SIDE {
+                for y in 0..SIDE {
+                    hwc[(y * SIDE + x) * 3 + c] = raw[c * SIDE * SIDE + x * SIDE + y];
+                }
+            }
+        }
+        images.push(ImageU8::new(SIDE as u32, SIDE as u32, 3, hwc));
+        Ok(())
+    })?;
     let labels: Vec<i64> = if split == Split::Unlabeled {
         vec![-1; n]
     } else {
         let y_path = root.join(format!("{}_y.bin", split.name()));
-        let ys = std::fs::read(&y_path).map_err(|e| anyhow::anyhow!("{}: cannot read ({e})", y_path.display()))?;
+        let mut ys = vec![];
+        read_records(&y_path, 1, MAX_IMAGES, "labels", |_, l| {
+            ys.push(l[0]);
+            Ok(())
+        })?;
         if ys.len() != n {
             bail!("{}: {} labels, but {} has {n} images", y_path.display(), ys.len(), x_path.display());
         }
@@ -41,20 +50,6 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
         }
         ys.iter().map(|&l| l as i64 - 1).collect()
     };
-    let images = xs
-        .chunks_exact(PIXELS)
-        .map(|raw| {
-            let mut hwc = vec![0u8; PIXELS];
-            for c in 0..3 {
-                for x in 0..SIDE {
-                    for y in 0..SIDE {
-                        hwc[(y * SIDE + x) * 3 + c] = raw[c * SIDE * SIDE + x * SIDE + y];
-                    }
-                }
-            }
-            ImageU8::new(SIDE as u32, SIDE as u32, 3, hwc)
-        })
-        .collect();
     let class_names = std::fs::read_to_string(root.join("class_names.txt"))
         .ok()
         .map(|s| s.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect::<Vec<_>>())

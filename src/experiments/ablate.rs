@@ -3,7 +3,7 @@
 use super::plot::{line_chart, Series};
 use super::{run_jobs, sets_note, Job, Outcome};
 use crate::train::config::{load_table, set_epochs, set_key, Config};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -62,7 +62,7 @@ pub struct AblateSpec {
 }
 
 fn row_config(spec: &AblateSpec, row: &Row) -> Result<Config> {
-    let mut t = load_table(&spec.preset)?;
+    let mut t = load_table(&spec.preset).context("--preset")?;
     set_key(&mut t, "method=\"svib\"")?;
     if let Some(e) = spec.epochs {
         set_epochs(&mut t, e)?;

@@ -3,7 +3,7 @@
 use super::plot::{line_chart, Series};
 use super::{mean_std, run_jobs, sets_note, Job, Outcome};
 use crate::train::config::{apply_method, load_table, set_epochs, set_key, set_key_for, Config};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -18,7 +18,7 @@ pub struct CompareSpec {
 
 /// The config of one method and seed.
 pub fn job_config(spec: &CompareSpec, method: &str, seed: u64) -> Result<Config> {
-    let mut t = load_table(&spec.preset)?;
+    let mut t = load_table(&spec.preset).context("--preset")?;
     apply_method(&mut t, method)?;
     if let Some(e) = spec.epochs {
         set_epochs(&mut t, e)?;

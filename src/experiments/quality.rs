@@ -117,7 +117,7 @@ fn peer_top1(cfg: &Config, v: Variant, seed: u64, dir: &Path) -> Result<f64> {
 
 /// The config of one data set, method and seed.
 pub fn job_config(spec: &QualitySpec, v: Variant, method: &str, seed: u64) -> Result<Config> {
-    let mut t = load_table(&spec.preset)?;
+    let mut t = load_table(&spec.preset).context("--preset")?;
     apply_method(&mut t, method)?;
     let every = (spec.steps / 6).max(1);
     let mut edits = vec![format!("train.knn_every_steps={every}"), "train.knn_every=0".into(), "train.knn_at_start=true".into(), format!("train.seed={seed}")];

@@ -48,9 +48,28 @@ pub fn export_tensors(named: Vec<(String, Tensor)>, layout: Layout, is_vit: bool
 
 /// Writes safetensors atomically.
 pub fn write_safetensors(named: &[(String, Tensor)], path: &Path) -> Result<()> {
-    let tmp = path.with_extension("safetensors.tmp");
-    Tensor::write_safetensors(named, &tmp).map_err(|e| anyhow::anyhow!("{}: cannot write ({e})", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| anyhow::anyhow!("{}: cannot write ({e})", path.display()))
+    crate::util::write_atomic_with(path, |tmp| Tensor::write_safetensors(named, tmp).map_err(|e| anyhow::anyhow!("{e}")))
+}
+
+/// Reads a safetensors file; the error names `path` and says in words what is wrong with it.
+pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    Tensor::read_safetensors(path).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), safetensors_problem(&e)))
+}
+
+/// What a safetensors reading error means for the user's file.
+fn safetensors_problem(e: &tch::TchError) -> String {
+    use safetensors::SafeTensorError as E;
+    let tch::TchError::SafeTensorError { err, .. } = e else { return format!("not a readable safetensors file ({e})") };
+    let what = match err {
+        E::HeaderTooSmall | E::InvalidHeaderLength => "shorter than its header says (empty or cut off)".to_string(),
+        E::HeaderTooLarge => "its first 8 bytes announce a header over 100 MB".to_string(),
+        E::InvalidHeader | E::InvalidHeaderStart | E::InvalidHeaderDeserialization | E::JsonError(_) => "its header is not safetensors' JSON".to_string(),
+        E::MetadataIncompleteBuffer => "the header's tensors do not cover the file exactly (cut off, or bytes appended)".to_string(),
+        E::TensorInvalidInfo | E::InvalidOffset(_) | E::ValidationOverflow | E::InvalidTensorView(..) => "a tensor's shape, type and offsets disagree".to_string(),
+        E::TensorNotFound(n) => format!("no tensor `{n}`"),
+        E::IoError(io) => format!("cannot read ({io})"),
+    };
+    format!("not a readable safetensors file: {what}")
 }
 
 #[cfg(test)]

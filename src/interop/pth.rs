@@ -557,22 +557,22 @@ pub fn write_pth(named: &[(String, Tensor)], path: &Path) -> Result<()> {
         blobs.push((key, bytes));
     }
     p.extend_from_slice(b"u.");
-    let tmp = path.with_extension("pth.tmp");
-    let file = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-    let mut zip = zip::ZipWriter::new(file);
-    let opts = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    let entry = |zip: &mut zip::ZipWriter<std::fs::File>, name: &str, data: &[u8]| -> Result<()> {
-        zip.start_file(format!("archive/{name}"), opts).map_err(|e| anyhow!("{}: {e}", tmp.display()))?;
-        zip.write_all(data).with_context(|| format!("{}: cannot write", tmp.display()))
-    };
-    entry(&mut zip, "data.pkl", &p)?;
-    entry(&mut zip, "byteorder", b"little")?;
-    for (key, bytes) in &blobs {
-        entry(&mut zip, &format!("data/{key}"), bytes)?;
-    }
-    entry(&mut zip, "version", b"3\n")?;
-    zip.finish().map_err(|e| anyhow!("{}: {e}", tmp.display()))?.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
+    crate::util::write_atomic_with(path, |tmp| {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(tmp)?);
+        let opts = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let mut entry = |name: &str, data: &[u8]| -> Result<()> {
+            zip.start_file(format!("archive/{name}"), opts)?;
+            Ok(zip.write_all(data)?)
+        };
+        entry("data.pkl", &p)?;
+        entry("byteorder", b"little")?;
+        for (key, bytes) in &blobs {
+            entry(&format!("data/{key}"), bytes)?;
+        }
+        entry("version", b"3\n")?;
+        zip.finish()?;
+        Ok(())
+    })
 }
 
 /// A committed test fixture (tests/fixtures/NAME, written once by a script in scripts/fixtures/),

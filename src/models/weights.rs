@@ -62,7 +62,7 @@ pub fn load_safetensors(vs: &nn::VarStore, path: &Path) -> Result<()> {
         let wanted = |name: &str, size: &[i64]| vars.iter().any(|(k, s)| s == size && name.strip_suffix(k.as_str()).is_some_and(|p| p.is_empty() || p.ends_with('.')));
         crate::interop::pth::read_pth_where(path, wanted)?
     } else {
-        Tensor::read_safetensors(path).map_err(|e| anyhow::anyhow!("{}: not a readable safetensors file ({e}); PyTorch files need a .pth or .pt name", path.display()))?
+        crate::interop::read_safetensors(path).map_err(|e| anyhow::anyhow!("{e:#}; PyTorch files need a .pth or .pt name"))?
     };
     load_named(vs, named, path).with_context(|| "loading backbone weights".to_string())
 }

@@ -100,17 +100,15 @@ pub type Loaded = (Meta, BTreeMap<String, Tensor>, PathBuf);
 pub fn load_latest(dir: &Path) -> Result<Option<Loaded>> {
     let all = list(dir);
     let mut last_error = None;
-    for (step, path) in all.iter().rev() {
+    for (i, (step, path)) in all.iter().enumerate().rev() {
         match load(path).and_then(|(meta, t)| check(*step, &meta, &t, path).map(|_| (meta, t))) {
             Ok((meta, tensors)) => return Ok(Some((meta, tensors, path.clone()))),
-            Err(e) => {
-                eprintln!("warning: {e:#}; trying the checkpoint before it");
-                last_error = Some(e);
-            }
+            Err(e) if i > 0 => eprintln!("warning: {e:#}; trying the checkpoint before it"),
+            Err(e) => last_error = Some(e),
         }
     }
     match last_error {
-        Some(e) => Err(e.context(format!("{}: no checkpoint can be resumed; remove the directory to start again", dir.display()))),
+        Some(e) => Err(e.context(format!("{}: no checkpoint reads back", dir.display()))),
         None => Ok(None),
     }
 }
@@ -132,9 +130,9 @@ fn non_finite<'a>(named: impl Iterator<Item = (&'a String, &'a Tensor)>) -> Vec<
 /// A checkpoint's description and tensors; one holding non-finite values is an error.
 pub fn load(path: &Path) -> Result<(Meta, BTreeMap<String, Tensor>)> {
     let json = path.with_extension("json");
-    let meta: Meta = serde_json::from_slice(&std::fs::read(&json).with_context(|| format!("{}: cannot read", json.display()))?)
+    let meta: Meta = serde_json::from_slice(&std::fs::read(&json).with_context(|| format!("{}: its description {} cannot be read", path.display(), json.display()))?)
         .map_err(|e| anyhow::anyhow!("{}: not a checkpoint description ({e})", json.display()))?;
-    let tensors = Tensor::read_safetensors(path).map_err(|e| anyhow::anyhow!("{}: not a readable safetensors file ({e})", path.display()))?;
+    let tensors = crate::interop::read_safetensors(path)?;
     if tensors.is_empty() {
         bail!("{}: the checkpoint holds no tensors", path.display());
     }
@@ -187,7 +185,7 @@ mod tests {
         // when none can be read, one error naming the directory
         std::fs::write(d.path().join("ckpt-00000007.safetensors"), b"junk").unwrap();
         let e = format!("{:#}", load_latest(d.path()).unwrap_err());
-        assert!(e.contains("no checkpoint can be resumed") && e.contains("ckpt-00000007.safetensors"), "{e}");
+        assert!(e.contains("no checkpoint reads back") && e.contains("ckpt-00000007.safetensors"), "{e}");
         assert!(!d.path().read_dir().unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
     }
 

@@ -358,7 +358,7 @@ pub fn load_table(name_or_path: &str) -> Result<toml::Table> {
     let path = Path::new(name_or_path);
     if !path.is_file() {
         let prefixes: Vec<String> = METHOD_OVERLAYS.iter().map(|m| format!("{}-", m.0)).collect();
-        bail!("--config `{name_or_path}`: neither a preset ({}, optionally prefixed with one of {}) nor a file", PRESETS.map(|p| p.0).join(", "), prefixes.join(", "));
+        bail!("`{name_or_path}`: neither a preset ({}, optionally prefixed with one of {}) nor a file", PRESETS.map(|p| p.0).join(", "), prefixes.join(", "));
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     toml::from_str::<toml::Table>(&text).map_err(|e| anyhow::anyhow!("{}: not valid TOML: {}", path.display(), one_line(&e.to_string())))

@@ -21,7 +21,7 @@ use crate::methods::Method;
 use anyhow::{bail, Context, Result};
 use config::Config;
 use rundir::RunDir;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
 /// Run-control options that are not part of the recipe (changing them does not change the run).
@@ -124,12 +124,22 @@ pub fn load_run(path: &Path, device: Device) -> Result<(Config, Box<dyn Method>)
         let Some((_, tensors, ckpt)) = run.latest_checkpoint()? else { bail!("{}: no checkpoint in this run directory", path.display()) };
         (tensors, ckpt)
     } else {
-        (checkpoint::load(path)?.1, path.to_path_buf())
+        let ckpt = checkpoint_file(path)?;
+        (checkpoint::load(&ckpt)?.1, ckpt)
     };
     let cfg = run.config()?;
     let mut method = cfg.method.build(&cfg.shared(), device)?;
     restore(method.as_mut(), None, &tensors, &ckpt)?;
     Ok((cfg, method))
+}
+
+/// A checkpoint named by a file of its run: `ckpt-N.safetensors`, or its description `ckpt-N.json`.
+fn checkpoint_file(path: &Path) -> Result<PathBuf> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("safetensors") => Ok(path.to_path_buf()),
+        Some("json") if path.with_extension("safetensors").is_file() => Ok(path.with_extension("safetensors")),
+        _ => bail!("{}: expected a run directory or one of its checkpoints (ckpt-N.safetensors)", path.display()),
+    }
 }
 
 /// The same values with NHWC strides (a 4-D tensor viewed as NCHW), which libtorch's

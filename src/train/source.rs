@@ -19,13 +19,25 @@ pub struct LoadedBackbone {
     pub run_config: Option<Config>,
 }
 
-pub fn load_backbone(checkpoint: Option<&Path>, arch: Option<&ArchConfig>, channels: u8, device: Device, seed: i64) -> Result<LoadedBackbone> {
+/// The backbone of `checkpoint` (a run, or weights with `arch`) or a random one of `arch`.
+/// `channels` is what the user asked for (a weights file or random init otherwise takes
+/// `default_channels`); a run brings its own architecture and channels, so asking for others is
+/// an error.
+pub fn load_backbone(checkpoint: Option<&Path>, arch: Option<&ArchConfig>, channels: Option<u8>, default_channels: u8, device: Device, seed: i64) -> Result<LoadedBackbone> {
     tch::manual_seed(seed);
+    let (arch_given, channels_given) = (arch, channels);
+    let channels = channels.unwrap_or(default_channels);
     match checkpoint {
         Some(path) if RunDir::is_run(path) => {
+            if arch_given.is_some() {
+                bail!("--arch: {} is a run, which brings its own architecture; leave --arch out (it is for weights files)", path.display());
+            }
             let (cfg, method) = super::load_run(path, device)?;
             let arch = cfg.model.clone();
             let channels = cfg.augment.channels;
+            if let Some(given) = channels_given.filter(|c| *c != channels) {
+                bail!("--channels {given}: the run {} takes {channels}-channel images; a run brings its own, so leave --channels out", path.display());
+            }
             let vs = nn::VarStore::new(device);
             let model = Backbone::new(&vs.root(), &arch, channels as i64)?;
             let src = method.eval_store().variables();
