@@ -301,6 +301,7 @@ pub fn unflatten_into(ts: &[&Tensor], flat: &Tensor) {
 /// Returns the exit code: 0, or the first failing rank's (named on stderr).
 pub fn launch(nproc: usize, port: Option<u16>, args: &[String]) -> Result<i32> {
     anyhow::ensure!(nproc >= 1, "--nproc: expected at least 1 process");
+    anyhow::ensure!(port != Some(0), "--master-port: expected 1 to 65535 (leave it out for a free one)");
     anyhow::ensure!(!args.is_empty(), "expected the svib command to run after `--`, e.g. svib launch --nproc 2 -- train --config fmnist-cpu --out runs/a");
     let port = match port {
         Some(p) => p,
@@ -324,8 +325,22 @@ pub fn launch(nproc: usize, port: Option<u16>, args: &[String]) -> Result<i32> {
             ("MASTER_PORT", port.to_string()),
             ("SVIB_LAUNCH", "1".into()),
         ];
-        // a process group of their own: Ctrl-C reaches the launcher alone, which forwards it once
-        let cmd = std::os::unix::process::CommandExt::process_group(std::process::Command::new(&exe).args(&argv).envs(vars), 0).spawn();
+        // a process group of their own: Ctrl-C reaches the launcher alone, which forwards it once;
+        // a launcher that dies (SIGTERM, SIGKILL) takes its ranks along, as if Ctrl-C
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(&argv).envs(vars);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        };
+        let cmd = cmd.spawn();
         children.push(cmd.with_context(|| format!("starting rank {r}"))?);
     }
     let _ = ctrlc::set_handler(|| {
@@ -345,6 +360,9 @@ fn wait_all(mut children: Vec<std::process::Child>) -> Result<i32> {
     use std::os::unix::process::ExitStatusExt;
     let n = children.len();
     let (mut running, mut code, mut failed_at, mut forwarded) = (vec![true; n], 0, None::<std::time::Instant>, 0);
+    // rank 0 prints the run's `error:` line (the others print theirs as `rank N: …`); the
+    // launcher adds one only where rank 0 did not (it ended another way, or not at all)
+    let mut rank0_said = false;
     while running.iter().any(|&r| r) {
         // Ctrl-C: each rank checkpoints after the step all agree on and stops (twice: at once)
         while forwarded < INTERRUPTS.load(std::sync::atomic::Ordering::SeqCst) {
@@ -369,16 +387,21 @@ fn wait_all(mut children: Vec<std::process::Child>) -> Result<i32> {
                 failed_at = Some(std::time::Instant::now());
             }
             let then = if first { "; the other ranks stop at their next collective" } else { "" };
-            eprintln!("error: rank {r} of {n} ended ({status}){then}");
+            eprintln!("launch: rank {r} of {n} ended ({status}){then}");
+            // exit 2: svib's error line; 1: the distributed shim's
+            rank0_said |= r == 0 && matches!(status.code(), Some(1 | 2));
         }
         if failed_at.is_some_and(|t| t.elapsed() > Duration::from_secs(60)) {
             for (r, c) in children.iter_mut().enumerate().filter(|(r, _)| running[*r]) {
-                eprintln!("error: rank {r} of {n} still running 60 s after the failure: killed");
+                eprintln!("launch: rank {r} of {n} still running 60 s after the failure: killed");
                 let _ = c.kill();
             }
             failed_at = None;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+    if code != 0 && !rank0_said {
+        eprintln!("error: the launched ranks failed (exit code {code}); their lines are above");
     }
     Ok(code)
 }

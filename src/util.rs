@@ -34,6 +34,19 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
     done.with_context(|| format!("{}: cannot write", path.display()))
 }
 
+/// An error whose `error:` line a child process has already printed: the caller adds its
+/// context as a plain line (see `cli::main`), so the user reads one error line.
+#[derive(Debug)]
+pub struct AlreadyReported(pub String);
+
+impl std::fmt::Display for AlreadyReported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AlreadyReported {}
+
 /// Physical memory of this machine in bytes (None where it cannot be read).
 pub fn physical_memory() -> Option<f64> {
     // SAFETY: sysconf only reads system constants.

@@ -493,6 +493,26 @@ fn cli_cases(root: &Path, data: &str) -> Vec<Case> {
         (rnd(&["--arch", "vit_tiny:depth=1", "--image-size", "8"]), "patch"),
         (vec!["data", "synth", "--out", o, "--size", "100000x100000", "--train", "1", "--val", "1"], "--size"),
         (vec!["finetune", "--checkpoint", "/nonexistent/run", "--fraction", "0.1", "--epochs", "0"], "--epochs"),
+        // session 23's second probe: sizes and counts without an upper bound, and contradictions
+        (vec!["--threads", "0", "presets"], "--threads"),
+        (vec!["--threads", "100000", "presets"], "--threads"),
+        (vec!["augment", "preview", "--data", data, "--rows", "100000", "--out", "p.png"], "--rows"),
+        (vec!["augment", "preview", "--data", data, "--out", "p.jpg"], "p.jpg"),
+        (vec!["augment", "bench", "--data", data, "--local-crops", "64", "--global-size", "4096", "--batch-size", "256"], "--batch-size"),
+        (vec!["attention", "--checkpoint", "/nonexistent/run", "--indices", "0", "--scale", "100000", "--out", o], "--scale"),
+        (vec!["tsne", "--checkpoint", "/nonexistent/run", "--iters", "4000000000", "--out", "t.png"], "--iters"),
+        (vec!["tsne", "--checkpoint", "/nonexistent/run", "--out", "t.npy"], "t.npy"),
+        (vec!["finetune", "--checkpoint", "/nonexistent/run", "--fraction", "0.1", "--runs", "1000000000"], "--runs"),
+        (vec!["compare", "--seeds", "1000000", "--out", o], "--seeds"),
+        (vec!["compare", "--methods", "svib,svib", "--out", o], "svib"),
+        (vec!["compare", "--set", "method=dino", "--out", o], "method=dino"),
+        (vec!["quality", "--data", "fmnist,fmnist", "--out", o], "--data"),
+        (vec!["train", "--data", data, "--out", o, "--budget", "100000h"], "--budget"),
+        (vec!["train", "--data", data, "--out", o, "--epochs", "2", "--set", "train.steps=3"], "train.steps"),
+        (vec!["launch", "--nproc", "1", "--master-port", "0", "--", "train", "--data", data, "--out", o], "--master-port"),
+        (vec!["launch", "--nproc", "1", "--", "knn", "--raw-pixels", "--data", data], "train"),
+        (vec!["data", "synth", "--out", o, "--train", "0", "--val", "0"], "--train"),
+        (vec!["train", "--data", data, "--out", o, "--set", "model.drop_path=1.5"], "model.drop_path"),
     ];
     list.into_iter().map(|(args, needle)| case(format!("CLI: {}", args.join(" ").replace(data, "DATA")), &args, needle)).collect()
 }
@@ -651,7 +671,13 @@ fn misdirected_cases(root: &Path, run: &Path, file: &Path, data: &str) -> Vec<Ca
     let below_file = file.join("x.pth");
     let out = root.join("run-new");
     let out = out.to_str().unwrap();
+    let wds = root.join("wds-folder-shard");
+    for split in ["train", "val"] {
+        std::fs::create_dir_all(wds.join(split).join("0.tar")).unwrap();
+    }
+    let wds = format!("wds:{}", wds.display());
     vec![
+        case("wds: a folder named as a shard", &["knn", "--raw-pixels", "--data", &wds], "0.tar"),
         case("knn --checkpoint RUN/config.toml", &["knn", "--data", data, "--checkpoint", config.to_str().unwrap()], "config.toml: expected a run directory"),
         case("knn --checkpoint RUN --arch", &["knn", "--data", data, "--checkpoint", run_s, "--arch", "resnet18"], "--arch"),
         case("export --out below a file", &["export", "--checkpoint", "/nonexistent/run", "--out", below_file.to_str().unwrap()], "a-file"),

@@ -36,6 +36,7 @@ pub struct AttentionArgs {
 pub fn run(a: AttentionArgs) -> Result<()> {
     ensure!(!a.image.is_empty() || !a.indices.is_empty(), "give --image PATH... or --indices N,... (test-split images)");
     ensure!(a.threshold > 0.0 && a.threshold <= 1.0, "--threshold: expected a share in (0, 1], got {}", a.threshold);
+    ensure!(a.scale.is_none_or(|s| (1..=64).contains(&s)), "--scale: expected 1 to 64 output pixels per input pixel, got {}", a.scale.unwrap_or(0));
     let (b, device) = a.source.load(0)?;
     let Some(vit) = b.model.as_vit() else { bail!("{}: attention maps need a ViT backbone, this one is {}", a.source.checkpoint.display(), b.arch.name) };
     // the images with a name each, and how to prepare them
@@ -52,6 +53,7 @@ pub fn run(a: AttentionArgs) -> Result<()> {
         prep
     };
     let scale = a.scale.unwrap_or((224 / prep.size).max(1));
+    ensure!(prep.size * scale <= 4096, "--scale {scale}: panels of {} px a side; expected at most 4096 (lower --scale)", prep.size * scale);
     std::fs::create_dir_all(&a.out).with_context(|| format!("{}: cannot create", a.out.display()))?;
     for (name, img) in &images {
         let ds = Dataset { images: vec![img.clone()], labels: vec![-1], num_classes: 0, class_names: vec![], ..Default::default() };

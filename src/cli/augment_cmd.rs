@@ -90,7 +90,9 @@ pub fn run(cmd: AugmentCommand) -> Result<()> {
         AugmentCommand::Preview { data, out, index, rows, cell, seed, recipe } => {
             let ds = data::load(&data, Split::Train, &LoadOptions::default())?;
             ensure!(index < ds.len(), "--index {index}: the training split has {} images", ds.len());
-            ensure!(rows >= 1 && (16..=1024).contains(&cell), "--rows must be >= 1 and --cell in 16..=1024");
+            ensure!((1..=64).contains(&rows), "--rows: expected 1 to 64 draws, got {rows}");
+            ensure!((16..=1024).contains(&cell), "--cell: expected 16 to 1024 pixels, got {cell}");
+            ensure!(out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")), "--out {}: expected a .png file name (the grid is written as PNG)", out.display());
             let img = ds.image(index)?;
             let cfg = recipe.config(img.w.min(img.h).min(224))?;
             preview::write_grid(&img, &cfg, rows, seed, cell, &out)?;
@@ -103,6 +105,7 @@ pub fn run(cmd: AugmentCommand) -> Result<()> {
             ensure!(!ds.is_empty(), "--data: no training images");
             let img = ds.image(0)?;
             let cfg = recipe.config(img.w.min(img.h).min(224))?;
+            check_batch_memory(&cfg, batch_size)?;
             let norm = Norm::for_dataset(&data, &ds);
             ensure!(batch_size * (batches + 1) <= ds.len(), "--batch-size x (--batches + 1) exceeds the {} training images", ds.len());
             let idx: Vec<usize> = (0..ds.len()).collect();
@@ -126,4 +129,19 @@ pub fn run(cmd: AugmentCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A batch of crops (f32, with the u8 crops they are made from) must fit in half this machine's
+/// memory: `augment bench` has no training run's estimate in front of it.
+fn check_batch_memory(cfg: &MultiCropConfig, batch_size: usize) -> Result<()> {
+    let pixels: f64 = cfg.views().iter().map(|v| (v.size as f64).powi(2)).sum::<f64>() * cfg.channels as f64;
+    let need = batch_size as f64 * pixels * 5.0;
+    if let Some(have) = crate::util::physical_memory().filter(|h| need > h / 2.0) {
+        anyhow::bail!(
+            "--batch-size {batch_size} with these crops needs {:.1} GB per batch, more than half of this machine's {:.1} GB; lower --batch-size, the crop sizes or --local-crops",
+            need / 1e9,
+            have / 1e9
+        );
+    }
+    Ok(())
 }

@@ -59,6 +59,7 @@ pub(super) fn load_data(d: &DataArgs, b: &LoadedBackbone) -> Result<(Dataset, Da
     let mut train = data::load(&spec, Split::Train, &LoadOptions::default())?;
     let test = data::load(&spec, Split::Test, &LoadOptions::default())?;
     if let Some(n) = d.limit_train {
+        ensure!(n >= 1, "--limit-train: expected at least 1 image, got 0");
         train.truncate(n);
     }
     train.require_labels(&format!("{spec} (train)"))?;
@@ -106,8 +107,8 @@ pub struct LinearArgs {
 
 /// The SGD settings of `linear` and `finetune`.
 fn check_sgd(lr: f64, weight_decay: f64) -> Result<()> {
-    ensure!(lr.is_finite() && lr > 0.0, "--lr: expected a finite value > 0, got {lr}");
-    ensure!(weight_decay.is_finite() && weight_decay >= 0.0, "--weight-decay: expected a finite value >= 0, got {weight_decay}");
+    ensure!(lr.is_finite() && lr > 0.0 && lr <= 1e4, "--lr: expected a value in (0, 10000], got {lr:.3e}");
+    ensure!(weight_decay.is_finite() && (0.0..=1e4).contains(&weight_decay), "--weight-decay: expected a value in [0, 10000], got {weight_decay:.3e}");
     Ok(())
 }
 
@@ -163,6 +164,7 @@ pub struct FinetuneArgs {
 pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
     ensure!(a.fraction > 0.0 && a.fraction <= 1.0, "--fraction: expected a value in (0, 1], got {}", a.fraction);
     ensure!(a.runs >= 1 && a.batch_size >= 1, "--runs/--batch-size: expected at least 1");
+    ensure!(a.runs <= 100, "--runs: expected at most 100 runs, got {}", a.runs);
     check_sgd(a.lr, a.weight_decay)?;
     ensure!(a.epochs != Some(0), "--epochs: expected at least 1, got 0");
     let epochs = a.epochs.unwrap_or(if a.fraction <= 0.01 { 60 } else { 30 });
@@ -210,6 +212,16 @@ fn check_out_file(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A second output written beside `out` (`X.labels.npy`, `X.npy`): checked as `out` is, and
+/// not replaced unless `out` exists too (then both are this command's earlier outputs).
+fn check_sibling(out: &Path, sibling: &Path) -> Result<()> {
+    check_out_file(sibling)?;
+    if sibling.exists() && !out.exists() {
+        anyhow::bail!("--out {}: would replace {}, which this command writes beside it; move that file or choose another --out", out.display(), sibling.display());
+    }
+    Ok(())
+}
+
 pub fn run_export(a: ExportArgs) -> Result<()> {
     check_out_file(&a.out)?;
     let (b, _) = a.source.load(0)?;
@@ -249,8 +261,9 @@ pub struct EmbedArgs {
 
 pub fn run_embed(a: EmbedArgs) -> Result<()> {
     let lpath = a.out.with_extension("labels.npy");
+    ensure!(a.out.extension().is_some_and(|e| e == "npy"), "--out {}: expected a .npy file name", a.out.display());
     check_out_file(&a.out)?;
-    check_out_file(&lpath)?;
+    check_sibling(&a.out, &lpath)?;
     let (v, ds, d) = split_features(&a.input, None)?;
     let n = ds.len();
     crate::interop::write_npy(&v, n, d, &a.out)?;
@@ -299,10 +312,11 @@ pub struct TsneArgs {
 
 pub fn run_tsne(a: TsneArgs) -> Result<()> {
     ensure!(a.limit >= 2, "--limit: expected at least 2 images");
-    ensure!(a.iters >= 1, "--iters: expected at least 1, got 0");
+    ensure!((1..=100_000).contains(&a.iters), "--iters: expected 1 to 100000, got {}", a.iters);
     let npy = a.out.with_extension("npy");
+    ensure!(a.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")), "--out {}: expected a .png file name (the points go beside it as .npy)", a.out.display());
     check_out_file(&a.out)?;
-    check_out_file(&npy)?;
+    check_sibling(&a.out, &npy)?;
     let (v, ds, d) = split_features(&a.input, Some(a.limit))?;
     let t0 = std::time::Instant::now();
     let opts = crate::eval::tsne::TsneOpts { perplexity: a.perplexity, epochs: a.iters, theta: 0.5, seed: a.seed };

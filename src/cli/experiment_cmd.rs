@@ -81,12 +81,29 @@ pub struct QualityArgs {
     pub out: PathBuf,
 }
 
-pub fn run_quality(a: QualityArgs) -> Result<()> {
-    for m in &a.methods {
+/// The methods and seeds of a grid of runs: known, each once, at most 100 seeds; the method
+/// of each run is the grid's to set, not `--set method=`.
+fn check_grid(methods: &[String], seeds: u64, sets: &[String]) -> Result<()> {
+    for (i, m) in methods.iter().enumerate() {
         ensure!(METHODS.contains(&m.as_str()), "--methods: unknown method `{m}` (expected some of {})", METHODS.join(", "));
+        ensure!(!methods[..i].contains(m), "--methods: `{m}` is given twice");
     }
-    ensure!(a.seeds >= 1, "--seeds: expected at least 1");
+    ensure!((1..=100).contains(&seeds), "--seeds: expected 1 to 100, got {seeds}");
+    no_method_set(sets)
+}
+
+/// `--set method=…` would change every run of a grid that sets the method itself.
+fn no_method_set(sets: &[String]) -> Result<()> {
+    if let Some(s) = sets.iter().find(|s| s.split_once('=').is_some_and(|(k, _)| k.trim() == "method")) {
+        anyhow::bail!("--set {s}: this command sets the method of each run; choose them with --methods");
+    }
+    Ok(())
+}
+
+pub fn run_quality(a: QualityArgs) -> Result<()> {
+    check_grid(&a.methods, a.seeds, &a.set)?;
     ensure!(!a.variants.is_empty(), "--data: expected at least one data set");
+    ensure!(a.variants.iter().enumerate().all(|(i, v)| !a.variants[..i].contains(v)), "--data: a data set is given twice");
     ensure!(a.steps != Some(0), "--steps: expected at least 1 step, got 0 (leave it out for the preset's train.steps)");
     let mut spec = quality::QualitySpec { preset: a.preset, methods: a.methods, seeds: a.seeds, variants: a.variants, steps: a.steps.unwrap_or(0), sets: a.set, peer: a.peer };
     if spec.steps == 0 {
@@ -114,10 +131,7 @@ fn quality_budget_steps(spec: &quality::QualitySpec, dir: &std::path::Path, secs
 }
 
 pub fn run_compare(a: CompareArgs) -> Result<()> {
-    for m in &a.methods {
-        ensure!(METHODS.contains(&m.as_str()), "--methods: unknown method `{m}` (expected some of {})", METHODS.join(", "));
-    }
-    ensure!(a.seeds >= 1, "--seeds: expected at least 1");
+    check_grid(&a.methods, a.seeds, &a.set)?;
     ensure!(a.knn_every >= 1, "--knn-every: expected at least 1");
     let spec = compare::CompareSpec { methods: a.methods, preset: a.preset, seeds: a.seeds, epochs: a.epochs, knn_every: a.knn_every, sets: a.set };
     print!("{}", compare::run(&spec, &a.out)?);
@@ -126,6 +140,7 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
 
 pub fn run_ablate(a: AblateArgs) -> Result<()> {
     ensure!(a.knn_every != Some(0), "--knn-every: expected at least 1");
+    no_method_set(&a.set)?;
     let spec = ablate::AblateSpec { preset: a.preset, epochs: a.epochs, knn_every: a.knn_every, sets: a.set };
     print!("{}", ablate::run(&spec, &a.out)?);
     Ok(())

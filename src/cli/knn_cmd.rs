@@ -13,8 +13,9 @@ use std::path::PathBuf;
 #[command(group(ArgGroup::new("features").required(true).args(["checkpoint", "random_init", "raw_pixels"])), allow_negative_numbers = true)]
 pub struct KnnArgs {
     /// Data set: fashion-mnist | mnist:DIR | kmnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR | wds:DIR
-    #[arg(long, default_value = "fashion-mnist")]
-    pub data: DataSpec,
+    /// (default: a run's own data set, else fashion-mnist)
+    #[arg(long)]
+    pub data: Option<DataSpec>,
     /// A run directory or one of its checkpoints (the teacher backbone is evaluated), or backbone
     /// weights in safetensors (torchvision/timm/DINO key layouts) together with --arch.
     #[arg(long)]
@@ -67,8 +68,9 @@ pub fn run(a: KnnArgs) -> Result<()> {
     check_ranges(&a)?;
     let device = crate::device::parse(&a.device)?;
     let arch = a.arch.as_deref().map(ArchConfig::parse).transpose()?;
-    let (train, test) = load_data(&a)?;
-    let norm = Norm::for_dataset(&a.data, &train);
+    let spec = data_spec(&a)?;
+    let (train, test) = load_data(&a, &spec)?;
+    let norm = Norm::for_dataset(&spec, &train);
     ensure!(!train.is_empty(), "--data: no training images");
     ensure!(!test.is_empty(), "--data: no test images");
     let first = train.image(0)?;
@@ -110,18 +112,27 @@ fn check_ranges(a: &KnnArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_data(a: &KnnArgs) -> Result<(data::Dataset, data::Dataset)> {
+/// `--data`, or the run's own data set when `--checkpoint` is a run, or Fashion-MNIST.
+fn data_spec(a: &KnnArgs) -> Result<DataSpec> {
+    match (&a.data, a.checkpoint.as_deref().filter(|c| RunDir::is_run(c))) {
+        (Some(d), _) => Ok(d.clone()),
+        (None, Some(run)) => RunDir::of(run).config()?.data.spec.parse().map_err(|e| anyhow::anyhow!("the run's data.spec: {e} (give --data)")),
+        (None, None) => "fashion-mnist".parse().map_err(|e| anyhow::anyhow!("{e}")),
+    }
+}
+
+fn load_data(a: &KnnArgs, spec: &DataSpec) -> Result<(data::Dataset, data::Dataset)> {
     let opts = LoadOptions { skip_corrupt: a.skip_corrupt };
-    let mut train = data::load(&a.data, Split::Train, &opts)?;
-    let mut test = data::load(&a.data, Split::Test, &opts)?;
+    let mut train = data::load(spec, Split::Train, &opts)?;
+    let mut test = data::load(spec, Split::Test, &opts)?;
     if let Some(n) = a.limit_train {
         train.truncate(n);
     }
     if let Some(n) = a.limit_test {
         test.truncate(n);
     }
-    train.require_labels(&format!("--data {} (train)", a.data))?;
-    test.require_labels(&format!("--data {} (test)", a.data))?;
+    train.require_labels(&format!("--data {spec} (train)"))?;
+    test.require_labels(&format!("--data {spec} (test)"))?;
     Ok((train, test))
 }
 

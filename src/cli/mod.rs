@@ -77,14 +77,21 @@ pub enum Command {
     },
 }
 
-fn set_threads(n: Option<usize>) {
+/// Threads beyond this many are a typing mistake, not a machine.
+const MAX_THREADS: usize = 1024;
+
+fn set_threads(n: Option<usize>) -> Result<()> {
+    if let Some(n) = n {
+        anyhow::ensure!((1..=MAX_THREADS).contains(&n), "--threads: expected 1 to {MAX_THREADS}, got {n}");
+    }
     let n = n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     tch::set_num_threads(n as i32);
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
-    set_threads(cli.threads);
+    set_threads(cli.threads)?;
     let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     match cli.command {
         Command::Train(a) => train_cmd::run_train(a),
@@ -123,8 +130,7 @@ fn check_launched(nproc: usize, args: &[String]) -> Result<()> {
     };
     match cli.command {
         Command::Train(a) => train_cmd::resolve(&a.config, a.method.as_deref(), a.data.as_deref(), a.epochs, &a.set).map(drop),
-        Command::Launch { .. } => anyhow::bail!("svib launch runs an svib command such as train, not another launch"),
-        _ => Ok(()),
+        _ => anyhow::bail!("svib launch runs `train` as one data-parallel job; other commands run once, without it"),
     }
 }
 
@@ -166,8 +172,17 @@ pub fn main() -> i32 {
     };
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(Ok(())) => 0,
+        Ok(Err(e)) if e.is::<crate::util::AlreadyReported>() => {
+            eprintln!("{e}");
+            2
+        }
         Ok(Err(e)) => {
-            eprintln!("error: {}", one_line(&e));
+            // under `svib launch`, rank 0 alone speaks as `error:`; the others name themselves
+            let prefix = match (std::env::var("SVIB_LAUNCH"), std::env::var("RANK")) {
+                (Ok(_), Ok(r)) if r != "0" => format!("rank {r}: "),
+                _ => "error: ".to_string(),
+            };
+            eprintln!("{prefix}{}", one_line(&e));
             2
         }
         Err(_) => 101,

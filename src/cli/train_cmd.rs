@@ -54,6 +54,9 @@ pub fn resolve(config: &str, method: Option<&str>, data: Option<&str>, epochs: O
         set_key(&mut table, &format!("data.spec=\"{d}\""))?;
     }
     if let Some(e) = epochs {
+        if let Some(s) = sets.iter().find(|s| s.split_once('=').is_some_and(|(k, _)| k.trim() == "train.steps")) {
+            anyhow::bail!("--epochs {e} and --set {s} both set the run's length; give one of them");
+        }
         set_epochs(&mut table, e)?;
     }
     for s in sets {
@@ -66,10 +69,14 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     anyhow::ensure!(a.max_steps != Some(0), "--max-steps: expected at least 1 step, got 0");
     let mut cfg = resolve(&a.config, a.method.as_deref(), a.data.as_deref(), a.epochs, &a.set)?;
     if let Some(b) = &a.budget {
+        let fixed = a.set.iter().filter_map(|s| s.split_once('=')).find(|(k, _)| matches!(k.trim(), "train.steps" | "train.epochs")).map(|(k, _)| k.trim().to_string());
+        if let Some(key) = fixed.or(a.epochs.map(|_| "--epochs".to_string())) {
+            eprintln!("warning: --budget {b} sets the run's length; {key} is replaced");
+        }
         let secs = crate::train::budget::parse_duration(b)?;
         cfg.train.steps = crate::train::budget::steps_for_budget(&cfg, &a.out, secs)?;
     }
-    let opts = RunOptions { max_steps: a.max_steps, quiet: a.quiet };
+    let opts = RunOptions { max_steps: a.max_steps, quiet: a.quiet, probe: false };
     // rank 0 alone reports a distributed run
     if let Some(r) = run(&cfg, &a.out, &opts)?.filter(|_| crate::dist::world().0 == 0) {
         if a.json {

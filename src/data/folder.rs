@@ -115,6 +115,9 @@ pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
     for (path, ci) in &class_index {
         let (entries, b) = files_under(path)?;
         broken += b;
+        if split == Split::Train && !entries.iter().any(|p| is_image(p)) {
+            bail!("{}: a class folder without images (as torchvision's ImageFolder, a class needs at least one); remove it or add its images", path.display());
+        }
         for p in entries {
             if is_image(&p) {
                 files.push((p, *ci as i64));
@@ -235,6 +238,15 @@ pub(crate) mod tests {
         std::os::unix::fs::symlink(d.path().join("train/cat"), d.path().join("train/cat/loop")).unwrap();
         let e = format!("{:#}", load(d.path(), Split::Train, &LoadOptions::default()).unwrap_err());
         assert!(e.contains("cat/loop") && e.contains("folder cycle"), "{e}");
+    }
+
+    #[test]
+    fn a_training_class_without_images_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        tree(d.path());
+        std::fs::create_dir_all(d.path().join("train/emu")).unwrap();
+        let e = format!("{:#}", load(d.path(), Split::Train, &LoadOptions::default()).unwrap_err());
+        assert!(e.contains("train/emu") && e.contains("without images"), "{e}");
     }
 
     #[test]

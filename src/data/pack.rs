@@ -21,13 +21,21 @@ pub fn pack(spec: &DataSpec, out: &Path, shard_size: usize, opts: &LoadOptions) 
         bail!("--shard-size: expected at least 1 image per shard");
     }
     crate::util::ensure_new_folder(out, "pack")?;
+    // written into a staging folder beside OUT and renamed at the end, so an interrupted pack
+    // leaves no half set under OUT, and the same command starts afresh
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let staging = out.with_file_name(format!(".{name}.pack-partial"));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).with_context(|| format!("{}: cannot remove an interrupted pack", staging.display()))?;
+    }
     let train = super::load(spec, Split::Train, opts)?;
-    let mut splits = vec![("train", train.len(), write_split(&train, &out.join("train"), shard_size)?)];
+    let mut splits = vec![("train", train.len(), write_split(&train, &staging.join("train"), shard_size)?)];
     match super::load(spec, Split::Test, opts) {
-        Ok(test) => splits.push(("val", test.len(), write_split(&test, &out.join("val"), shard_size)?)),
+        Ok(test) => splits.push(("val", test.len(), write_split(&test, &staging.join("val"), shard_size)?)),
         Err(e) => eprintln!("warning: no test split packed ({e:#})"),
     }
-    write_classes(&train, out)?;
+    write_classes(&train, &staging)?;
+    std::fs::rename(&staging, out).with_context(|| format!("{}: cannot move the packed set into place", out.display()))?;
     Ok(PackSummary { splits })
 }
 

@@ -65,8 +65,11 @@ fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("{}: cannot list", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "tar"))
+        .filter(|p| p.extension().is_some_and(|e| e == "tar"))
         .collect();
+    if let Some(odd) = shards.iter().find(|p| !p.is_file()) {
+        bail!("{}: named as a shard but not a regular file (a folder, a device or a pipe?)", odd.display());
+    }
     shards.sort();
     if shards.is_empty() {
         bail!("{}: no .tar shards (expected {}/*.tar of KEY.jpg + KEY.cls, as `svib data pack` writes)", dir.display(), dir.display());

@@ -17,7 +17,8 @@ pub fn tsne_2d(features: &[f32], dim: usize, o: &TsneOpts) -> Result<Vec<[f32; 2
     ensure!(dim > 0 && features.len().is_multiple_of(dim), "features: {} values are not rows of {dim}", features.len());
     let n = features.len() / dim;
     // bhtsne looks at 3 x perplexity neighbours of every point
-    ensure!(o.perplexity > 0.0 && (3.0 * o.perplexity) < (n - 1) as f32, "--perplexity {}: needs 0 < 3 x perplexity < points - 1 ({n} points)", o.perplexity);
+    // (below 1 it looks at no neighbour at all)
+    ensure!(o.perplexity >= 1.0 && (3.0 * o.perplexity) < (n - 1) as f32, "--perplexity {}: needs 1 <= perplexity and 3 x perplexity < points - 1 ({n} points)", o.perplexity);
     ensure!(o.epochs >= 1 && o.theta > 0.0, "t-SNE: expected epochs >= 1 and theta > 0");
     let rows: Vec<&[f32]> = features.chunks(dim).collect();
     // a seeded start (the crate's own is not seedable): small Gaussian noise, as in the paper

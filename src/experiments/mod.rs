@@ -9,7 +9,7 @@ pub mod quality;
 use crate::train::config::Config;
 use crate::train::rundir::RunDir;
 use crate::train::RunResult;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -68,7 +68,9 @@ pub fn run_jobs(dir: &Path, jobs: &[Job]) -> Result<Vec<Outcome>> {
             continue;
         }
         if !status.status.success() {
-            bail!("run `{}` failed ({}); fix the cause and run the same command again to resume", job.name, status.status);
+            let what = format!("run `{}` failed ({}); fix the cause and run the same command again to resume", job.name, status.status);
+            // exit 2: the run printed its own error line
+            return Err(if status.status.code() == Some(2) { crate::util::AlreadyReported(what).into() } else { anyhow::anyhow!(what) });
         }
         out.push(Outcome::Done { knn_curve: run.knn_curve("epoch")?, result: run.result()? });
     }

@@ -16,7 +16,15 @@ fn register_font() {
     });
 }
 
-/// Draws the series into `path` (written to a temporary file, then renamed).
+/// An RGB buffer of (w, h) as a PNG file, written atomically.
+fn write_png(path: &Path, (w, h): (u32, u32), rgb: Vec<u8>) -> Result<()> {
+    let img = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| anyhow!("{}: a {w}x{h} chart buffer of the wrong size", path.display()))?;
+    let mut png = std::io::Cursor::new(vec![]);
+    img.write_to(&mut png, image::ImageFormat::Png).map_err(|e| anyhow!("{}: cannot encode PNG: {e}", path.display()))?;
+    crate::util::write_atomic(path, png.get_ref())
+}
+
+/// Draws the series into `path` (PNG, written atomically).
 pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<()> {
     register_font();
     let pts: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).collect();
@@ -27,9 +35,9 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
     let (y0, y1) = pts.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
     let pad = ((y1 - y0) * 0.1).max(0.5);
     let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
-    let tmp = path.with_extension("tmp.png");
+    let mut buf = vec![0u8; 800 * 500 * 3];
     {
-        let root = BitMapBackend::new(&tmp, (800, 500)).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut buf, (800, 500)).into_drawing_area();
         let err = |e: &dyn std::fmt::Display| anyhow!("{}: cannot draw: {e}", path.display());
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let mut chart = ChartBuilder::on(&root)
@@ -59,7 +67,7 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
             .map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))
+    write_png(path, (800, 500), buf)
 }
 
 /// A scatter plot of 2-D points coloured by class (`labels` index `class_names`), with a legend.
@@ -71,9 +79,9 @@ pub fn scatter_chart(path: &Path, title: &str, points: &[[f32; 2]], labels: &[i6
     let (x0, x1) = points.iter().fold((f32::MAX, f32::MIN), |a, p| (a.0.min(p[0]), a.1.max(p[0])));
     let (y0, y1) = points.iter().fold((f32::MAX, f32::MIN), |a, p| (a.0.min(p[1]), a.1.max(p[1])));
     let (px, py) = (((x1 - x0) * 0.05).max(1e-3), ((y1 - y0) * 0.05).max(1e-3));
-    let tmp = path.with_extension("tmp.png");
+    let mut buf = vec![0u8; 900 * 800 * 3];
     {
-        let root = BitMapBackend::new(&tmp, (900, 800)).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut buf, (900, 800)).into_drawing_area();
         let err = |e: &dyn std::fmt::Display| anyhow!("{}: cannot draw: {e}", path.display());
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let mut chart =
@@ -95,5 +103,5 @@ pub fn scatter_chart(path: &Path, title: &str, points: &[[f32; 2]], labels: &[i6
             .map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))
+    write_png(path, (900, 800), buf)
 }

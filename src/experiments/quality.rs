@@ -218,6 +218,9 @@ pub fn run(spec: &QualitySpec, dir: &Path) -> Result<String> {
     if spec.steps == 0 {
         bail!("svib quality: no step budget (give --steps or --budget, or a preset with train.steps)");
     }
+    if spec.peer && !Path::new(PEER_PYTHON).is_file() {
+        bail!("--peer: {PEER_PYTHON} is missing (run bench/peer/setup.sh first, from the checkout)");
+    }
     let mut md = String::new();
     writeln!(md, "# svib quality\n")?;
     writeln!(

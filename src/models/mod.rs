@@ -110,6 +110,7 @@ impl ArchConfig {
             "resnet18" | "resnet34" | "resnet50" => {
                 ensure!((1..=1024).contains(&self.width), "model.width: expected 1 to 1024, got {}", self.width);
                 ensure!(self.stem_stride == 1 || self.stem_stride == 2, "model.stem_stride: expected 1 or 2, got {}", self.stem_stride);
+                ensure!((0.0..1.0).contains(&self.drop_path), "model.drop_path: expected a rate in [0, 1), got {}", self.drop_path);
             }
             "vit_tiny" | "vit_small" | "vit_base" => {
                 let (dim, depth, heads) = self.vit_dims();

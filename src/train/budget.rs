@@ -12,10 +12,20 @@ const PROBE_STEPS: usize = 20;
 const PROBE_WARMUP: usize = 10;
 
 /// Seconds in "90s", "30m", "1h", "1h30m" or a plain number of seconds.
+/// A budget over a year is a typing mistake, not a plan.
+const MAX_BUDGET_S: f64 = 366.0 * 24.0 * 3600.0;
+
+fn check_bound(s: &str, secs: f64) -> Result<f64> {
+    if secs > MAX_BUDGET_S {
+        bail!("--budget `{s}`: expected at most a year (8784h)");
+    }
+    Ok(secs)
+}
+
 pub fn parse_duration(s: &str) -> Result<f64> {
     let t = s.trim();
     if let Ok(v) = t.parse::<f64>() {
-        return if v > 0.0 && v.is_finite() { Ok(v) } else { bail!("--budget `{s}`: expected a positive duration such as 90s, 30m or 1h30m") };
+        return if v > 0.0 && v.is_finite() { check_bound(s, v) } else { bail!("--budget `{s}`: expected a positive duration such as 90s, 30m or 1h30m") };
     }
     let (mut total, mut num) = (0.0, String::new());
     for c in t.chars() {
@@ -36,7 +46,7 @@ pub fn parse_duration(s: &str) -> Result<f64> {
     if !num.is_empty() || total <= 0.0 {
         bail!("--budget `{s}`: expected a duration such as 90s, 30m or 1h30m (with a unit: h, m or s)");
     }
-    Ok(total)
+    check_bound(s, total)
 }
 
 /// Steps that fit `budget` seconds: `dir`'s own `train.steps` when it already holds a run (a
@@ -55,7 +65,7 @@ pub fn steps_for_budget(cfg: &Config, dir: &Path, budget: f64) -> Result<usize> 
     (probe.train.knn_at_start, probe.train.knn_every, probe.train.knn_every_steps) = (false, 0, 0);
     (probe.train.log_every, probe.train.checkpoint_every_steps) = (PROBE_WARMUP, 0);
     let started = Instant::now();
-    let result = run(&probe, probe_dir.path(), &RunOptions { max_steps: Some(PROBE_WARMUP + PROBE_STEPS), quiet: true });
+    let result = run(&probe, probe_dir.path(), &RunOptions { max_steps: Some(PROBE_WARMUP + PROBE_STEPS), quiet: true, probe: true });
     let wall = started.elapsed().as_secs_f64();
     let lines = probe_dir.metrics();
     let _ = std::fs::remove_dir_all(probe_dir.path());

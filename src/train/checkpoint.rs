@@ -113,11 +113,21 @@ pub fn load_latest(dir: &Path) -> Result<Option<Loaded>> {
     }
 }
 
-/// A checkpoint is good when its description names its own step (and, see [`load`], every
-/// tensor is finite).
+/// A checkpoint is good when its description names its own step and holds values a run can
+/// have written (and, see [`load`], every tensor is finite).
 fn check(step: usize, meta: &Meta, _tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
+    let json = path.with_extension("json");
     if meta.step != step {
-        bail!("{}: describes step {}, but its name says step {step}", path.with_extension("json").display(), meta.step);
+        bail!("{}: describes step {}, but its name says step {step}", json.display(), meta.step);
+    }
+    let checks = [
+        (meta.epoch <= step && meta.batch_in_epoch <= step, "epoch and batch_in_epoch: expected at most the step"),
+        (meta.seconds.is_finite() && meta.seconds >= 0.0, "seconds: expected a finite time of at least 0"),
+        ((1..=65_536).contains(&meta.world_size), "world_size: expected 1 to 65536 processes"),
+        (meta.global_batch.is_none_or(|g| (2..=1 << 20).contains(&g) && g % meta.world_size == 0), "global_batch: expected 2 to 1048576 images, a multiple of world_size"),
+    ];
+    if let Some((_, what)) = checks.iter().find(|c| !c.0) {
+        bail!("{}: {what}; not written by svib", json.display());
     }
     Ok(())
 }
@@ -187,6 +197,20 @@ mod tests {
         let e = format!("{:#}", load_latest(d.path()).unwrap_err());
         assert!(e.contains("no checkpoint reads back") && e.contains("ckpt-00000007.safetensors"), "{e}");
         assert!(!d.path().read_dir().unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+    }
+
+    /// Values no run writes (an edited description) make a checkpoint unusable, named.
+    #[test]
+    fn descriptions_out_of_range_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ckpt-00000003.safetensors");
+        let t = BTreeMap::new();
+        let bad = [Meta { global_batch: Some(0), ..meta(3) }, Meta { seconds: -1e300, ..meta(3) }, Meta { epoch: 99_999, ..meta(3) }, Meta { world_size: 0, ..meta(3) }];
+        for (m, key) in bad.iter().zip(["global_batch", "seconds", "epoch", "world_size"]) {
+            let e = format!("{:#}", check(3, m, &t, &p).unwrap_err());
+            assert!(e.contains("ckpt-00000003.json") && e.contains(key), "{e}");
+        }
+        check(3, &Meta { global_batch: Some(128), world_size: 2, ..meta(3) }, &t, &p).unwrap();
     }
 
     /// After a resume fell back past a bad checkpoint, saving drops the abandoned later ones

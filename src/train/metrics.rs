@@ -20,17 +20,19 @@ impl MetricsLog {
     /// the checkpoint being resumed, so they will be written again) and the final evaluation's
     /// line (written again when a run that ended before its result.json is re-run).
     pub fn open(path: &Path, from_step: usize) -> Result<MetricsLog> {
-        if path.is_file() {
-            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-            let kept: String = text
-                .lines()
-                .filter(|l| {
-                    serde_json::from_str::<Value>(l)
-                        .ok()
-                        .is_some_and(|v| v.get("step").and_then(Value::as_u64).is_some_and(|s| (s as usize) <= from_step) && v.get("final").is_none())
-                })
-                .map(|l| format!("{l}\n"))
-                .collect();
+        if let Ok(meta) = std::fs::metadata(path) {
+            anyhow::ensure!(meta.is_file(), "{}: not a regular file; move it away to start a new log", path.display());
+            let mut kept = String::new();
+            for_each_line(path, |l| {
+                let keep = serde_json::from_str::<Value>(l)
+                    .ok()
+                    .is_some_and(|v| v.get("step").and_then(Value::as_u64).is_some_and(|s| (s as usize) <= from_step) && v.get("final").is_none());
+                if keep {
+                    kept.push_str(l);
+                    kept.push('\n');
+                }
+                Ok(())
+            })?;
             crate::util::write_atomic(path, kept.as_bytes())?;
         }
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("{}: cannot open", path.display()))?;
@@ -170,13 +172,58 @@ impl Sinks {
 
 /// Reads every line of a metrics file (for tests and the experiment runners).
 pub fn read(path: &Path) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    text.lines().map(|l| serde_json::from_str(l).with_context(|| format!("{}: bad line `{l}`", path.display()))).collect()
+    let mut lines = vec![];
+    for_each_line(path, |l| {
+        lines.push(serde_json::from_str(l).with_context(|| format!("{}: bad line `{}`", path.display(), l.chars().take(80).collect::<String>()))?);
+        Ok(())
+    })?;
+    Ok(lines)
+}
+
+/// A metrics line is a few hundred bytes; a longer one is damage, passed over.
+const MAX_LINE: usize = 1 << 20;
+
+/// Calls `each` with every line of a regular file of UTF-8 text, reading one line at a time
+/// (memory: one line); lines over [`MAX_LINE`] bytes are passed over.
+fn for_each_line(path: &Path, mut each: impl FnMut(&str) -> Result<()>) -> Result<()> {
+    use std::io::{BufRead, Read};
+    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    anyhow::ensure!(file.metadata().is_ok_and(|m| m.is_file()), "{}: not a regular file", path.display());
+    let mut r = std::io::BufReader::new(file);
+    let (mut buf, mut skipping) = (Vec::new(), false);
+    loop {
+        buf.clear();
+        let n = (&mut r).take(MAX_LINE as u64).read_until(b'\n', &mut buf).with_context(|| format!("{}: cannot read", path.display()))?;
+        if n == 0 {
+            return Ok(());
+        }
+        let whole = buf.last() == Some(&b'\n');
+        if !skipping && (whole || n < MAX_LINE) {
+            let line = std::str::from_utf8(&buf).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
+            each(line.trim_end_matches(['\n', '\r']))?;
+        }
+        skipping = !whole && n == MAX_LINE;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A damaged log costs one line of memory: an over-long line is passed over, and a path
+    /// that is not a regular file (a link to /dev/zero) is refused.
+    #[test]
+    fn long_lines_are_skipped_and_devices_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("metrics.jsonl");
+        let long = format!("{{\"step\": 1, \"pad\": \"{}\"}}", "x".repeat(3 * MAX_LINE));
+        std::fs::write(&p, format!("{{\"step\": 0}}\n{long}\n{{\"step\": 2}}")).unwrap();
+        let steps: Vec<u64> = read(&p).unwrap().iter().map(|v| v["step"].as_u64().unwrap()).collect();
+        assert_eq!(steps, vec![0, 2]);
+        let z = d.path().join("zero.jsonl");
+        std::os::unix::fs::symlink("/dev/zero", &z).unwrap();
+        assert!(format!("{:#}", MetricsLog::open(&z, 5).err().unwrap()).contains("not a regular file"));
+    }
 
     /// A run killed between its final evaluation line and result.json writes that line again on
     /// the re-run: reopening drops it (and every line after the resumed step), keeping the rest.

@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub max_steps: Option<usize>,
     /// No progress bar or epoch lines.
     pub quiet: bool,
+    /// A measurement (`--budget`'s probe): its stop at `max_steps` is not reported.
+    pub probe: bool,
 }
 
 /// What a finished run reports (also `DIR/result.json`).
@@ -133,6 +135,17 @@ pub fn load_run(path: &Path, device: Device) -> Result<(Config, Box<dyn Method>)
     Ok((cfg, method))
 }
 
+/// Seconds a collective may wait for the other ranks: `SVIB_DIST_TIMEOUT` (default 1800).
+fn dist_timeout() -> Result<u64> {
+    match std::env::var("SVIB_DIST_TIMEOUT") {
+        Err(_) => Ok(1800),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(s) if (10..=604_800).contains(&s) => Ok(s),
+            _ => bail!("SVIB_DIST_TIMEOUT={v}: expected whole seconds from 10 to 604800 (a week)"),
+        },
+    }
+}
+
 /// A checkpoint named by a file of its run: `ckpt-N.safetensors`, or its description `ckpt-N.json`.
 fn checkpoint_file(path: &Path) -> Result<PathBuf> {
     match path.extension().and_then(|e| e.to_str()) {
@@ -183,7 +196,7 @@ fn join_group(cfg: &Config) -> Result<()> {
         eprintln!("note: this svib binary was built without NCCL's headers: the one process trains without a process group");
         return Ok(());
     }
-    let timeout = std::time::Duration::from_secs(std::env::var("SVIB_DIST_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(1800));
+    let timeout = std::time::Duration::from_secs(dist_timeout()?);
     crate::dist::set_global(crate::dist::Group::join_with(&env, timeout, backend)?)
 }
 

@@ -19,7 +19,7 @@ fn losses(dir: &Path) -> Vec<(u64, f64)> {
 }
 
 fn quiet(max_steps: Option<usize>) -> RunOptions {
-    RunOptions { max_steps, quiet: true }
+    RunOptions { max_steps, quiet: true, probe: false }
 }
 
 #[test]

@@ -215,6 +215,11 @@ impl<'a> Trainer<'a> {
 
     /// Trains to the end of the budget; `None` when stopped early (with a checkpoint).
     pub fn fit(mut self) -> Result<Option<RunResult>> {
+        // --max-steps counts steps in total: a run already there trains no further
+        if self.opts.max_steps.is_some_and(|m| self.at.step >= m) && self.at.step < self.sched.total_steps {
+            self.stopped();
+            return Ok(None);
+        }
         while self.at.step < self.sched.total_steps {
             match self.train_epoch()? {
                 EpochEnd::Complete => {
@@ -420,7 +425,9 @@ impl<'a> Trainer<'a> {
     fn stopped(&mut self) {
         self.pb.finish_and_clear();
         self.prof.report().inspect(|r| eprint!("{r}"));
-        self.say(&format!("stopped at step {} {STOPPED}", self.at.step));
+        if !self.opts.probe {
+            self.say(&format!("stopped at step {} {STOPPED}", self.at.step));
+        }
     }
 
     /// The metrics of the step just done (read from the tensors only on logging steps).
@@ -652,7 +659,9 @@ fn interrupt_flag() -> &'static AtomicBool {
     INSTALL.call_once(|| {
         let _ = ctrlc::set_handler(|| {
             if FLAG.swap(true, Ordering::SeqCst) {
-                std::process::exit(130); // a second Ctrl-C stops at once
+                // a second Ctrl-C stops at once: _exit runs no exit handlers, which would tear
+                // libtorch down under its running threads (a segfault)
+                unsafe { libc::_exit(130) };
             }
             if crate::dist::world().0 == 0 {
                 eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit at once)");
