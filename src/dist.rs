@@ -388,8 +388,8 @@ fn wait_all(mut children: Vec<std::process::Child>) -> Result<i32> {
             }
             let then = if first { "; the other ranks stop at their next collective" } else { "" };
             eprintln!("launch: rank {r} of {n} ended ({status}){then}");
-            // exit 2: svib's error line; 1: the distributed shim's
-            rank0_said |= r == 0 && matches!(status.code(), Some(1 | 2));
+            // exit 2: svib's error line; 1: a collective's; 130: the user's second Ctrl-C
+            rank0_said |= r == 0 && matches!(status.code(), Some(1 | 2 | 130));
         }
         if failed_at.is_some_and(|t| t.elapsed() > Duration::from_secs(60)) {
             for (r, c) in children.iter_mut().enumerate().filter(|(r, _)| running[*r]) {
@@ -466,7 +466,7 @@ fn collective(f: impl FnOnce(&Group) -> Result<Tensor>, alone: impl FnOnce() -> 
     match with_global(f) {
         None => alone(),
         Some(r) => r.unwrap_or_else(|e| {
-            eprintln!("error: {e:#}");
+            eprintln!("{}{e:#}", crate::util::error_prefix());
             std::process::exit(1)
         }),
     }

@@ -34,6 +34,15 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
     done.with_context(|| format!("{}: cannot write", path.display()))
 }
 
+/// How this process starts its error line: `error: `, or under `svib launch` on a rank other
+/// than 0 `rank N: ` (rank 0 alone speaks as `error:`, so a failed job reads as one error).
+pub fn error_prefix() -> String {
+    match (std::env::var("SVIB_LAUNCH"), std::env::var("RANK")) {
+        (Ok(_), Ok(r)) if r != "0" => format!("rank {r}: "),
+        _ => "error: ".to_string(),
+    }
+}
+
 /// An error whose `error:` line a child process has already printed: the caller adds its
 /// context as a plain line (see `cli::main`), so the user reads one error line.
 #[derive(Debug)]

@@ -261,7 +261,7 @@ pub struct EmbedArgs {
 
 pub fn run_embed(a: EmbedArgs) -> Result<()> {
     let lpath = a.out.with_extension("labels.npy");
-    ensure!(a.out.extension().is_some_and(|e| e == "npy"), "--out {}: expected a .npy file name", a.out.display());
+    ensure!(a.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")), "--out {}: expected a .npy file name", a.out.display());
     check_out_file(&a.out)?;
     check_sibling(&a.out, &lpath)?;
     let (v, ds, d) = split_features(&a.input, None)?;

@@ -94,8 +94,8 @@ fn check_grid(methods: &[String], seeds: u64, sets: &[String]) -> Result<()> {
 
 /// `--set method=…` would change every run of a grid that sets the method itself.
 fn no_method_set(sets: &[String]) -> Result<()> {
-    if let Some(s) = sets.iter().find(|s| s.split_once('=').is_some_and(|(k, _)| k.trim() == "method")) {
-        anyhow::bail!("--set {s}: this command sets the method of each run; choose them with --methods");
+    if let Some(m) = crate::train::config::set_value(sets, "method") {
+        anyhow::bail!("--set method={m}: this command sets the method of each run; choose them with --methods");
     }
     Ok(())
 }

@@ -119,10 +119,11 @@ fn run(cli: Cli) -> Result<()> {
 
 /// `svib launch`: the command line every rank would run is checked once here, so that a mistake
 /// in it gives one error line instead of one per process; `--nproc` is bounded by the cores
-/// (each process needs one).
+/// (4 processes a core, at least 8: each loads its own libtorch).
 fn check_launched(nproc: usize, args: &[String]) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    anyhow::ensure!(nproc <= cores, "--nproc {nproc}: this machine has {cores} cores, and each process needs one");
+    let most = (4 * cores).max(8);
+    anyhow::ensure!(nproc <= most, "--nproc {nproc}: expected at most {most} processes on this machine's {cores} cores");
     let cli = match Cli::try_parse_from(std::iter::once("svib".to_string()).chain(args.iter().cloned())) {
         Ok(c) => c,
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => return Ok(()),
@@ -177,12 +178,7 @@ pub fn main() -> i32 {
             2
         }
         Ok(Err(e)) => {
-            // under `svib launch`, rank 0 alone speaks as `error:`; the others name themselves
-            let prefix = match (std::env::var("SVIB_LAUNCH"), std::env::var("RANK")) {
-                (Ok(_), Ok(r)) if r != "0" => format!("rank {r}: "),
-                _ => "error: ".to_string(),
-            };
-            eprintln!("{prefix}{}", one_line(&e));
+            eprintln!("{}{}", crate::util::error_prefix(), one_line(&e));
             2
         }
         Err(_) => 101,

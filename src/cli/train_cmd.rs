@@ -1,5 +1,5 @@
 //! `svib train` and `svib presets`.
-use crate::train::config::{apply_method, load_table, set_epochs, set_key, Config, METHOD_OVERLAYS, PRESETS};
+use crate::train::config::{apply_method, load_table, set_epochs, set_key, set_value, Config, METHOD_OVERLAYS, PRESETS};
 use crate::train::{run, RunOptions};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -43,8 +43,7 @@ pub struct TrainArgs {
 /// The resolved config of a `train`-like command line.
 pub fn resolve(config: &str, method: Option<&str>, data: Option<&str>, epochs: Option<usize>, sets: &[String]) -> Result<Config> {
     let mut table = load_table(config).context("--config")?;
-    let set_method = sets.iter().filter_map(|s| s.split_once('=')).find(|(k, _)| k.trim() == "method").map(|(_, v)| v.trim().trim_matches('"'));
-    if let (Some(m), Some(s)) = (method, set_method) {
+    if let (Some(m), Some(s)) = (method, set_value(sets, "method")) {
         anyhow::ensure!(m == s, "--method {m} and --set method={s} disagree; give one of them");
     }
     if let Some(m) = method {
@@ -54,8 +53,8 @@ pub fn resolve(config: &str, method: Option<&str>, data: Option<&str>, epochs: O
         set_key(&mut table, &format!("data.spec=\"{d}\""))?;
     }
     if let Some(e) = epochs {
-        if let Some(s) = sets.iter().find(|s| s.split_once('=').is_some_and(|(k, _)| k.trim() == "train.steps")) {
-            anyhow::bail!("--epochs {e} and --set {s} both set the run's length; give one of them");
+        if let Some(key) = ["train.steps", "train.epochs"].into_iter().find(|k| set_value(sets, k).is_some()) {
+            anyhow::bail!("--epochs {e} and --set {key}= both set the run's length; give one of them");
         }
         set_epochs(&mut table, e)?;
     }
@@ -69,8 +68,8 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     anyhow::ensure!(a.max_steps != Some(0), "--max-steps: expected at least 1 step, got 0");
     let mut cfg = resolve(&a.config, a.method.as_deref(), a.data.as_deref(), a.epochs, &a.set)?;
     if let Some(b) = &a.budget {
-        let fixed = a.set.iter().filter_map(|s| s.split_once('=')).find(|(k, _)| matches!(k.trim(), "train.steps" | "train.epochs")).map(|(k, _)| k.trim().to_string());
-        if let Some(key) = fixed.or(a.epochs.map(|_| "--epochs".to_string())) {
+        let fixed = ["train.steps", "train.epochs"].into_iter().find(|k| set_value(&a.set, k).is_some());
+        if let Some(key) = fixed.or(a.epochs.map(|_| "--epochs")).filter(|_| crate::util::error_prefix() == "error: ") {
             eprintln!("warning: --budget {b} sets the run's length; {key} is replaced");
         }
         let secs = crate::train::budget::parse_duration(b)?;

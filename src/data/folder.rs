@@ -6,6 +6,7 @@
 use super::{Dataset, ImageU8, LoadOptions, Split};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 pub(super) const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "webp"];
@@ -73,7 +74,9 @@ fn files_under(dir: &Path) -> Result<(Vec<PathBuf>, usize)> {
             }
         }
     }
-    files.sort_by(|a, b| (a.parent(), a.file_name()).cmp(&(b.parent(), b.file_name())));
+    // Python compares the folder paths as strings (`a.old` before `a/x`), then the names
+    let key = |p: &PathBuf| (p.parent().map(|d| d.as_os_str().as_bytes().to_vec()), p.file_name().map(|n| n.as_bytes().to_vec()));
+    files.sort_by_cached_key(key);
     Ok((files, broken))
 }
 
@@ -219,11 +222,16 @@ pub(crate) mod tests {
         std::fs::create_dir_all(&deeper).unwrap();
         image::GrayImage::from_pixel(3, 3, image::Luma([1])).save(deeper.join("0.png")).unwrap();
         image::GrayImage::from_pixel(3, 3, image::Luma([2])).save(d.path().join("train/cat/z.png")).unwrap();
+        for sub in ["a/x", "a.old"] {
+            std::fs::create_dir_all(d.path().join("train/cat").join(sub)).unwrap();
+            image::GrayImage::from_pixel(3, 3, image::Luma([3])).save(d.path().join("train/cat").join(sub).join("1.png")).unwrap();
+        }
         let ds = load(d.path(), Split::Train, &LoadOptions::default()).unwrap();
         let names: Vec<String> = ds.files.iter().map(|p| p.strip_prefix(d.path()).unwrap().display().to_string()).collect();
-        // os.walk sorted: the class folder's own files first, then each sub-folder's
-        assert_eq!(names[..4], ["train/cat/0.png", "train/cat/1.png", "train/cat/z.png", "train/cat/a_sub/b/0.png"]);
-        assert_eq!(ds.labels, vec![0, 0, 0, 0, 1, 1, 1, 1]);
+        // sorted(os.walk()): the class folder's own files first, then each sub-folder's, the
+        // folders ordered as strings ('.' < '/' < '_')
+        assert_eq!(names[..6], ["train/cat/0.png", "train/cat/1.png", "train/cat/z.png", "train/cat/a.old/1.png", "train/cat/a/x/1.png", "train/cat/a_sub/b/0.png"]);
+        assert_eq!(ds.labels, vec![0, 0, 0, 0, 0, 0, 1, 1, 1, 1]);
     }
 
     #[test]

@@ -198,16 +198,16 @@ pub fn load(spec: &DataSpec, split: Split, opts: &LoadOptions) -> Result<Dataset
     Ok(ds)
 }
 
-/// Returns the first of `names` that exists in `dir` (each also tried with `.gz`).
 /// Reads the fixed-size records of a regular file one at a time (memory: one record), calling
 /// `each(index, record)`; the file must hold a whole number of records, at least one and at most
 /// `max_records` (so a device or a huge file named like a data file is refused before reading).
 /// `what` names a record in the error ("3073-byte records").
 pub(crate) fn read_records(path: &Path, record: usize, max_records: usize, what: &str, mut each: impl FnMut(usize, &[u8]) -> Result<()>) -> Result<usize> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: cannot read ({e})", path.display()))?;
-    let meta = file.metadata().map_err(|e| anyhow::anyhow!("{}: cannot read ({e})", path.display()))?;
+    // checked before opening: opening a named pipe waits for a writer
+    let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("{}: cannot read ({e})", path.display()))?;
     anyhow::ensure!(meta.is_file(), "{}: not a regular file", path.display());
+    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: cannot read ({e})", path.display()))?;
     let len = meta.len() as usize;
     if len == 0 || !len.is_multiple_of(record) {
         anyhow::bail!("{}: truncated or corrupt: {len} bytes is not a whole number of {what} (last one starts at offset {})", path.display(), len / record * record);
@@ -217,12 +217,13 @@ pub(crate) fn read_records(path: &Path, record: usize, max_records: usize, what:
     let mut r = std::io::BufReader::with_capacity(1 << 20, file);
     let mut buf = vec![0u8; record];
     for i in 0..n {
-        r.read_exact(&mut buf).map_err(|e| anyhow::anyhow!("{}: cannot read {what} {i} ({e})", path.display()))?;
+        r.read_exact(&mut buf).map_err(|e| anyhow::anyhow!("{}: cannot read record {i} ({e})", path.display()))?;
         each(i, &buf)?;
     }
     Ok(n)
 }
 
+/// Returns the first of `names` that exists in `dir` (each also tried with `.gz`).
 pub(crate) fn find_file(dir: &Path, names: &[&str]) -> Option<std::path::PathBuf> {
     names.iter().flat_map(|n| [dir.join(n), dir.join(format!("{n}.gz"))]).find(|p| p.is_file())
 }

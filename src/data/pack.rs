@@ -20,23 +20,44 @@ pub fn pack(spec: &DataSpec, out: &Path, shard_size: usize, opts: &LoadOptions) 
     if shard_size == 0 {
         bail!("--shard-size: expected at least 1 image per shard");
     }
-    crate::util::ensure_new_folder(out, "pack")?;
-    // written into a staging folder beside OUT and renamed at the end, so an interrupted pack
-    // leaves no half set under OUT, and the same command starts afresh
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let staging = out.with_file_name(format!(".{name}.pack-partial"));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).with_context(|| format!("{}: cannot remove an interrupted pack", staging.display()))?;
+    // OUT/.pack-incomplete marks a set being written: an interrupted or failed pack leaves it,
+    // and the same command then clears OUT and starts afresh
+    let marker = out.join(INCOMPLETE);
+    if marker.is_file() {
+        clear_interrupted(out)?;
     }
+    crate::util::ensure_new_folder(out, "pack")?;
+    crate::util::write_atomic(&marker, b"svib data pack is writing this folder\n")?;
     let train = super::load(spec, Split::Train, opts)?;
-    let mut splits = vec![("train", train.len(), write_split(&train, &staging.join("train"), shard_size)?)];
+    let mut splits = vec![("train", train.len(), write_split(&train, &out.join("train"), shard_size)?)];
     match super::load(spec, Split::Test, opts) {
-        Ok(test) => splits.push(("val", test.len(), write_split(&test, &staging.join("val"), shard_size)?)),
+        Ok(test) => splits.push(("val", test.len(), write_split(&test, &out.join("val"), shard_size)?)),
         Err(e) => eprintln!("warning: no test split packed ({e:#})"),
     }
-    write_classes(&train, &staging)?;
-    std::fs::rename(&staging, out).with_context(|| format!("{}: cannot move the packed set into place", out.display()))?;
+    write_classes(&train, out)?;
+    std::fs::remove_file(&marker).with_context(|| format!("{}: cannot remove", marker.display()))?;
     Ok(PackSummary { splits })
+}
+
+/// The marker of a pack in progress (see [`pack`]).
+const INCOMPLETE: &str = ".pack-incomplete";
+
+/// Removes what an interrupted pack wrote into `out`: its split folders, classes file and
+/// marker, and nothing else (anything else found there stops it).
+fn clear_interrupted(out: &Path) -> Result<()> {
+    for e in std::fs::read_dir(out).with_context(|| format!("{}: cannot list", out.display()))?.flatten() {
+        let name = e.file_name();
+        let p = e.path();
+        match name.to_str() {
+            Some("train" | "val") if p.is_dir() => std::fs::remove_dir_all(&p),
+            Some(INCOMPLETE | CLASSES_FILE) => std::fs::remove_file(&p),
+            Some(n) if n.starts_with(&format!(".{CLASSES_FILE}.")) => std::fs::remove_file(&p),
+            _ => bail!("--out {}: an interrupted pack, but it also holds {}; move that away", out.display(), p.display()),
+        }
+        .with_context(|| format!("{}: cannot remove", p.display()))?;
+    }
+    eprintln!("note: {}: cleared an interrupted pack", out.display());
+    Ok(())
 }
 
 /// `classes.txt`: the class names of the training split, one per line.

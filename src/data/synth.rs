@@ -29,7 +29,7 @@ pub fn write(out: &Path, o: &SynthOptions) -> Result<usize> {
         bail!("svib data synth: expected --classes 1 to 10000, --size from 8x8 to 8192x8192 and --quality 1-100");
     }
     crate::util::ensure_new_folder(out, "synth")?;
-    if o.train < o.classes || o.train + o.val > 10_000_000 {
+    if o.train < o.classes || o.train.saturating_add(o.val) > 10_000_000 {
         bail!(
             "svib data synth: expected --train of at least --classes ({}) images (one per class) and at most 10,000,000 in all; got --train {} --val {}",
             o.classes,

@@ -11,7 +11,6 @@ use std::time::Instant;
 const PROBE_STEPS: usize = 20;
 const PROBE_WARMUP: usize = 10;
 
-/// Seconds in "90s", "30m", "1h", "1h30m" or a plain number of seconds.
 /// A budget over a year is a typing mistake, not a plan.
 const MAX_BUDGET_S: f64 = 366.0 * 24.0 * 3600.0;
 
@@ -22,6 +21,7 @@ fn check_bound(s: &str, secs: f64) -> Result<f64> {
     Ok(secs)
 }
 
+/// Seconds in "90s", "30m", "1h", "1h30m" or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<f64> {
     let t = s.trim();
     if let Ok(v) = t.parse::<f64>() {

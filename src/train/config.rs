@@ -374,6 +374,14 @@ fn parse_value(v: &str) -> toml::Value {
 }
 
 /// Applies `key.path=value` to the table.
+/// The value the last of `sets` (`KEY=VALUE` assignments, as `--set` takes them) gives `key`,
+/// unquoted; None when none sets it.
+pub fn set_value(sets: &[String], key: &str) -> Option<String> {
+    let v = sets.iter().rev().filter_map(|s| s.split_once('=')).find(|(k, _)| k.trim() == key)?.1.trim();
+    let unquoted = ['"', '\''].iter().find_map(|q| v.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)));
+    Some(unquoted.unwrap_or(v).to_string())
+}
+
 pub fn set_key(table: &mut toml::Table, assignment: &str) -> Result<()> {
     let Some((key, value)) = assignment.split_once('=') else { bail!("--set `{assignment}`: expected key=value, e.g. gmm.k=4096") };
     let parts: Vec<&str> = key.trim().split('.').collect();

@@ -20,8 +20,7 @@ impl MetricsLog {
     /// the checkpoint being resumed, so they will be written again) and the final evaluation's
     /// line (written again when a run that ended before its result.json is re-run).
     pub fn open(path: &Path, from_step: usize) -> Result<MetricsLog> {
-        if let Ok(meta) = std::fs::metadata(path) {
-            anyhow::ensure!(meta.is_file(), "{}: not a regular file; move it away to start a new log", path.display());
+        if path.exists() {
             let mut kept = String::new();
             for_each_line(path, |l| {
                 let keep = serde_json::from_str::<Value>(l)
@@ -187,22 +186,24 @@ const MAX_LINE: usize = 1 << 20;
 /// (memory: one line); lines over [`MAX_LINE`] bytes are passed over.
 fn for_each_line(path: &Path, mut each: impl FnMut(&str) -> Result<()>) -> Result<()> {
     use std::io::{BufRead, Read};
+    // checked before opening: opening a named pipe waits for a writer
+    let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    anyhow::ensure!(meta.is_file(), "{}: not a regular file; move it away", path.display());
     let file = std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    anyhow::ensure!(file.metadata().is_ok_and(|m| m.is_file()), "{}: not a regular file", path.display());
     let mut r = std::io::BufReader::new(file);
     let (mut buf, mut skipping) = (Vec::new(), false);
     loop {
         buf.clear();
-        let n = (&mut r).take(MAX_LINE as u64).read_until(b'\n', &mut buf).with_context(|| format!("{}: cannot read", path.display()))?;
+        let n = (&mut r).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf).with_context(|| format!("{}: cannot read", path.display()))?;
         if n == 0 {
             return Ok(());
         }
         let whole = buf.last() == Some(&b'\n');
-        if !skipping && (whole || n < MAX_LINE) {
+        if !skipping && (whole || n <= MAX_LINE) {
             let line = std::str::from_utf8(&buf).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
             each(line.trim_end_matches(['\n', '\r']))?;
         }
-        skipping = !whole && n == MAX_LINE;
+        skipping = !whole && n > MAX_LINE;
     }
 }
 

@@ -111,7 +111,7 @@ impl<'a> Trainer<'a> {
         // rank 0 alone writes the run folder; the others read its checkpoints once it is ready
         let lock = if rank == 0 { Some(run.open_for_writing(cfg)?) } else { None };
         crate::dist::with_global(|g| g.barrier()).transpose()?;
-        let ckpt = run.latest_checkpoint().map_err(|e| anyhow::anyhow!("{e:#}; remove the directory to start again"))?;
+        let ckpt = run.latest_checkpoint().map_err(|e| anyhow::anyhow!("{e:#}; restore the checkpoint files, or move them away to start the run again"))?;
         let rank_batch = rank_batch(cfg, ckpt.as_ref().map(|c| &c.0), world)?;
         if let Some(mem) = memory.filter(|_| rank_batch != cfg.train.batch_size) {
             let mut per_rank = cfg.clone();
