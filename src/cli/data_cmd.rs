@@ -70,7 +70,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             println!("train      {} images", train.len());
             println!("test       {} images", test.len());
             println!("image      {}x{} px, {} channel(s)", im.w, im.h, train.channels());
-            println!("classes    {}: {}", train.num_classes, train.class_names.join(", "));
+            println!("classes    {}: {}", train.num_classes, shown_names(&train.class_names));
             println!("mean/std   {:?} / {:?}", norm.mean, norm.std);
             Ok(())
         }
@@ -112,4 +112,13 @@ pub fn list_models() -> Result<()> {
     }
     println!("\nOn the command line: NAME[:key=value,...], e.g. resnet18:small_stem=true,width=32 or vit_tiny:patch_size=4,img_size=28,depth=6");
     Ok(())
+}
+
+/// Class names for one line: control characters escaped, at most the first 50.
+fn shown_names(names: &[String]) -> String {
+    let mut s: Vec<String> = names.iter().take(50).map(|n| if n.chars().any(char::is_control) { n.escape_debug().to_string() } else { n.clone() }).collect();
+    if names.len() > 50 {
+        s.push(format!("… ({} more)", names.len() - 50));
+    }
+    s.join(", ")
 }

@@ -68,8 +68,7 @@ pub fn run(a: KnnArgs) -> Result<()> {
     check_ranges(&a)?;
     let device = crate::device::parse(&a.device)?;
     let arch = a.arch.as_deref().map(ArchConfig::parse).transpose()?;
-    let spec = data_spec(&a)?;
-    let (train, test) = load_data(&a, &spec)?;
+    let (spec, train, test) = load_data(&a)?;
     let norm = Norm::for_dataset(&spec, &train);
     ensure!(!train.is_empty(), "--data: no training images");
     ensure!(!test.is_empty(), "--data: no test images");
@@ -112,19 +111,21 @@ fn check_ranges(a: &KnnArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--data`, or the run's own data set when `--checkpoint` is a run, or Fashion-MNIST.
-fn data_spec(a: &KnnArgs) -> Result<DataSpec> {
-    match (&a.data, a.checkpoint.as_deref().filter(|c| RunDir::is_run(c))) {
-        (Some(d), _) => Ok(d.clone()),
-        (None, Some(run)) => RunDir::of(run).config()?.data.spec.parse().map_err(|e| anyhow::anyhow!("the run's data.spec: {e} (give --data)")),
-        (None, None) => "fashion-mnist".parse().map_err(|e| anyhow::anyhow!("{e}")),
-    }
-}
-
-fn load_data(a: &KnnArgs, spec: &DataSpec) -> Result<(data::Dataset, data::Dataset)> {
-    let opts = LoadOptions { skip_corrupt: a.skip_corrupt };
-    let mut train = data::load(spec, Split::Train, &opts)?;
-    let mut test = data::load(spec, Split::Test, &opts)?;
+/// The two splits: `--data`'s; without it, a run's own training images as its kNN evaluations
+/// read them (`data.limit`, `data.skip_corrupt`), else Fashion-MNIST's.
+fn load_data(a: &KnnArgs) -> Result<(DataSpec, data::Dataset, data::Dataset)> {
+    let run = a.checkpoint.as_deref().filter(|c| a.data.is_none() && RunDir::is_run(c)).map(|c| RunDir::of(c).config()).transpose()?;
+    let skip_corrupt = a.skip_corrupt || run.as_ref().is_some_and(|c| c.data.skip_corrupt);
+    let opts = LoadOptions { skip_corrupt };
+    let (spec, mut train) = match (&a.data, &run) {
+        (Some(d), _) => (d.clone(), data::load(d, Split::Train, &opts)?),
+        (None, Some(cfg)) => crate::train::load_train_data(cfg).map_err(|e| e.context("the run's data set (give --data)"))?,
+        (None, None) => {
+            let d: DataSpec = "fashion-mnist".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            (d.clone(), data::load(&d, Split::Train, &opts)?)
+        }
+    };
+    let mut test = data::load(&spec, Split::Test, &opts)?;
     if let Some(n) = a.limit_train {
         train.truncate(n);
     }
@@ -133,7 +134,7 @@ fn load_data(a: &KnnArgs, spec: &DataSpec) -> Result<(data::Dataset, data::Datas
     }
     train.require_labels(&format!("--data {spec} (train)"))?;
     test.require_labels(&format!("--data {spec} (test)"))?;
-    Ok((train, test))
+    Ok((spec, train, test))
 }
 
 pub fn print_result(r: &KnnResult, json: bool) {
