@@ -308,7 +308,7 @@ pub fn launch(nproc: usize, port: Option<u16>, args: &[String]) -> Result<i32> {
         None => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
     };
     let exe = std::env::current_exe().context("the svib executable")?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = crate::util::cores();
     let mut argv: Vec<String> = vec![];
     if !args.iter().any(|a| a == "--threads" || a.starts_with("--threads=")) {
         argv.extend(["--threads".to_string(), (cores / nproc).max(1).to_string()]);

@@ -34,13 +34,30 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
     done.with_context(|| format!("{}: cannot write", path.display()))
 }
 
+/// The rank of this process when `svib launch` started it as a rank other than 0.
+pub fn other_launched_rank() -> Option<String> {
+    std::env::var("SVIB_LAUNCH").ok()?;
+    std::env::var("RANK").ok().filter(|r| r != "0")
+}
+
 /// How this process starts its error line: `error: `, or under `svib launch` on a rank other
 /// than 0 `rank N: ` (rank 0 alone speaks as `error:`, so a failed job reads as one error).
 pub fn error_prefix() -> String {
-    match (std::env::var("SVIB_LAUNCH"), std::env::var("RANK")) {
-        (Ok(_), Ok(r)) if r != "0" => format!("rank {r}: "),
-        _ => "error: ".to_string(),
-    }
+    other_launched_rank().map_or_else(|| "error: ".to_string(), |r| format!("rank {r}: "))
+}
+
+/// This machine's cores as the process may use them (1 where unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Opens a regular file for reading, checking its kind first (opening a named pipe would wait
+/// for a writer; a device never ends); returns it with its size.
+pub fn open_regular(path: &Path) -> Result<(std::fs::File, u64)> {
+    let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("{}: cannot read ({e})", path.display()))?;
+    anyhow::ensure!(meta.is_file(), "{}: not a regular file", path.display());
+    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: cannot read ({e})", path.display()))?;
+    Ok((file, meta.len()))
 }
 
 /// An error whose `error:` line a child process has already printed: the caller adds its

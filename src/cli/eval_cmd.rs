@@ -51,6 +51,7 @@ pub struct DataArgs {
 }
 
 pub(super) fn load_data(d: &DataArgs, b: &LoadedBackbone) -> Result<(Dataset, Dataset, EvalPrep)> {
+    ensure!(d.limit_train != Some(0), "--limit-train: expected at least 1 image, got 0");
     let spec: DataSpec = match (&d.data, &b.run_config) {
         (Some(s), _) => s.clone(),
         (None, Some(c)) => c.data.spec.parse().map_err(|e| anyhow::anyhow!("the run's data.spec: {e}"))?,
@@ -59,7 +60,6 @@ pub(super) fn load_data(d: &DataArgs, b: &LoadedBackbone) -> Result<(Dataset, Da
     let mut train = data::load(&spec, Split::Train, &LoadOptions::default())?;
     let test = data::load(&spec, Split::Test, &LoadOptions::default())?;
     if let Some(n) = d.limit_train {
-        ensure!(n >= 1, "--limit-train: expected at least 1 image, got 0");
         train.truncate(n);
     }
     train.require_labels(&format!("{spec} (train)"))?;

@@ -115,17 +115,21 @@ fn check_ranges(a: &KnnArgs) -> Result<()> {
 /// read them (`data.limit`, `data.skip_corrupt`), else Fashion-MNIST's.
 fn load_data(a: &KnnArgs) -> Result<(DataSpec, data::Dataset, data::Dataset)> {
     let run = a.checkpoint.as_deref().filter(|c| a.data.is_none() && RunDir::is_run(c)).map(|c| RunDir::of(c).config()).transpose()?;
-    let skip_corrupt = a.skip_corrupt || run.as_ref().is_some_and(|c| c.data.skip_corrupt);
-    let opts = LoadOptions { skip_corrupt };
-    let (spec, mut train) = match (&a.data, &run) {
-        (Some(d), _) => (d.clone(), data::load(d, Split::Train, &opts)?),
-        (None, Some(cfg)) => crate::train::load_train_data(cfg).map_err(|e| e.context("the run's data set (give --data)"))?,
-        (None, None) => {
-            let d: DataSpec = "fashion-mnist".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-            (d.clone(), data::load(&d, Split::Train, &opts)?)
+    let (spec, mut train, mut test) = match (&a.data, run) {
+        (None, Some(mut cfg)) => {
+            cfg.data.skip_corrupt |= a.skip_corrupt;
+            crate::train::load_knn_data(&cfg).map_err(|e| e.context("the run's data set (give --data)"))?
+        }
+        (d, _) => {
+            let spec: DataSpec = match d {
+                Some(d) => d.clone(),
+                None => "fashion-mnist".parse().map_err(|e| anyhow::anyhow!("{e}"))?,
+            };
+            let opts = LoadOptions { skip_corrupt: a.skip_corrupt };
+            let (train, test) = (data::load(&spec, Split::Train, &opts)?, data::load(&spec, Split::Test, &opts)?);
+            (spec, train, test)
         }
     };
-    let mut test = data::load(&spec, Split::Test, &opts)?;
     if let Some(n) = a.limit_train {
         train.truncate(n);
     }

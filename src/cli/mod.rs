@@ -80,19 +80,19 @@ pub enum Command {
 /// Threads beyond this many are a typing mistake, not a machine.
 const MAX_THREADS: usize = 1024;
 
-fn set_threads(n: Option<usize>) -> Result<()> {
+/// Sets rayon's and libtorch's threads (`--threads`, or every core) and returns how many.
+fn set_threads(n: Option<usize>) -> Result<usize> {
     if let Some(n) = n {
         anyhow::ensure!((1..=MAX_THREADS).contains(&n), "--threads: expected 1 to {MAX_THREADS}, got {n}");
     }
-    let n = n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let n = n.unwrap_or_else(crate::util::cores);
     let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     tch::set_num_threads(n as i32);
-    Ok(())
+    Ok(n)
 }
 
 fn run(cli: Cli) -> Result<()> {
-    set_threads(cli.threads)?;
-    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = set_threads(cli.threads)?;
     match cli.command {
         Command::Train(a) => train_cmd::run_train(a),
         Command::Presets => train_cmd::list_presets(),
@@ -121,7 +121,7 @@ fn run(cli: Cli) -> Result<()> {
 /// in it gives one error line instead of one per process; `--nproc` is bounded by the cores
 /// (4 processes a core, at least 8: each loads its own libtorch).
 fn check_launched(nproc: usize, args: &[String]) -> Result<()> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = crate::util::cores();
     let most = (4 * cores).max(8);
     anyhow::ensure!(nproc <= most, "--nproc {nproc}: expected at most {most} processes on this machine's {cores} cores");
     let cli = match Cli::try_parse_from(std::iter::once("svib".to_string()).chain(args.iter().cloned())) {

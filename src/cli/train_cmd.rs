@@ -40,6 +40,11 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
+/// The key of `sets` that sets the run's length, if any.
+fn length_key(sets: &[String]) -> Option<&'static str> {
+    ["train.steps", "train.epochs"].into_iter().find(|k| set_value(sets, k).is_some())
+}
+
 /// The resolved config of a `train`-like command line.
 pub fn resolve(config: &str, method: Option<&str>, data: Option<&str>, epochs: Option<usize>, sets: &[String]) -> Result<Config> {
     let mut table = load_table(config).context("--config")?;
@@ -53,7 +58,7 @@ pub fn resolve(config: &str, method: Option<&str>, data: Option<&str>, epochs: O
         set_key(&mut table, &format!("data.spec=\"{d}\""))?;
     }
     if let Some(e) = epochs {
-        if let Some(key) = ["train.steps", "train.epochs"].into_iter().find(|k| set_value(sets, k).is_some()) {
+        if let Some(key) = length_key(sets) {
             anyhow::bail!("--epochs {e} and --set {key}= both set the run's length; give one of them");
         }
         set_epochs(&mut table, e)?;
@@ -68,8 +73,8 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     anyhow::ensure!(a.max_steps != Some(0), "--max-steps: expected at least 1 step, got 0");
     let mut cfg = resolve(&a.config, a.method.as_deref(), a.data.as_deref(), a.epochs, &a.set)?;
     if let Some(b) = &a.budget {
-        let fixed = ["train.steps", "train.epochs"].into_iter().find(|k| set_value(&a.set, k).is_some());
-        if let Some(key) = fixed.or(a.epochs.map(|_| "--epochs")).filter(|_| crate::util::error_prefix() == "error: ") {
+        // said once: by the process that is not another rank of a launch
+        if let Some(key) = length_key(&a.set).or(a.epochs.map(|_| "--epochs")).filter(|_| crate::util::other_launched_rank().is_none()) {
             eprintln!("warning: --budget {b} sets the run's length; {key} is replaced");
         }
         let secs = crate::train::budget::parse_duration(b)?;

@@ -204,11 +204,8 @@ pub fn load(spec: &DataSpec, split: Split, opts: &LoadOptions) -> Result<Dataset
 /// `what` names a record in the error ("3073-byte records").
 pub(crate) fn read_records(path: &Path, record: usize, max_records: usize, what: &str, mut each: impl FnMut(usize, &[u8]) -> Result<()>) -> Result<usize> {
     use std::io::Read;
-    // checked before opening: opening a named pipe waits for a writer
-    let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("{}: cannot read ({e})", path.display()))?;
-    anyhow::ensure!(meta.is_file(), "{}: not a regular file", path.display());
-    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: cannot read ({e})", path.display()))?;
-    let len = meta.len() as usize;
+    let (file, len) = crate::util::open_regular(path)?;
+    let len = len as usize;
     if len == 0 || !len.is_multiple_of(record) {
         anyhow::bail!("{}: truncated or corrupt: {len} bytes is not a whole number of {what} (last one starts at offset {})", path.display(), len / record * record);
     }

@@ -54,16 +54,13 @@ impl std::error::Error for NonFinite {}
 /// Writes the pair for `meta.step` and keeps only the newest `keep` pairs.
 pub fn save(dir: &Path, meta: &Meta, tensors: &[(String, Tensor)], keep: usize) -> Result<PathBuf> {
     let st = dir.join(format!("{}.safetensors", stem(meta.step)));
-    let tmp = dir.join(format!(".{}.safetensors.tmp", stem(meta.step)));
     let cpu: Vec<(String, Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous())).collect();
     let bad = non_finite(cpu.iter().map(|(n, t)| (n, t)));
     if let Some(first) = bad.first() {
         let msg = format!("step {}: {} tensor(s) hold non-finite values ({first} first), so no checkpoint is written: training has diverged", meta.step, bad.len());
         return Err(NonFinite(msg).into());
     }
-    Tensor::write_safetensors(&cpu, &tmp).map_err(|e| anyhow::anyhow!("{}: cannot write checkpoint ({e})", tmp.display()))?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("{}: cannot sync", tmp.display()))?;
-    std::fs::rename(&tmp, &st).with_context(|| format!("{}: cannot rename into place", st.display()))?;
+    crate::interop::write_safetensors(&cpu, &st)?;
     crate::util::write_atomic(&dir.join(format!("{}.json", stem(meta.step))), serde_json::to_string_pretty(meta)?.as_bytes())?;
     // checkpoints after this step belong to a timeline a resume abandoned (it passed over them
     // as unreadable or non-finite): they go, and only the ones up to this step count for `keep`

@@ -373,7 +373,6 @@ fn parse_value(v: &str) -> toml::Value {
     toml::from_str::<toml::Table>(&format!("v = {v}")).ok().and_then(|mut t| t.remove("v")).unwrap_or_else(|| toml::Value::String(v.to_string()))
 }
 
-/// Applies `key.path=value` to the table.
 /// The value the last of `sets` (`KEY=VALUE` assignments, as `--set` takes them) gives `key`,
 /// unquoted; None when none sets it.
 pub fn set_value(sets: &[String], key: &str) -> Option<String> {
@@ -382,6 +381,7 @@ pub fn set_value(sets: &[String], key: &str) -> Option<String> {
     Some(unquoted.unwrap_or(v).to_string())
 }
 
+/// Applies `key.path=value` to the table.
 pub fn set_key(table: &mut toml::Table, assignment: &str) -> Result<()> {
     let Some((key, value)) = assignment.split_once('=') else { bail!("--set `{assignment}`: expected key=value, e.g. gmm.k=4096") };
     let parts: Vec<&str> = key.trim().split('.').collect();

@@ -186,11 +186,7 @@ const MAX_LINE: usize = 1 << 20;
 /// (memory: one line); lines over [`MAX_LINE`] bytes are passed over.
 fn for_each_line(path: &Path, mut each: impl FnMut(&str) -> Result<()>) -> Result<()> {
     use std::io::{BufRead, Read};
-    // checked before opening: opening a named pipe waits for a writer
-    let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    anyhow::ensure!(meta.is_file(), "{}: not a regular file; move it away", path.display());
-    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let mut r = std::io::BufReader::new(file);
+    let mut r = std::io::BufReader::new(crate::util::open_regular(path)?.0);
     let (mut buf, mut skipping) = (Vec::new(), false);
     loop {
         buf.clear();

@@ -65,6 +65,14 @@ pub fn load_train_data(cfg: &Config) -> Result<(DataSpec, Dataset)> {
     Ok((spec, ds))
 }
 
+/// The images a run's kNN evaluations read: its training images (as [`load_train_data`] gives
+/// them) as the memory bank, and the test split.
+pub fn load_knn_data(cfg: &Config) -> Result<(DataSpec, Dataset, Dataset)> {
+    let (spec, train) = load_train_data(cfg)?;
+    let test = data::load(&spec, Split::Test, &LoadOptions { skip_corrupt: cfg.data.skip_corrupt })?;
+    Ok((spec, train, test))
+}
+
 /// Evaluation preprocessing of a run.
 pub fn eval_prep(cfg: &Config, norm: Norm) -> EvalPrep {
     let size = if cfg.eval.image_size > 0 { cfg.eval.image_size } else { cfg.augment.global_size };

@@ -25,32 +25,15 @@ pub struct LoadedBackbone {
 /// an error.
 pub fn load_backbone(checkpoint: Option<&Path>, arch: Option<&ArchConfig>, channels: Option<u8>, default_channels: u8, device: Device, seed: i64) -> Result<LoadedBackbone> {
     tch::manual_seed(seed);
-    let (arch_given, channels_given) = (arch, channels);
-    let channels = channels.unwrap_or(default_channels);
     match checkpoint {
         Some(path) if RunDir::is_run(path) => {
-            if arch_given.is_some() {
+            if arch.is_some() {
                 bail!("--arch: {} is a run, which brings its own architecture; leave --arch out (it is for weights files)", path.display());
             }
-            let (cfg, method) = super::load_run(path, device)?;
-            let arch = cfg.model.clone();
-            let channels = cfg.augment.channels;
-            if let Some(given) = channels_given.filter(|c| *c != channels) {
-                bail!("--channels {given}: the run {} takes {channels}-channel images; a run brings its own, so leave --channels out", path.display());
-            }
-            let vs = nn::VarStore::new(device);
-            let model = Backbone::new(&vs.root(), &arch, channels as i64)?;
-            let src = method.eval_store().variables();
-            tch::no_grad(|| -> Result<()> {
-                for (name, var) in vs.variables().iter_mut() {
-                    let Some(t) = src.get(&format!("backbone.{name}")) else { bail!("{}: the run has no `backbone.{name}`", path.display()) };
-                    var.copy_(t);
-                }
-                Ok(())
-            })?;
-            Ok(LoadedBackbone { vs, model, arch, channels, run_config: Some(cfg) })
+            from_run(path, channels, device)
         }
         other => {
+            let channels = channels.unwrap_or(default_channels);
             let Some(arch) = arch else {
                 bail!("--arch is needed to build a backbone{}", other.map_or(String::new(), |p| format!(" for the weights in {} (not a run directory)", p.display())))
             };
@@ -63,4 +46,25 @@ pub fn load_backbone(checkpoint: Option<&Path>, arch: Option<&ArchConfig>, chann
             Ok(LoadedBackbone { vs, model, arch: arch.clone(), channels, run_config: None })
         }
     }
+}
+
+/// The evaluated backbone of a run directory (or one of its checkpoints); `channels`, when the
+/// user gave it, must be the run's.
+fn from_run(path: &Path, channels: Option<u8>, device: Device) -> Result<LoadedBackbone> {
+    let (cfg, method) = super::load_run(path, device)?;
+    let (arch, run_channels) = (cfg.model.clone(), cfg.augment.channels);
+    if let Some(given) = channels.filter(|c| *c != run_channels) {
+        bail!("--channels {given}: the run {} takes {run_channels}-channel images; a run brings its own, so leave --channels out", path.display());
+    }
+    let vs = nn::VarStore::new(device);
+    let model = Backbone::new(&vs.root(), &arch, run_channels as i64)?;
+    let src = method.eval_store().variables();
+    tch::no_grad(|| -> Result<()> {
+        for (name, var) in vs.variables().iter_mut() {
+            let Some(t) = src.get(&format!("backbone.{name}")) else { bail!("{}: the run has no `backbone.{name}`", path.display()) };
+            var.copy_(t);
+        }
+        Ok(())
+    })?;
+    Ok(LoadedBackbone { vs, model, arch, channels: run_channels, run_config: Some(cfg) })
 }

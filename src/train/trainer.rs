@@ -8,9 +8,9 @@ use super::metrics::{Sinks, StepRecord};
 use super::monitor::{self, CollapseMonitor, Entropies};
 use super::rundir::{RunDir, RunLock};
 use super::schedule::Schedules;
-use super::{channels_last, checkpoint, eval_prep, knn_eval, load_train_data, optim, profile, restore, RunOptions, RunResult};
+use super::{channels_last, checkpoint, eval_prep, knn_eval, load_knn_data, optim, profile, restore, RunOptions, RunResult};
 use crate::augment::loader::{CropBatch, Loader, LoaderOptions};
-use crate::data::{self, Dataset, LoadOptions, Norm, Split};
+use crate::data::{Dataset, Norm};
 use crate::eval::features::EvalPrep;
 use crate::eval::knn::KnnResult;
 use crate::methods::{LossOutput, Method, StepCtx};
@@ -216,7 +216,7 @@ impl<'a> Trainer<'a> {
     /// Trains to the end of the budget; `None` when stopped early (with a checkpoint).
     pub fn fit(mut self) -> Result<Option<RunResult>> {
         // --max-steps counts steps in total: a run already there trains no further
-        if self.opts.max_steps.is_some_and(|m| self.at.step >= m) && self.at.step < self.sched.total_steps {
+        if self.at_max_steps() && self.at.step < self.sched.total_steps {
             self.stopped();
             return Ok(None);
         }
@@ -419,7 +419,12 @@ impl<'a> Trainer<'a> {
     fn should_stop(&self) -> bool {
         let interrupted = interrupt_flag().load(Ordering::SeqCst);
         let any = if self.world.1 > 1 { crate::dist::mean_over_ranks(&Tensor::from(interrupted as u8 as f32)).double_value(&[]) > 0.0 } else { interrupted };
-        self.opts.max_steps.is_some_and(|m| self.at.step >= m) || any
+        self.at_max_steps() || any
+    }
+
+    /// Whether `--max-steps` (steps in total) is reached.
+    fn at_max_steps(&self) -> bool {
+        self.opts.max_steps.is_some_and(|m| self.at.step >= m)
     }
 
     fn stopped(&mut self) {
@@ -612,8 +617,7 @@ fn rank_batch(cfg: &Config, ckpt: Option<&checkpoint::Meta>, world: (usize, usiz
 
 impl RunData {
     fn load(cfg: &Config, global_batch: usize) -> Result<RunData> {
-        let (spec, train) = load_train_data(cfg)?;
-        let test = data::load(&spec, Split::Test, &LoadOptions { skip_corrupt: cfg.data.skip_corrupt })?;
+        let (spec, train, test) = load_knn_data(cfg)?;
         // every run ends with a kNN evaluation: unlabelled images fail here, not after training
         train.require_labels(&format!("{spec} (train)"))?;
         test.require_labels(&format!("{spec} (test)"))?;
