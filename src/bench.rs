@@ -265,9 +265,16 @@ pub fn reference_loader_images_per_second(python: &Path, script: &Path, config: 
     cmd.arg(script).args(["loader", "--config"]).arg(config).arg("--data").arg(data_dir);
     cmd.args(["--batches", &batches.to_string(), "--warmup", &warmup.to_string(), "--workers", &workers.to_string()]);
     let out = cmd.output().with_context(|| format!("{}: cannot run", python.display()))?;
-    ensure!(out.status.success(), "the reference's loader failed: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.success(), "the reference's loader failed: {}", failure(&out));
     let v: serde_json::Value = String::from_utf8_lossy(&out.stdout).lines().rev().find_map(|l| serde_json::from_str(l).ok()).context("the reference printed no JSON")?;
     v["images_per_second"].as_f64().context("reference: no images_per_second")
+}
+
+/// Why a child process failed, in one line: its last line on stderr, or its exit status when it
+/// printed nothing.
+pub fn failure(out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.lines().rev().map(str::trim).find(|l| !l.is_empty()).map_or_else(|| format!("{}, with no message", out.status), str::to_string)
 }
 
 pub fn median(xs: &[f64]) -> f64 {
@@ -288,9 +295,14 @@ pub fn median(xs: &[f64]) -> f64 {
 pub fn reference_paths(root: &Path, python: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
     let script = root.join("bench/reference/svib_ref.py");
     ensure!(script.is_file(), "{}: the reference script is missing (run svib bench from the repository)", script.display());
-    let python = python.map_or_else(|| root.join("bench/reference/.venv/bin/python"), Path::to_path_buf);
-    ensure!(python.is_file(), "{}: the reference's python is missing; create its venv with `bash bench/reference/setup.sh` or pass --python", python.display());
-    Ok((python, script))
+    let Some(given) = python else {
+        let venv = root.join("bench/reference/.venv/bin/python");
+        ensure!(venv.is_file(), "{}: the reference's python is missing; create its venv with `bash bench/reference/setup.sh` or pass --python", venv.display());
+        return Ok((venv, script));
+    };
+    ensure!(!given.is_dir(), "--python {}: a folder; expected a python executable (e.g. {})", given.display(), given.join("bin/python").display());
+    ensure!(given.is_file(), "--python {}: no such file; expected a python executable with torch and torchvision", given.display());
+    Ok((given.to_path_buf(), script))
 }
 
 #[cfg(test)]

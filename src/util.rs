@@ -87,6 +87,74 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// A float as a person writes it: plain between 1e-4 and 1e7, e-notation outside (`1e-300`, not
+/// 300 digits).
+pub struct Num<T>(pub T);
+
+impl<T: Copy + Into<f64> + std::fmt::Display + std::fmt::LowerExp> std::fmt::Display for Num<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let a = self.0.into().abs();
+        if a == 0.0 || !a.is_finite() || (1e-4..1e7).contains(&a) {
+            write!(f, "{}", self.0)
+        } else {
+            write!(f, "{:e}", self.0)
+        }
+    }
+}
+
+/// `s` cut to at most `max` characters, its middle replaced by a count of what was left out.
+pub fn shorten(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_string();
+    }
+    let keep = max.saturating_sub(40) / 2;
+    let head: String = s.chars().take(keep).collect();
+    let tail: String = s.chars().skip(n - keep).collect();
+    format!("{head}…({} characters left out)…{tail}", n - 2 * keep)
+}
+
+/// A serde/toml/serde_json type error in words: Rust type names (`expected u64`, `expected struct
+/// GmmConfig`) become what to write, a number too large to read is called that, quoted values are
+/// shortened and the trailing `` in `key` `` goes (the caller names the key). One line.
+pub fn plain_serde(msg: &str) -> String {
+    let first = msg.lines().next().unwrap_or_default().trim();
+    // serde_json ends with where it stopped: kept, after the words
+    let (first, at) = first.rfind(" at line ").map_or((first, ""), |i| first.split_at(i));
+    let mut m = first.to_string();
+    if let Some(i) = m.rfind(" in `").filter(|_| m.ends_with('`')) {
+        m.truncate(i);
+    }
+    let whole = ["usize", "u64", "u32", "u16", "u8"].map(|t| (t, "a whole number (0 or more)"));
+    let int = ["isize", "i64", "i32", "i16", "i8"].map(|t| (t, "a whole number"));
+    let float = ["f64", "f32"].map(|t| (t, "a number"));
+    for (t, words) in whole.iter().chain(&int).chain(&float) {
+        let (pat, digits) = (format!("expected {t}"), m.split("string \"").nth(1).and_then(|r| r.split('"').next()));
+        if m.ends_with(&pat) {
+            // TOML reads integers as i64; a longer run of digits reaches here as a string
+            let too_large = digits.filter(|d| d.trim_start_matches('-').len() >= 19 && d.trim_start_matches('-').chars().all(|c| c.is_ascii_digit()));
+            m = match too_large {
+                Some(d) => format!("`{}` is too large (TOML integers go up to 9223372036854775807)", shorten(d, 40)),
+                None => format!("{}expected {words}", &m[..m.len() - pat.len()]),
+            };
+            break;
+        }
+    }
+    if let Some(i) = m.find("expected struct ") {
+        m = format!("{}expected a table of keys", &m[..i]);
+    }
+    let m = m.replace("expected a tuple of size 2", "expected an array of 2 values");
+    // every quoted value (between ` or ") at most 60 characters
+    let mut out = String::new();
+    for (i, part) in m.split('`').enumerate() {
+        out.push_str(&if i % 2 == 1 { shorten(part, 60) } else { part.to_string() });
+        out.push('`');
+    }
+    out.pop();
+    let out = out.split('"').enumerate().map(|(i, p)| if i % 2 == 1 { shorten(p, 60) } else { p.to_string() }).collect::<Vec<_>>().join("\"");
+    format!("{out}{at}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +176,38 @@ mod tests {
         // below a file: named, nothing created
         let e = write_atomic(&p.join("x"), b"y").unwrap_err();
         assert_eq!(format!("{e:#}"), format!("{}: cannot write: {} is a file, not a folder", p.join("x").display(), p.display()));
+    }
+
+    #[test]
+    fn numbers_and_long_values_read_as_written() {
+        assert_eq!(Num(1e-300).to_string(), "1e-300");
+        assert_eq!(Num(1e-12).to_string(), "1e-12");
+        assert_eq!(Num(0.0005).to_string(), "0.0005");
+        assert_eq!(Num(100.0).to_string(), "100");
+        assert_eq!(Num(-2.5e9).to_string(), "-2.5e9");
+        assert_eq!(Num(0.0).to_string(), "0");
+        assert_eq!(Num(1e30f32).to_string(), "1e30");
+        assert_eq!(shorten("abc", 3), "abc");
+        let s = shorten(&"x".repeat(1000), 100);
+        assert_eq!(s, format!("{}…(940 characters left out)…{}", "x".repeat(30), "x".repeat(30)));
+    }
+
+    #[test]
+    fn serde_messages_in_words() {
+        let cases = [
+            ("invalid type: integer `3`, expected struct GmmConfig", "invalid type: integer `3`, expected a table of keys"),
+            ("invalid value: integer `-1`, expected usize in `train.steps`", "invalid value: integer `-1`, expected a whole number (0 or more)"),
+            ("invalid type: sequence, expected i64", "invalid type: sequence, expected a whole number"),
+            ("invalid type: string \"abc\", expected f32", "invalid type: string \"abc\", expected a number"),
+            ("invalid type: string \"99999999999999999999\", expected u64 in `train.seed`", "`99999999999999999999` is too large (TOML integers go up to 9223372036854775807)"),
+            ("invalid type: integer `1`, expected a tuple of size 2", "invalid type: integer `1`, expected an array of 2 values"),
+            ("unknown variant `x`, expected one of `adamw`, `lars`", "unknown variant `x`, expected one of `adamw`, `lars`"),
+            ("invalid type: string \"a\", expected u32 at line 1 column 9", "invalid type: string \"a\", expected a whole number (0 or more) at line 1 column 9"),
+        ];
+        for (raw, words) in cases {
+            assert_eq!(plain_serde(raw), words, "{raw}");
+        }
+        let long = plain_serde(&format!("unknown variant `{}`, expected one of `a`", "v".repeat(500)));
+        assert!(long.len() < 150 && long.contains("characters left out") && long.ends_with("expected one of `a`"), "{long}");
     }
 }

@@ -98,6 +98,7 @@ impl MultiCropConfig {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        use crate::util::Num;
         use anyhow::ensure;
         let unit = |p: f32| (0.0..=1.0).contains(&p);
         for (k, v) in [("global_size", self.global_size), ("local_size", self.local_size)] {
@@ -110,17 +111,17 @@ impl MultiCropConfig {
         ensure!(self.ratio[0] > 0.0 && self.ratio[0] <= self.ratio[1] && self.ratio[1] <= 100.0, "augment.ratio: expected 0 < min <= max <= 100, got {:?}", self.ratio);
         ensure!(self.channels == 1 || self.channels == 3, "augment.channels: expected 1 or 3, got {}", self.channels);
         for (k, p) in [("flip_p", self.flip_p), ("jitter_p", self.jitter_p), ("grayscale_p", self.grayscale_p)] {
-            ensure!(unit(p), "augment.{k}: expected a probability in [0, 1], got {p}");
+            ensure!(unit(p), "augment.{k}: expected a probability in [0, 1], got {}", Num(p));
         }
         for (k, ps) in [("blur_p", self.blur_p), ("solarize_p", self.solarize_p)] {
             ensure!(ps.iter().all(|&p| unit(p)), "augment.{k}: expected probabilities in [0, 1], got {ps:?}");
         }
         for (k, v) in [("brightness", self.brightness), ("contrast", self.contrast), ("saturation", self.saturation)] {
-            ensure!((0.0..=10.0).contains(&v), "augment.{k}: expected a value in [0, 10], got {v}");
+            ensure!((0.0..=10.0).contains(&v), "augment.{k}: expected a value in [0, 10], got {}", Num(v));
         }
-        ensure!((0.0..=180.0).contains(&self.rotate), "augment.rotate: expected 0 to 180 degrees, got {}", self.rotate);
-        ensure!((0.0..=0.5).contains(&self.translate), "augment.translate: expected a fraction of the side in [0, 0.5], got {}", self.translate);
-        ensure!((0.0..=0.5).contains(&self.hue), "augment.hue: expected a value in [0, 0.5], got {}", self.hue);
+        ensure!((0.0..=180.0).contains(&self.rotate), "augment.rotate: expected 0 to 180 degrees, got {}", Num(self.rotate));
+        ensure!((0.0..=0.5).contains(&self.translate), "augment.translate: expected a fraction of the side in [0, 0.5], got {}", Num(self.translate));
+        ensure!((0.0..=0.5).contains(&self.hue), "augment.hue: expected a value in [0, 0.5], got {}", Num(self.hue));
         ensure!(
             self.blur_radius[0] > 0.0 && self.blur_radius[0] <= self.blur_radius[1] && self.blur_radius[1] <= 100.0,
             "augment.blur_radius: expected 0 < min <= max <= 100, got {:?}",

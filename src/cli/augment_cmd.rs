@@ -42,9 +42,16 @@ impl RecipeArgs {
         c.local_crops = self.local_crops;
         c.channels = self.channels;
         (c.rotate, c.translate) = (self.rotate, self.translate);
-        c.validate()?;
+        c.validate().map_err(|e| anyhow::anyhow!(flag_names(&e.to_string())))?;
         Ok(c)
     }
+}
+
+/// A recipe error names the flag the user gave, not the config key it fills.
+fn flag_names(msg: &str) -> String {
+    let keys = ["global_size", "local_size", "local_crops", "channels", "rotate", "translate"];
+    let key = keys.iter().find(|k| msg.starts_with(&format!("augment.{k}:")));
+    key.map_or_else(|| msg.to_string(), |k| format!("--{}{}", k.replace('_', "-"), &msg["augment.".len() + k.len()..]))
 }
 
 #[derive(Subcommand, Debug)]

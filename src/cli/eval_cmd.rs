@@ -2,7 +2,7 @@
 //! directory (its evaluated backbone) or backbone weights with --arch.
 use crate::data::{self, DataSpec, Dataset, LoadOptions, Norm, Split};
 use crate::eval::features::EvalPrep;
-use crate::eval::finetune::{finetune, FinetuneOpts};
+use crate::eval::finetune::{classes_below_one, finetune, FinetuneOpts};
 use crate::eval::linear::{linear_probe, LinearOpts};
 use crate::experiments::mean_std;
 use crate::interop::{export_tensors, write_safetensors, Layout};
@@ -96,13 +96,25 @@ pub struct LinearArgs {
     /// RandomResizedCrop + flip on training images (SPEC protocol; recomputes features every epoch).
     #[arg(long)]
     pub augment: bool,
-    /// ViT: concatenate the [CLS] tokens of the last N blocks.
-    #[arg(long, default_value_t = 4)]
-    pub n_last_blocks: usize,
+    /// ViT: concatenate the [CLS] tokens of the last N blocks (default 4, DINO's for ViT-S).
+    #[arg(long)]
+    pub n_last_blocks: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `--n-last-blocks`: 1 to the ViT's depth (4 when not given); a ResNet has one feature layer.
+fn n_last_blocks(given: Option<usize>, arch: &ArchConfig) -> Result<usize> {
+    if !arch.is_vit() {
+        ensure!(given.is_none(), "--n-last-blocks: only for ViT backbones (this one is a {}, read at its pooled last stage)", arch.name);
+        return Ok(1);
+    }
+    let depth = arch.vit_dims().1 as usize;
+    let n = given.unwrap_or(4.min(depth));
+    ensure!((1..=depth).contains(&n), "--n-last-blocks: expected 1 to {depth} (the ViT's blocks), got {n}");
+    Ok(n)
 }
 
 /// The SGD settings of `linear` and `finetune`.
@@ -115,10 +127,10 @@ fn check_sgd(lr: f64, weight_decay: f64) -> Result<()> {
 pub fn run_linear(a: LinearArgs) -> Result<()> {
     ensure!(a.epochs >= 1 && a.batch_size >= 1, "--epochs/--batch-size: expected at least 1");
     let (b, device) = a.source.load(a.seed as i64)?;
-    let (train, test, prep) = load_data(&a.data, &b)?;
+    let n_last = n_last_blocks(a.n_last_blocks, &b.arch)?;
     let lr = a.lr.unwrap_or(if b.arch.is_vit() { 0.001 } else { 0.3 });
     check_sgd(lr, a.weight_decay)?;
-    let n_last = if b.arch.is_vit() { a.n_last_blocks.max(1) } else { 1 };
+    let (train, test, prep) = load_data(&a.data, &b)?;
     let opts = LinearOpts {
         epochs: a.epochs,
         batch_size: a.batch_size,
@@ -169,10 +181,16 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
     ensure!(a.epochs != Some(0), "--epochs: expected at least 1, got 0");
     let epochs = a.epochs.unwrap_or(if a.fraction <= 0.01 { 60 } else { 30 });
     let mut results = vec![];
+    let mut n_train = 0;
     for seed in 0..a.runs {
         // every run starts again from the pre-trained weights
         let (b, device) = a.source.load(seed as i64)?;
         let (train, test, prep) = load_data(&a.data, &b)?;
+        let short = classes_below_one(&train.labels, a.fraction);
+        if seed == 0 && short > 0 {
+            eprintln!("warning: --fraction {} gives fewer than one image of {short} class(es); each gets one (see labelled_fraction)", crate::util::Num(a.fraction));
+        }
+        n_train = train.len();
         let opts = FinetuneOpts { fraction: a.fraction, epochs, batch_size: a.batch_size, lr: a.lr, momentum: 0.9, weight_decay: a.weight_decay, seed, quiet: a.quiet };
         let r = finetune(&b.vs, &b.model, &train, &test, &prep, &opts, device)?;
         if !a.quiet {
@@ -182,7 +200,8 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
     }
     let (t1, t1s) = mean_std(&results.iter().map(|r| r.top1).collect::<Vec<_>>());
     let (t5, t5s) = mean_std(&results.iter().map(|r| r.top5).collect::<Vec<_>>());
-    let out = serde_json::json!({"fraction": a.fraction, "epochs": epochs, "runs": results, "top1_mean": t1, "top1_std": t1s, "top5_mean": t5, "top5_std": t5s});
+    let labelled_fraction = results.first().map_or(0.0, |r| r.n_labelled as f64 / n_train.max(1) as f64);
+    let out = serde_json::json!({"fraction": a.fraction, "labelled_fraction": labelled_fraction, "epochs": epochs, "runs": results, "top1_mean": t1, "top1_std": t1s, "top5_mean": t5, "top5_std": t5s});
     println!("{out}");
     Ok(())
 }
@@ -327,4 +346,20 @@ pub fn run_tsne(a: TsneArgs) -> Result<()> {
     crate::interop::write_npy(&flat, pts.len(), 2, &npy)?;
     println!("t-SNE of {} points ({d}-d features) in {:.1} s -> {} and {}", pts.len(), t0.elapsed().as_secs_f64(), a.out.display(), npy.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn n_last_blocks_fits_the_backbone() {
+        let (vit, resnet) = (ArchConfig::parse("vit_tiny").unwrap(), ArchConfig::parse("resnet18").unwrap());
+        assert_eq!(n_last_blocks(None, &vit).unwrap(), 4);
+        assert_eq!(n_last_blocks(Some(12), &vit).unwrap(), 12);
+        assert_eq!(n_last_blocks(Some(0), &vit).unwrap_err().to_string(), "--n-last-blocks: expected 1 to 12 (the ViT's blocks), got 0");
+        assert!(n_last_blocks(Some(13), &vit).is_err());
+        assert_eq!(n_last_blocks(None, &resnet).unwrap(), 1);
+        assert!(n_last_blocks(Some(2), &resnet).unwrap_err().to_string().starts_with("--n-last-blocks: only for ViT backbones"));
+    }
 }

@@ -185,7 +185,7 @@ pub fn main() -> i32 {
     }
 }
 
-/// The error chain as one line: "outer: inner: root cause".
+/// The error chain as one line: "outer: inner: root cause", at most 2,000 characters.
 pub fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
+    crate::util::shorten(&format!("{e:#}").replace('\n', " "), 2000)
 }

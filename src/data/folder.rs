@@ -28,8 +28,15 @@ pub(super) fn split_dir(root: &Path, split: Split, layout: &str) -> Result<PathB
 
 pub use super::decode::decode_file as decode;
 
-/// A class folder: its name (lossy UTF-8, for messages and class lists) and its path.
-type ClassDir = (String, PathBuf);
+/// A class folder: its name as the file system holds it (sorted and matched by its bytes, as
+/// Python's `sorted` orders UTF-8 names) and its path.
+type ClassDir = (std::ffi::OsString, PathBuf);
+
+/// A class name for lists and messages: as it is when UTF-8, else with its odd bytes escaped
+/// (`caf\xe9`), so two names that differ only there stay two names.
+fn display_name(name: &std::ffi::OsStr) -> String {
+    name.to_str().map_or_else(|| name.as_bytes().escape_ascii().to_string(), str::to_string)
+}
 
 /// The class folders under `dir`, sorted by name.
 fn class_dirs(dir: &Path) -> Result<Vec<ClassDir>> {
@@ -37,7 +44,7 @@ fn class_dirs(dir: &Path) -> Result<Vec<ClassDir>> {
         .with_context(|| format!("{}: cannot list", dir.display()))?
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .map(|e| (e.file_name(), e.path()))
         .collect();
     classes.sort();
     if classes.is_empty() {
@@ -96,18 +103,19 @@ fn classes_of(root: &Path, dir: &Path, split: Split) -> Result<(Vec<String>, Cla
     let train_dir = root.join("train");
     if split != Split::Test || !train_dir.is_dir() {
         let idx = here.iter().enumerate().map(|(i, (_, p))| (p.clone(), i)).collect();
-        return Ok((here.into_iter().map(|(c, _)| c).collect(), idx));
+        return Ok((here.iter().map(|(c, _)| display_name(c)).collect(), idx));
     }
-    let classes: Vec<String> = class_dirs(&train_dir)?.into_iter().map(|(c, _)| c).collect();
+    let classes: Vec<std::ffi::OsString> = class_dirs(&train_dir)?.into_iter().map(|(c, _)| c).collect();
+    let names: Vec<String> = classes.iter().map(|c| display_name(c)).collect();
     let mut idx = vec![];
     for (c, path) in here {
         match classes.binary_search(&c) {
             Ok(i) => idx.push((path, i)),
             Err(_) if !has_images(&path) => eprintln!("warning: {}: no images, and not a class of {}; skipped", path.display(), train_dir.display()),
-            Err(_) => bail!("{}: `{c}` is not a class of {} (the classes are train's folders: {})", path.display(), train_dir.display(), classes.join(", ")),
+            Err(_) => bail!("{}: `{}` is not a class of {} (the classes are train's folders: {})", path.display(), display_name(&c), train_dir.display(), names.join(", ")),
         }
     }
-    Ok((classes, idx))
+    Ok((names, idx))
 }
 
 pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
@@ -242,7 +250,14 @@ pub(crate) mod tests {
         let odd = d.path().join("train").join(std::ffi::OsStr::from_bytes(b"cl\xffs"));
         std::fs::rename(d.path().join("train/dog"), &odd).unwrap();
         let ds = load(d.path(), Split::Train, &LoadOptions::default()).unwrap();
-        assert_eq!((ds.len(), ds.class_names[1].as_str()), (6, "cl\u{fffd}s"));
+        assert_eq!((ds.len(), ds.class_names[1].as_str()), (6, "cl\\xffs"));
+        // a second name that differs only in its odd byte is a second class, and val/ matches by bytes
+        let odd2 = d.path().join("train").join(std::ffi::OsStr::from_bytes(b"cl\xfes"));
+        std::fs::create_dir_all(&odd2).unwrap();
+        std::fs::copy(odd.join("0.png"), odd2.join("0.png")).unwrap();
+        std::fs::rename(d.path().join("val/dog"), d.path().join("val").join(std::ffi::OsStr::from_bytes(b"cl\xffs"))).unwrap();
+        let t = load(d.path(), Split::Test, &LoadOptions::default()).unwrap();
+        assert_eq!((t.labels.clone(), t.class_names.clone()), (vec![0, 2], vec!["cat".to_string(), "cl\\xfes".to_string(), "cl\\xffs".to_string()]));
         std::os::unix::fs::symlink(d.path().join("train/cat"), d.path().join("train/cat/loop")).unwrap();
         let e = format!("{:#}", load(d.path(), Split::Train, &LoadOptions::default()).unwrap_err());
         assert!(e.contains("cat/loop") && e.contains("folder cycle"), "{e}");

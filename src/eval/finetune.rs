@@ -54,6 +54,15 @@ pub fn balanced_subset(labels: &[i64], fraction: f64, seed: u64) -> Vec<usize> {
     out
 }
 
+/// How many classes `fraction` gives less than one image (`balanced_subset` gives them one).
+pub fn classes_below_one(labels: &[i64], fraction: f64) -> usize {
+    let mut sizes = std::collections::BTreeMap::<i64, usize>::new();
+    for &l in labels {
+        *sizes.entry(l).or_default() += 1;
+    }
+    sizes.values().filter(|&&n| (n as f64 * fraction).round() < 1.0).count()
+}
+
 /// Fine-tunes `model` (whose variables are in `vs`) with a new linear layer `fc` in `vs`.
 pub fn finetune(vs: &nn::VarStore, model: &Backbone, train: &Dataset, test: &Dataset, prep: &EvalPrep, opts: &FinetuneOpts, device: Device) -> anyhow::Result<FinetuneResult> {
     let started = std::time::Instant::now();
@@ -124,5 +133,9 @@ mod tests {
         let mut d = s.clone();
         d.dedup();
         assert_eq!(d.len(), s.len());
+        // 10 x 0.1 is one image; 3 x 0.1 rounds to none, and balanced_subset gives it one
+        let small: Vec<i64> = [vec![0; 10], vec![1; 3]].concat();
+        assert_eq!((classes_below_one(&small, 0.1), classes_below_one(&small, 1e-300), classes_below_one(&small, 0.5)), (1, 2, 0));
+        assert_eq!(balanced_subset(&small, 1e-300, 0).len(), 2);
     }
 }

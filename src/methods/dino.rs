@@ -37,7 +37,7 @@ impl DinoOptions {
     pub fn validate(&self) -> Result<()> {
         ensure!((2..=1 << 22).contains(&self.out_dim), "dino.out_dim: expected 2 to 4194304 outputs, got {}", self.out_dim);
         for (k, v) in [("warmup_teacher_temp", self.warmup_teacher_temp), ("teacher_temp", self.teacher_temp), ("student_temp", self.student_temp)] {
-            ensure!(v.is_finite() && v >= 1e-3, "dino.{k}: expected a finite value >= 0.001, got {v}");
+            ensure!(v.is_finite() && v >= 1e-3, "dino.{k}: expected a finite value >= 0.001, got {}", crate::util::Num(v));
         }
         Ok(())
     }

@@ -74,10 +74,10 @@ impl Default for TeacherConfig {
 impl TeacherConfig {
     pub fn validate(&self) -> Result<()> {
         for (key, v) in [("teacher.momentum_start", self.momentum_start), ("teacher.momentum_end", self.momentum_end)] {
-            ensure!(v.is_finite() && (0.0..=1.0).contains(&v), "{key}: expected a value in [0, 1], got {v}");
+            ensure!(v.is_finite() && (0.0..=1.0).contains(&v), "{key}: expected a value in [0, 1], got {}", crate::util::Num(v));
         }
         let (cm, it) = (self.center_momentum, self.sinkhorn_iters);
-        ensure!(cm.is_finite() && (0.0..1.0).contains(&cm), "teacher.center_momentum: expected a value in [0, 1), got {cm}");
+        ensure!(cm.is_finite() && (0.0..1.0).contains(&cm), "teacher.center_momentum: expected a value in [0, 1), got {}", crate::util::Num(cm));
         ensure!(it <= 100, "teacher.sinkhorn_iters: expected a value in [0, 100], got {it}");
         Ok(())
     }

@@ -29,7 +29,7 @@ impl Default for MocoOptions {
 impl MocoOptions {
     pub fn validate(&self) -> Result<()> {
         ensure!((1..=1 << 20).contains(&self.queue), "mocov2.queue: expected 1 to 1048576 negatives, got {}", self.queue);
-        ensure!(self.temperature.is_finite() && self.temperature >= 1e-3, "mocov2.temperature: expected a finite value >= 0.001, got {}", self.temperature);
+        ensure!(self.temperature.is_finite() && self.temperature >= 1e-3, "mocov2.temperature: expected a finite value >= 0.001, got {}", crate::util::Num(self.temperature));
         Ok(())
     }
 }

@@ -93,7 +93,7 @@ fn tables_into<T: serde::de::DeserializeOwned>(name: &str, t: toml::Table, own: 
     if let Some(k) = t.keys().find(|k| !own.contains(&k.as_str())) {
         bail!("config key `{k}`: the {name} method has no [{k}] table (its tables: {})", own.join(", "));
     }
-    serde_path_to_error::deserialize(toml::Value::Table(t)).map_err(|e| anyhow::anyhow!("config key `{}`: {}", e.path(), e.inner().to_string().lines().next().unwrap_or_default()))
+    serde_path_to_error::deserialize(toml::Value::Table(t)).map_err(|e| anyhow::anyhow!("config key `{}`: {}", e.path(), crate::util::plain_serde(&e.inner().to_string())))
 }
 
 impl MethodConfig {

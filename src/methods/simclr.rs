@@ -26,7 +26,7 @@ impl Default for SimClrOptions {
 impl SimClrOptions {
     pub fn validate(&self) -> Result<()> {
         let t = self.temperature;
-        ensure!(t.is_finite() && t >= 1e-3, "simclr.temperature: expected a finite value >= 0.001, got {t}");
+        ensure!(t.is_finite() && t >= 1e-3, "simclr.temperature: expected a finite value >= 0.001, got {}", crate::util::Num(t));
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ use super::{Shared, TeacherConfig};
 use crate::data::Dataset;
 use crate::eval::features::{pixel_batch, EvalPrep};
 use crate::models::{ArchConfig, Backbone};
+use crate::util::Num;
 use anyhow::{bail, ensure, Context, Result};
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
@@ -149,10 +150,10 @@ impl SvibConfig {
             ("ib.beta_end", ib.beta_end, 0.0, 1e3),
         ];
         for (key, v, lo, hi) in ranges {
-            ensure!(v.is_finite() && v >= lo && v <= hi, "{key}: expected a value in [{lo}, {hi}], got {v}");
+            ensure!(v.is_finite() && v >= lo && v <= hi, "{key}: expected a value in [{}, {}], got {}", Num(lo), Num(hi), Num(v));
         }
         let pm = ib.prior_momentum;
-        ensure!(pm.is_finite() && (0.0..1.0).contains(&pm), "ib.prior_momentum: expected a value in [0, 1), got {pm}");
+        ensure!(pm.is_finite() && (0.0..1.0).contains(&pm), "ib.prior_momentum: expected a value in [0, 1), got {}", Num(pm));
         ensure!(
             ib.schedule == BetaSchedule::Const || ib.beta_start == 0.0 || ib.beta_end > 0.0,
             "ib.beta_end: an exponential schedule needs beta_end > 0 (or ib.schedule = \"const\")"

@@ -42,7 +42,7 @@ impl SwavOptions {
     pub fn validate(&self) -> Result<()> {
         ensure!((2..=1 << 22).contains(&self.prototypes), "swav.prototypes: expected 2 to 4194304, got {}", self.prototypes);
         for (k, v) in [("temperature", self.temperature), ("epsilon", self.epsilon)] {
-            ensure!(v.is_finite() && v >= 1e-3, "swav.{k}: expected a finite value >= 0.001, got {v}");
+            ensure!(v.is_finite() && v >= 1e-3, "swav.{k}: expected a finite value >= 0.001, got {}", crate::util::Num(v));
         }
         ensure!((1..=1000).contains(&self.sinkhorn_iters), "swav.sinkhorn_iters: expected 1 to 1000, got {}", self.sinkhorn_iters);
         ensure!((0..=1 << 20).contains(&self.queue), "swav.queue: expected 0 to 1048576, got {}", self.queue);

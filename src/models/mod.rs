@@ -110,7 +110,7 @@ impl ArchConfig {
             "resnet18" | "resnet34" | "resnet50" => {
                 ensure!((1..=1024).contains(&self.width), "model.width: expected 1 to 1024, got {}", self.width);
                 ensure!(self.stem_stride == 1 || self.stem_stride == 2, "model.stem_stride: expected 1 or 2, got {}", self.stem_stride);
-                ensure!((0.0..1.0).contains(&self.drop_path), "model.drop_path: expected a rate in [0, 1), got {}", self.drop_path);
+                ensure!((0.0..1.0).contains(&self.drop_path), "model.drop_path: expected a rate in [0, 1), got {}", crate::util::Num(self.drop_path));
             }
             "vit_tiny" | "vit_small" | "vit_base" => {
                 let (dim, depth, heads) = self.vit_dims();
@@ -121,7 +121,7 @@ impl ArchConfig {
                 ensure!(self.img_size >= self.patch_size, "model.img_size: expected >= patch_size ({}), got {}", self.patch_size, self.img_size);
                 ensure!(depth >= 1, "model.depth: expected >= 1, got {depth}");
                 ensure!(heads >= 1 && dim % heads == 0, "model.heads: {heads} does not divide model.dim {dim}");
-                ensure!((0.0..1.0).contains(&self.drop_path), "model.drop_path: expected a rate in [0, 1), got {}", self.drop_path);
+                ensure!((0.0..1.0).contains(&self.drop_path), "model.drop_path: expected a rate in [0, 1), got {}", crate::util::Num(self.drop_path));
             }
             other => bail!("model.name: unknown architecture `{other}`, expected one of {ARCH_NAMES}"),
         }

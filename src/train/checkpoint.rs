@@ -138,7 +138,7 @@ fn non_finite<'a>(named: impl Iterator<Item = (&'a String, &'a Tensor)>) -> Vec<
 pub fn load(path: &Path) -> Result<(Meta, BTreeMap<String, Tensor>)> {
     let json = path.with_extension("json");
     let meta: Meta = serde_json::from_slice(&std::fs::read(&json).with_context(|| format!("{}: its description {} cannot be read", path.display(), json.display()))?)
-        .map_err(|e| anyhow::anyhow!("{}: not a checkpoint description ({e})", json.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: not a checkpoint description ({})", json.display(), crate::util::plain_serde(&e.to_string())))?;
     let tensors = crate::interop::read_safetensors(path)?;
     if tensors.is_empty() {
         bail!("{}: the checkpoint holds no tensors", path.display());

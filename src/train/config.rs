@@ -6,6 +6,7 @@ pub use crate::methods::svib::{BetaSchedule, GmmConfig, GmmInit, IbConfig, Prior
 use crate::methods::Shared;
 pub use crate::methods::{MethodConfig, TeacherConfig, METHODS};
 use crate::models::ArchConfig;
+use crate::util::Num;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -326,6 +327,7 @@ fn is_legacy_layout(table: &toml::Table) -> bool {
 
 /// Sets the run length to `epochs` whole epochs (a step budget of the preset gives way).
 pub fn set_epochs(table: &mut toml::Table, epochs: usize) -> Result<()> {
+    ensure!((1..=10_000_000).contains(&epochs), "--epochs: expected 1 to 10000000, got {epochs}");
     set_key(table, &format!("train.epochs={epochs}"))?;
     set_key(table, "train.steps=0")
 }
@@ -401,16 +403,16 @@ impl Config {
         let method = match table.get("method") {
             None => "svib".to_string(),
             Some(toml::Value::String(m)) => m.clone(),
-            Some(other) => bail!("config key `method`: expected a string (one of {}), got {other}", METHODS.join(", ")),
+            Some(other) => bail!("config key `method`: expected a string (one of {}), got {}", METHODS.join(", "), crate::util::shorten(&other.to_string(), 60)),
         };
-        ensure!(MethodConfig::tables(&method).is_some(), "method: `{method}` is not available (expected one of {})", METHODS.join(", "));
+        ensure!(MethodConfig::tables(&method).is_some(), "method: `{}` is not available (expected one of {})", crate::util::shorten(&method, 60), METHODS.join(", "));
         if is_legacy_layout(&table) {
             adopt_tables(&mut table, &method);
         }
         let (mine, shared): (toml::Table, toml::Table) = table.into_iter().partition(|(k, _)| is_method_table(k));
         let s: SharedTables = serde_path_to_error::deserialize(toml::Value::Table(shared)).map_err(|e| {
             let path = e.path().to_string();
-            let inner = one_line(&e.inner().to_string());
+            let inner = crate::util::plain_serde(&e.inner().to_string());
             if path == "." {
                 anyhow::anyhow!("config: {inner}")
             } else {
@@ -443,13 +445,18 @@ impl Config {
         self.model.validate()?;
         self.augment.validate()?;
         for (key, v, lo, hi) in self.closed_ranges() {
-            ensure!(v.is_finite() && v >= lo && v <= hi, "{key}: expected a value in [{lo}, {hi}], got {v}");
+            ensure!(v.is_finite() && v >= lo && v <= hi, "{key}: expected a value in [{}, {}], got {}", Num(lo), Num(hi), Num(v));
         }
         for (key, v, lo, hi) in self.half_open_ranges() {
-            ensure!(v.is_finite() && v >= lo && v < hi, "{key}: expected a value in [{lo}, {hi}), got {v}");
+            ensure!(v.is_finite() && v >= lo && v < hi, "{key}: expected a value in [{}, {}), got {}", Num(lo), Num(hi), Num(v));
         }
         let peak = self.optim.lr * self.train.batch_size as f64 / 256.0;
-        ensure!(self.optim.min_lr <= peak, "optim.min_lr: expected at most the peak learning rate (optim.lr x train.batch_size / 256 = {peak}), got {}", self.optim.min_lr);
+        ensure!(
+            self.optim.min_lr <= peak,
+            "optim.min_lr: expected at most the peak learning rate (optim.lr x train.batch_size / 256 = {}), got {}",
+            Num(peak),
+            Num(self.optim.min_lr)
+        );
         ensure!(self.eval.image_size == 0 || self.eval.image_size >= 8, "eval.image_size: expected 0 (the global crop size) or at least 8 pixels, got {}", self.eval.image_size);
         ensure!(self.data.shuffle_buffer == 0 || self.data.spec.starts_with("wds:"), "data.shuffle_buffer: only for `wds:` tar shards (data.spec is `{}`)", self.data.spec);
         self.check_patch_fits()
