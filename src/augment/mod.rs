@@ -23,7 +23,8 @@ pub struct MultiCropConfig {
     pub local_scale: [f32; 2],
     pub local_crops: usize,
     pub ratio: [f32; 2],
-    /// Output channels: 3 (grey sources replicated) or 1 (RGB sources converted to grey).
+    /// Output channels: 3 (grey sources replicated) or 1 (RGB sources converted to grey); in a
+    /// run's config, 0 takes the data's (1 for a grey set, 3 for a colour one).
     pub channels: u8,
     pub flip_p: f32,
     /// Random rotation of every view by up to this many degrees either way (torchvision's
@@ -109,7 +110,7 @@ impl MultiCropConfig {
             ensure!(s[0] > 0.0 && s[0] <= s[1] && s[1] <= 1.0, "augment.{k}: expected 0 < min <= max <= 1, got {s:?}");
         }
         ensure!(self.ratio[0] > 0.0 && self.ratio[0] <= self.ratio[1] && self.ratio[1] <= 100.0, "augment.ratio: expected 0 < min <= max <= 100, got {:?}", self.ratio);
-        ensure!(self.channels == 1 || self.channels == 3, "augment.channels: expected 1 or 3, got {}", self.channels);
+        ensure!(self.channels == 1 || self.channels == 3, "augment.channels: expected 1 or 3 (or 0 in a config: the data's), got {}", self.channels);
         for (k, p) in [("flip_p", self.flip_p), ("jitter_p", self.jitter_p), ("grayscale_p", self.grayscale_p)] {
             ensure!(unit(p), "augment.{k}: expected a probability in [0, 1], got {}", Num(p));
         }

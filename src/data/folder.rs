@@ -159,6 +159,20 @@ pub(super) fn channels_of<T>(items: impl Iterator<Item = T>, decode: impl Fn(T) 
     Ok(channels)
 }
 
+/// The channels of a tree's training images without indexing all of it: 3 when one of the first
+/// 16 that decode (in class order) is in colour, else 1; 3 when none decodes (loading names it).
+pub fn peek_channels(root: &Path) -> Result<u8> {
+    let dir = split_dir(root, Split::Train, "<class>/<images>")?;
+    let mut seen = vec![];
+    for (_, class) in class_dirs(&dir)? {
+        seen.extend(files_under(&class)?.0.into_iter().filter(|p| is_image(p)).filter_map(|p| decode(&p).ok()).take(16 - seen.len()).map(|i| i.c));
+        if seen.len() == 16 {
+            break;
+        }
+    }
+    Ok(seen.into_iter().max().unwrap_or(3))
+}
+
 /// The items whose image decodes (each decoded once, in parallel, pixels dropped), with a
 /// warning for the others: `--skip-corrupt`.
 pub(super) fn decodable<T: Sync>(items: Vec<T>, dir: &Path, check: impl Fn(&T) -> Result<()> + Sync) -> Vec<T> {

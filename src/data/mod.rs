@@ -182,6 +182,17 @@ pub struct LoadOptions {
     pub skip_corrupt: bool,
 }
 
+/// The channels of a data set's training images, without loading it: 1 for IDX, 3 for CIFAR and
+/// STL-10, what the first images hold for image folders and tar shards.
+pub fn peek_channels(spec: &DataSpec) -> Result<u8> {
+    match spec.format {
+        Format::Idx => Ok(1),
+        Format::Cifar10 | Format::Cifar100 | Format::Stl10 => Ok(3),
+        Format::Folder => folder::peek_channels(&spec.dir),
+        Format::Wds => wds::peek_channels(&spec.dir),
+    }
+}
+
 /// Loads one split of the data set a spec names.
 pub fn load(spec: &DataSpec, split: Split, opts: &LoadOptions) -> Result<Dataset> {
     let ds = match spec.format {

@@ -61,6 +61,15 @@ pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
 }
 
 /// The `*.tar` files of a split folder, sorted.
+/// The channels of the training shards' first 16 images that decode (3 when one is in colour,
+/// and when none decodes), reading the first shard only.
+pub fn peek_channels(root: &Path) -> Result<u8> {
+    let shards = shard_paths(&folder::split_dir(root, Split::Train, "*.tar")?)?;
+    let (mut members, mut labels) = (vec![], vec![]);
+    index_shard(&shards[0], 0, &mut members, &mut labels)?;
+    Ok(members.iter().filter_map(|m| decode(&shards, m).ok()).take(16).map(|i| i.c).max().unwrap_or(3))
+}
+
 fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("{}: cannot list", dir.display()))?

@@ -420,9 +420,19 @@ impl Config {
             }
         })?;
         let method = MethodConfig::from_tables(&method, mine)?;
-        let cfg = Config { method, data: s.data, model: s.model, augment: s.augment, head: s.head, optim: s.optim, train: s.train, eval: s.eval };
+        let mut cfg = Config { method, data: s.data, model: s.model, augment: s.augment, head: s.head, optim: s.optim, train: s.train, eval: s.eval };
+        if cfg.augment.channels == 0 {
+            cfg.augment.channels = cfg.data_channels()?;
+        }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// `augment.channels = 0`: the channels of the training images (1 for a grey set, 3 for a
+    /// colour one), so that one recipe serves both; the run's config.toml records the number.
+    fn data_channels(&self) -> Result<u8> {
+        let spec = self.data.spec.parse::<crate::data::DataSpec>().map_err(|e| anyhow::anyhow!("data.spec: {e}"))?;
+        crate::data::peek_channels(&spec).context("augment.channels = 0 (the data's channels)")
     }
 
     pub fn to_toml(&self) -> String {
@@ -546,6 +556,29 @@ mod tests {
         }
         let b = Config::from_table(load_table("fmnist-cpu-balanced").unwrap()).unwrap();
         assert_eq!(b.objective(), "SVIB variant: Sinkhorn-balanced target (3 iterations), centred target");
+    }
+
+    /// `augment.channels = 0` (the Fashion-MNIST presets) takes the data's channels.
+    #[test]
+    fn channels_zero_follows_the_data() {
+        let with = |spec: &str| {
+            let mut t = load_table("fmnist-cpu").unwrap();
+            set_key(&mut t, &format!("data.spec=\"{spec}\"")).unwrap();
+            Config::from_table(t).map(|c| c.augment.channels)
+        };
+        assert_eq!(with("fashion-mnist").unwrap(), 1);
+        let d = tempfile::tempdir().unwrap();
+        crate::data::folder::tests::tree(d.path());
+        assert_eq!(with(&format!("folder:{}", d.path().display())).unwrap(), 3);
+        for class in ["cat", "dog"] {
+            for f in std::fs::read_dir(d.path().join("train").join(class)).unwrap() {
+                let p = f.unwrap().path();
+                image::open(&p).unwrap().to_luma8().save(&p).unwrap();
+            }
+        }
+        assert_eq!(with(&format!("folder:{}", d.path().display())).unwrap(), 1);
+        let e = format!("{:#}", with("folder:/nonexistent/set").unwrap_err());
+        assert!(e.starts_with("data.spec: ") && e.contains("/nonexistent/set"), "{e}");
     }
 
     #[test]
