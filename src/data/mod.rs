@@ -186,10 +186,9 @@ pub struct LoadOptions {
 /// STL-10, what the first images hold for image folders and tar shards.
 pub fn peek_channels(spec: &DataSpec) -> Result<u8> {
     match spec.format {
-        Format::Idx => Ok(1),
-        Format::Cifar10 | Format::Cifar100 | Format::Stl10 => Ok(3),
         Format::Folder => folder::peek_channels(&spec.dir),
         Format::Wds => wds::peek_channels(&spec.dir),
+        f => Ok(f.fixed_channels().expect("a format of fixed channels")),
     }
 }
 

@@ -18,6 +18,31 @@ pub enum Format {
     Wds,
 }
 
+impl Format {
+    /// The format a spec's name (before the colon) selects.
+    pub fn from_name(name: &str) -> Option<Format> {
+        Some(match name {
+            "fashion-mnist" | "mnist" | "kmnist" | "idx" => Format::Idx,
+            "cifar10" => Format::Cifar10,
+            "cifar100" => Format::Cifar100,
+            "stl10" => Format::Stl10,
+            "folder" => Format::Folder,
+            "wds" => Format::Wds,
+            _ => return None,
+        })
+    }
+
+    /// The channels every image of the format has (IDX grey, CIFAR and STL-10 colour); None for
+    /// image folders and shards, whose files say.
+    pub fn fixed_channels(self) -> Option<u8> {
+        match self {
+            Format::Idx => Some(1),
+            Format::Cifar10 | Format::Cifar100 | Format::Stl10 => Some(3),
+            Format::Folder | Format::Wds => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataSpec {
     /// The name before the colon (`fashion-mnist`, `mnist`, `idx`, …): selects normalisation presets.
@@ -35,15 +60,7 @@ impl FromStr for DataSpec {
             Some((n, d)) => (n, Some(d)),
             None => (s, None),
         };
-        let format = match name {
-            "fashion-mnist" | "mnist" | "kmnist" | "idx" => Format::Idx,
-            "cifar10" => Format::Cifar10,
-            "cifar100" => Format::Cifar100,
-            "stl10" => Format::Stl10,
-            "folder" => Format::Folder,
-            "wds" => Format::Wds,
-            _ => bail!("unknown dataset `{s}`: expected {SPEC_HELP}"),
-        };
+        let Some(format) = Format::from_name(name) else { bail!("unknown dataset `{s}`: expected {SPEC_HELP}") };
         let dir = match (name, dir) {
             (_, Some("")) => bail!("dataset `{s}`: the directory after `{name}:` is empty"),
             (_, Some(d)) => PathBuf::from(d),

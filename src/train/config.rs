@@ -431,6 +431,11 @@ impl Config {
     /// `augment.channels = 0`: the channels of the training images (1 for a grey set, 3 for a
     /// colour one), so that one recipe serves both; the run's config.toml records the number.
     fn data_channels(&self) -> Result<u8> {
+        // the format alone answers for IDX, CIFAR and STL-10 (`svib presets` needs no data)
+        let name = self.data.spec.split_once(':').map_or(self.data.spec.as_str(), |(n, _)| n);
+        if let Some(c) = crate::data::Format::from_name(name).and_then(crate::data::Format::fixed_channels) {
+            return Ok(c);
+        }
         let spec = self.data.spec.parse::<crate::data::DataSpec>().map_err(|e| anyhow::anyhow!("data.spec: {e}"))?;
         crate::data::peek_channels(&spec).context("augment.channels = 0 (the data's channels)")
     }
@@ -567,6 +572,8 @@ mod tests {
             Config::from_table(t).map(|c| c.augment.channels)
         };
         assert_eq!(with("fashion-mnist").unwrap(), 1);
+        // the format decides without reading the (missing) folder
+        assert_eq!((with("cifar10:/nonexistent/set").unwrap(), with("idx:/nonexistent/set").unwrap()), (3, 1));
         let d = tempfile::tempdir().unwrap();
         crate::data::folder::tests::tree(d.path());
         assert_eq!(with(&format!("folder:{}", d.path().display())).unwrap(), 3);
