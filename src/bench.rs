@@ -213,7 +213,7 @@ pub fn run_reference(python: &Path, script: &Path, data_dir: &Path, workers: usi
     cmd.args(["--steps", &r.steps.to_string(), "--warmup", &r.warmup.to_string(), "--workers", &workers.to_string(), "--threads", &r.threads.to_string()]);
     cmd.args(["--mean", &norm.mean[0].to_string(), "--std", &norm.std[0].to_string()]);
     let (wall, pss, stdout) = run_sampled(&mut cmd)?;
-    let v: serde_json::Value = stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).context("the reference printed no JSON result")?;
+    let v = last_json(&stdout).context("the reference printed no JSON result")?;
     let steady = v["images_per_second"].as_f64().context("reference: no images_per_second")?;
     Ok(Measured { steady, end_to_end: (r.steps * r.cfg.train.batch_size) as f64 / wall, peak_pss_mib: pss })
 }
@@ -264,15 +264,26 @@ pub fn reference_loader_images_per_second(python: &Path, script: &Path, config: 
     let mut cmd = Command::new(python);
     cmd.arg(script).args(["loader", "--config"]).arg(config).arg("--data").arg(data_dir);
     cmd.args(["--batches", &batches.to_string(), "--warmup", &warmup.to_string(), "--workers", &workers.to_string()]);
-    let out = cmd.output().with_context(|| format!("{}: cannot run", python.display()))?;
-    ensure!(out.status.success(), "the reference's loader failed: {}", failure(&out));
-    let v: serde_json::Value = String::from_utf8_lossy(&out.stdout).lines().rev().find_map(|l| serde_json::from_str(l).ok()).context("the reference printed no JSON")?;
+    let v = json_result(&mut cmd, "the reference's loader")?;
     v["images_per_second"].as_f64().context("reference: no images_per_second")
+}
+
+/// Runs a reference command to its end and reads the last JSON line it printed; `what` names it
+/// in the error when it fails (with why: [`failure`]) or prints no JSON.
+pub fn json_result(cmd: &mut Command, what: &str) -> Result<serde_json::Value> {
+    let out = cmd.output().with_context(|| format!("{}: cannot run", cmd.get_program().to_string_lossy()))?;
+    ensure!(out.status.success(), "{what} failed: {}", failure(&out));
+    last_json(&String::from_utf8_lossy(&out.stdout)).with_context(|| format!("{what} printed no JSON"))
+}
+
+/// The last line of `stdout` that is JSON (the reference prints its result last).
+fn last_json(stdout: &str) -> Option<serde_json::Value> {
+    stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok())
 }
 
 /// Why a child process failed, in one line: its last line on stderr, or its exit status when it
 /// printed nothing.
-pub fn failure(out: &std::process::Output) -> String {
+fn failure(out: &std::process::Output) -> String {
     let err = String::from_utf8_lossy(&out.stderr);
     err.lines().rev().map(str::trim).find(|l| !l.is_empty()).map_or_else(|| format!("{}, with no message", out.status), str::to_string)
 }

@@ -128,12 +128,13 @@ pub fn plain_serde(msg: &str) -> String {
     let whole = ["usize", "u64", "u32", "u16", "u8"].map(|t| (t, "a whole number (0 or more)"));
     let int = ["isize", "i64", "i32", "i16", "i8"].map(|t| (t, "a whole number"));
     let float = ["f64", "f32"].map(|t| (t, "a number"));
+    // TOML reads integers as i64; a longer run of digits reaches here as a string
+    let quoted = m.split("string \"").nth(1).and_then(|r| r.split('"').next());
+    let too_large = quoted.filter(|d| d.trim_start_matches('-').len() >= 19 && d.trim_start_matches('-').chars().all(|c| c.is_ascii_digit())).map(str::to_string);
     for (t, words) in whole.iter().chain(&int).chain(&float) {
-        let (pat, digits) = (format!("expected {t}"), m.split("string \"").nth(1).and_then(|r| r.split('"').next()));
+        let pat = format!("expected {t}");
         if m.ends_with(&pat) {
-            // TOML reads integers as i64; a longer run of digits reaches here as a string
-            let too_large = digits.filter(|d| d.trim_start_matches('-').len() >= 19 && d.trim_start_matches('-').chars().all(|c| c.is_ascii_digit()));
-            m = match too_large {
+            m = match &too_large {
                 Some(d) => format!("`{}` is too large (TOML integers go up to 9223372036854775807)", shorten(d, 40)),
                 None => format!("{}expected {words}", &m[..m.len() - pat.len()]),
             };
@@ -145,14 +146,12 @@ pub fn plain_serde(msg: &str) -> String {
     }
     let m = m.replace("expected a tuple of size 2", "expected an array of 2 values");
     // every quoted value (between ` or ") at most 60 characters
-    let mut out = String::new();
-    for (i, part) in m.split('`').enumerate() {
-        out.push_str(&if i % 2 == 1 { shorten(part, 60) } else { part.to_string() });
-        out.push('`');
-    }
-    out.pop();
-    let out = out.split('"').enumerate().map(|(i, p)| if i % 2 == 1 { shorten(p, 60) } else { p.to_string() }).collect::<Vec<_>>().join("\"");
-    format!("{out}{at}")
+    format!("{}{at}", shorten_quoted(&shorten_quoted(&m, '`'), '"'))
+}
+
+/// Every stretch of `s` between a pair of `quote`s cut to at most 60 characters.
+fn shorten_quoted(s: &str, quote: char) -> String {
+    s.split(quote).enumerate().map(|(i, p)| if i % 2 == 1 { shorten(p, 60) } else { p.to_string() }).collect::<Vec<_>>().join(&quote.to_string())
 }
 
 #[cfg(test)]

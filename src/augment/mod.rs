@@ -110,7 +110,7 @@ impl MultiCropConfig {
             ensure!(s[0] > 0.0 && s[0] <= s[1] && s[1] <= 1.0, "augment.{k}: expected 0 < min <= max <= 1, got {s:?}");
         }
         ensure!(self.ratio[0] > 0.0 && self.ratio[0] <= self.ratio[1] && self.ratio[1] <= 100.0, "augment.ratio: expected 0 < min <= max <= 100, got {:?}", self.ratio);
-        ensure!(self.channels == 1 || self.channels == 3, "augment.channels: expected 1 or 3 (or 0 in a config: the data's), got {}", self.channels);
+        ensure!(self.channels == 1 || self.channels == 3, "augment.channels: expected 1 or 3, got {}", self.channels);
         for (k, p) in [("flip_p", self.flip_p), ("jitter_p", self.jitter_p), ("grayscale_p", self.grayscale_p)] {
             ensure!(unit(p), "augment.{k}: expected a probability in [0, 1], got {}", Num(p));
         }

@@ -51,8 +51,7 @@ impl RecipeArgs {
 fn flag_names(msg: &str) -> String {
     let keys = ["global_size", "local_size", "local_crops", "channels", "rotate", "translate"];
     let key = keys.iter().find(|k| msg.starts_with(&format!("augment.{k}:")));
-    let msg = msg.replace(" (or 0 in a config: the data's)", "");
-    key.map_or_else(|| msg.clone(), |k| format!("--{}{}", k.replace('_', "-"), &msg["augment.".len() + k.len()..]))
+    key.map_or_else(|| msg.to_string(), |k| format!("--{}{}", k.replace('_', "-"), &msg["augment.".len() + k.len()..]))
 }
 
 #[derive(Subcommand, Debug)]

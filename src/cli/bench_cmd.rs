@@ -1,5 +1,5 @@
 //! `svib bench`: svib against the PyTorch reference, alternating runs, medians and ratios.
-use crate::bench::{case, case_config, dump_loss_case, median, reference_paths, run_reference, run_svib, Measured, RunSpec};
+use crate::bench::{case, case_config, dump_loss_case, json_result, median, reference_paths, run_reference, run_svib, Measured, RunSpec};
 use crate::data::DataSpec;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -66,14 +66,9 @@ pub fn run(a: BenchArgs, threads: usize) -> Result<()> {
         let dir = work.path().join(name);
         // 1. the same loss on the same batch and weights
         let expected = dump_loss_case(&cfg, &dir.join("loss")).with_context(|| format!("{name}: loss dump"))?;
-        let out = std::process::Command::new(&python)
-            .arg(&script)
-            .args(["check-loss", "--dump"])
-            .arg(dir.join("loss"))
-            .output()
-            .with_context(|| format!("{}: cannot run", python.display()))?;
-        anyhow::ensure!(out.status.success(), "{name}: the reference's check-loss failed: {}", crate::bench::failure(&out));
-        let v: serde_json::Value = String::from_utf8_lossy(&out.stdout).lines().rev().find_map(|l| serde_json::from_str(l).ok()).context("check-loss printed no JSON")?;
+        let mut check = std::process::Command::new(&python);
+        check.arg(&script).args(["check-loss", "--dump"]).arg(dir.join("loss"));
+        let v = json_result(&mut check, &format!("{name}: the reference's check-loss"))?;
         let rel = v["max_rel_err"].as_f64().unwrap_or(f64::NAN);
         println!("{name}: loss check: svib {expected} / pytorch {} -> max relative error {rel:.2e}", v["pytorch"]);
         if a.check_only {

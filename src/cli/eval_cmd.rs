@@ -180,17 +180,21 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
     check_sgd(a.lr, a.weight_decay)?;
     ensure!(a.epochs != Some(0), "--epochs: expected at least 1, got 0");
     let epochs = a.epochs.unwrap_or(if a.fraction <= 0.01 { 60 } else { 30 });
+    // the data once, with the first run's backbone (a run directory names its own data set)
+    let first = a.source.load(0)?;
+    let (train, test, prep) = load_data(&a.data, &first.0)?;
+    let mut loaded = Some(first);
+    let short = classes_below_one(&train.labels, a.fraction);
+    if short > 0 {
+        eprintln!("warning: --fraction {} gives fewer than one image of {short} class(es); each gets one (see labelled_fraction)", crate::util::Num(a.fraction));
+    }
     let mut results = vec![];
-    let mut n_train = 0;
     for seed in 0..a.runs {
         // every run starts again from the pre-trained weights
-        let (b, device) = a.source.load(seed as i64)?;
-        let (train, test, prep) = load_data(&a.data, &b)?;
-        let short = classes_below_one(&train.labels, a.fraction);
-        if seed == 0 && short > 0 {
-            eprintln!("warning: --fraction {} gives fewer than one image of {short} class(es); each gets one (see labelled_fraction)", crate::util::Num(a.fraction));
-        }
-        n_train = train.len();
+        let (b, device) = match loaded.take() {
+            Some(first) => first,
+            None => a.source.load(seed as i64)?,
+        };
         let opts = FinetuneOpts { fraction: a.fraction, epochs, batch_size: a.batch_size, lr: a.lr, momentum: 0.9, weight_decay: a.weight_decay, seed, quiet: a.quiet };
         let r = finetune(&b.vs, &b.model, &train, &test, &prep, &opts, device)?;
         if !a.quiet {
@@ -198,9 +202,10 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
         }
         results.push(r);
     }
+    // every run draws the same number of images of every class
+    let labelled_fraction = results[0].n_labelled as f64 / train.len() as f64;
     let (t1, t1s) = mean_std(&results.iter().map(|r| r.top1).collect::<Vec<_>>());
     let (t5, t5s) = mean_std(&results.iter().map(|r| r.top5).collect::<Vec<_>>());
-    let labelled_fraction = results.first().map_or(0.0, |r| r.n_labelled as f64 / n_train.max(1) as f64);
     let out = serde_json::json!({"fraction": a.fraction, "labelled_fraction": labelled_fraction, "epochs": epochs, "runs": results, "top1_mean": t1, "top1_std": t1s, "top5_mean": t5, "top5_std": t5s});
     println!("{out}");
     Ok(())

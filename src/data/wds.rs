@@ -60,7 +60,6 @@ pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
     Ok(Dataset { members, shards, file_channels, labels, num_classes: class_names.len(), class_names, ..Default::default() })
 }
 
-/// The `*.tar` files of a split folder, sorted.
 /// The channels of the training shards' first 16 images that decode (3 when one is in colour,
 /// and when none decodes), reading the first shard only.
 pub fn peek_channels(root: &Path) -> Result<u8> {
@@ -70,6 +69,7 @@ pub fn peek_channels(root: &Path) -> Result<u8> {
     Ok(members.iter().filter_map(|m| decode(&shards, m).ok()).take(16).map(|i| i.c).max().unwrap_or(3))
 }
 
+/// The `*.tar` files of a split folder, sorted.
 fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("{}: cannot list", dir.display()))?

@@ -93,7 +93,18 @@ fn tables_into<T: serde::de::DeserializeOwned>(name: &str, t: toml::Table, own: 
     if let Some(k) = t.keys().find(|k| !own.contains(&k.as_str())) {
         bail!("config key `{k}`: the {name} method has no [{k}] table (its tables: {})", own.join(", "));
     }
-    serde_path_to_error::deserialize(toml::Value::Table(t)).map_err(|e| anyhow::anyhow!("config key `{}`: {}", e.path(), crate::util::plain_serde(&e.inner().to_string())))
+    serde_path_to_error::deserialize(toml::Value::Table(t)).map_err(key_error)
+}
+
+/// A config table that does not deserialise, as one line naming the key (`config key `gmm.k`:
+/// invalid type: …, expected a whole number (0 or more)`), or the config when the key is its top.
+pub(crate) fn key_error(e: serde_path_to_error::Error<toml::de::Error>) -> anyhow::Error {
+    let (path, inner) = (e.path().to_string(), crate::util::plain_serde(&e.inner().to_string()));
+    if path == "." {
+        anyhow::anyhow!("config: {inner}")
+    } else {
+        anyhow::anyhow!("config key `{path}`: {inner}")
+    }
 }
 
 impl MethodConfig {

@@ -410,15 +410,7 @@ impl Config {
             adopt_tables(&mut table, &method);
         }
         let (mine, shared): (toml::Table, toml::Table) = table.into_iter().partition(|(k, _)| is_method_table(k));
-        let s: SharedTables = serde_path_to_error::deserialize(toml::Value::Table(shared)).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = crate::util::plain_serde(&e.inner().to_string());
-            if path == "." {
-                anyhow::anyhow!("config: {inner}")
-            } else {
-                anyhow::anyhow!("config key `{path}`: {inner}")
-            }
-        })?;
+        let s: SharedTables = serde_path_to_error::deserialize(toml::Value::Table(shared)).map_err(crate::methods::key_error)?;
         let method = MethodConfig::from_tables(&method, mine)?;
         let mut cfg = Config { method, data: s.data, model: s.model, augment: s.augment, head: s.head, optim: s.optim, train: s.train, eval: s.eval };
         if cfg.augment.channels == 0 {
@@ -458,6 +450,9 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.method.validate()?;
         self.model.validate()?;
+        // 0 (the data's) is resolved by now; a config may also say so
+        let c = self.augment.channels;
+        ensure!(c == 1 || c == 3, "augment.channels: expected 1 or 3 (or 0 in a config: the data's), got {c}");
         self.augment.validate()?;
         for (key, v, lo, hi) in self.closed_ranges() {
             ensure!(v.is_finite() && v >= lo && v <= hi, "{key}: expected a value in [{}, {}], got {}", Num(lo), Num(hi), Num(v));
