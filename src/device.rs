@@ -42,15 +42,22 @@ fn default_cuda(spec: &str) -> Result<usize> {
 }
 
 /// Parses `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available); `cuda` is device 0, or the
-/// local rank's device in a distributed run.
+/// local rank's device in a distributed run. Errors name `--device`.
 pub fn parse(spec: &str) -> Result<Device> {
+    parse_as(spec, "--device")
+}
+
+/// [`parse`], with errors naming `what`: a flag (`--device cuda: …`) or a config key
+/// (`train.device = cuda: …`).
+pub fn parse_as(spec: &str, what: &str) -> Result<Device> {
+    let named = |s: &str| if what.starts_with("--") { format!("{what} {s}") } else { format!("{what} = {s}") };
     match spec {
         "cpu" => Ok(Device::Cpu),
         "auto" => Ok(if try_load_cuda() { Device::Cuda(default_cuda(spec)?) } else { Device::Cpu }),
         s if s == "cuda" || s.starts_with("cuda:") => {
-            let written = s.strip_prefix("cuda:").map(|n| n.parse::<usize>().map_err(|_| anyhow::anyhow!("--device: expected cuda:N with N a number, got `{s}`"))).transpose()?;
+            let written = s.strip_prefix("cuda:").map(|n| n.parse::<usize>().map_err(|_| anyhow::anyhow!("{what}: expected cuda:N with N a number, got `{s}`"))).transpose()?;
             if !try_load_cuda() {
-                bail!("--device {s}: no CUDA device is usable (the libtorch found has no CUDA support or no GPU is visible)");
+                bail!("{}: no CUDA device is usable (the libtorch found has no CUDA support or no GPU is visible)", named(s));
             }
             let idx = match written {
                 Some(i) => i,
@@ -58,11 +65,11 @@ pub fn parse(spec: &str) -> Result<Device> {
             };
             let n = tch::Cuda::device_count() as usize;
             if idx >= n {
-                bail!("--device {s}: only {n} CUDA device(s) visible");
+                bail!("{}: only {n} CUDA device(s) visible", named(s));
             }
             Ok(Device::Cuda(idx))
         }
-        other => bail!("--device: expected cpu, cuda, cuda:N or auto, got `{other}`"),
+        other => bail!("{what}: expected cpu, cuda, cuda:N or auto, got `{other}`"),
     }
 }
 

@@ -381,6 +381,12 @@ fn wait_all(mut children: Vec<std::process::Child>) -> Result<i32> {
             if status.success() {
                 continue;
             }
+            // a rank that checkpointed and stopped on the Ctrl-C passed on to it said so
+            if forwarded > 0 && status.code() == Some(130) {
+                code = if code == 0 { 130 } else { code };
+                rank0_said |= r == 0;
+                continue;
+            }
             let first = code == 0;
             if first {
                 code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));

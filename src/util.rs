@@ -46,6 +46,18 @@ pub fn error_prefix() -> String {
     other_launched_rank().map_or_else(|| "error: ".to_string(), |r| format!("rank {r}: "))
 }
 
+static THREADS_FLAG: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Records `--threads N` as given, for the child processes an experiment starts.
+pub fn set_threads_flag(n: usize) {
+    let _ = THREADS_FLAG.set(n);
+}
+
+/// `--threads` as given on this process's command line, if it was.
+pub fn threads_flag() -> Option<usize> {
+    THREADS_FLAG.get().copied()
+}
+
 /// This machine's cores as the process may use them (1 where unknown).
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -93,9 +105,12 @@ pub struct Num<T>(pub T);
 
 impl<T: Copy + Into<f64> + std::fmt::Display + std::fmt::LowerExp> std::fmt::Display for Num<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let a = self.0.into().abs();
+        let (v, a) = (self.0.into(), self.0.into().abs());
         if a == 0.0 || !a.is_finite() || (1e-4..1e7).contains(&a) {
             write!(f, "{}", self.0)
+        } else if a < 1e15 && v.fract() == 0.0 && !format!("{v:.0}").ends_with("000") {
+            // a whole number with no run of zeros (a typed count such as 99999999) in digits
+            write!(f, "{v:.0}")
         } else {
             write!(f, "{:e}", self.0)
         }
@@ -184,6 +199,8 @@ mod tests {
         assert_eq!(Num(0.0005).to_string(), "0.0005");
         assert_eq!(Num(100.0).to_string(), "100");
         assert_eq!(Num(-2.5e9).to_string(), "-2.5e9");
+        assert_eq!(Num(99999999.0).to_string(), "99999999");
+        assert_eq!(Num(1e10).to_string(), "1e10");
         assert_eq!(Num(0.0).to_string(), "0");
         assert_eq!(Num(1e30f32).to_string(), "1e30");
         assert_eq!(shorten("abc", 3), "abc");

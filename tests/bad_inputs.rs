@@ -471,6 +471,9 @@ fn config_cases(root: &Path, data: &str) -> Vec<Case> {
 fn cli_cases(root: &Path, data: &str) -> Vec<Case> {
     let out = root.join("cli-run");
     let o = out.to_str().unwrap();
+    let file = root.join("a-file.log");
+    std::fs::write(&file, b"the user's log\n").unwrap();
+    let file_out = file.to_str().unwrap();
     fn joined<'a>(base: [&'a str; 4], extra: &[&'a str]) -> Vec<&'a str> {
         [&base[..], extra].concat()
     }
@@ -534,6 +537,14 @@ fn cli_cases(root: &Path, data: &str) -> Vec<Case> {
         (vec!["ablate", "--epochs", "0", "--out", o], "--epochs"),
         (vec!["bench", "--python", root.to_str().unwrap(), "--check-only"], "a folder"),
         (vec!["bench", "--configs", "resnet", "--python", "/bin/false", "--check-only"], "exit status"),
+        // session 25's probe: which value was wrong, and a file given as the run's folder
+        (vec!["train", "--config", "fmnist-cpu", "--data", data, "--out", o, "--budget", "0m"], "above zero"),
+        (vec!["data", "synth", "--out", o, "--size", "0x10"], "--size"),
+        (vec!["data", "synth", "--out", o, "--quality", "0"], "--quality"),
+        (vec!["train", "--config", "fmnist-cpu", "--data", data, "--out", file_out, "--set", "train.steps=1"], "a file"),
+        (vec!["train", "--config", "fmnist-cpu", "--data", data, "--out", o, "--set", "train.device=tpu"], "train.device"),
+        (vec!["augment", "preview", "--data", data, "--set", "augment.rotate=3", "--out", "p.png"], "--config"),
+        (vec!["augment", "preview", "--config", "no-such-preset", "--out", "p.png"], "no-such-preset"),
     ];
     list.into_iter().map(|(args, needle)| case(format!("CLI: {}", args.join(" ").replace(data, "DATA")), &args, needle)).collect()
 }

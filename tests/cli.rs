@@ -388,3 +388,64 @@ fn a_failed_first_start_leaves_nothing_that_blocks_the_corrected_command() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(run.join("config.toml").is_file() && run.join("result.json").is_file());
 }
+
+/// Session 25's probe: the evaluation commands read a run's own images as `knn` does (its
+/// `data.limit`), `embed` writes integer labels, and Ctrl-C stops training with a checkpoint and
+/// exit status 130 (so `svib train ... && svib knn ...` does not go on).
+#[test]
+fn evaluations_read_the_runs_images_and_ctrl_c_exits_130() {
+    let d = tempfile::tempdir().unwrap();
+    write_two_class_idx(d.path(), 64);
+    let spec = format!("idx:{}", d.path().display());
+    let run = d.path().join("run");
+    let r = run.to_str().unwrap();
+    let o = svib(&with_sets(vec!["train", "--config", "fmnist-cpu", "--data", &spec, "--epochs", "1", "--out", r, "--quiet", "--set", "data.limit=40"], &TINY));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = svib(&["knn", "--checkpoint", r, "--json"]);
+    let k: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", stderr(&o)));
+    let o = svib(&["linear", "--checkpoint", r, "--epochs", "1", "--batch-size", "16", "--quiet"]);
+    let l: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", stderr(&o)));
+    assert_eq!((k["n_train"].as_u64(), l["n_train"].as_u64()), (Some(40), Some(40)));
+    let e = d.path().join("tr.npy");
+    let o = svib(&["embed", "--checkpoint", r, "--split", "train", "--out", e.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b = std::fs::read(d.path().join("tr.labels.npy")).unwrap();
+    assert!(String::from_utf8_lossy(&b[10..80]).contains("{'descr': '<i8', 'fortran_order': False, 'shape': (40,), }"), "{}", String::from_utf8_lossy(&b[..80]));
+    assert_eq!(b.len(), 128 + 40 * 8);
+    // Ctrl-C: a checkpoint, the line that says so, exit 130
+    let long = d.path().join("long");
+    let args = with_sets(vec!["train", "--config", "fmnist-cpu", "--data", &spec, "--out", long.to_str().unwrap(), "--set", "train.steps=1000000"], &TINY);
+    let child = Command::new(env!("CARGO_BIN_EXE_svib")).args(&args).stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while !long.join("metrics.jsonl").is_file() && t0.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(stderr(&o).contains("stopped at step") && stderr(&o).contains("with a checkpoint"), "{}", stderr(&o));
+}
+
+/// A compare re-run into the same --out with other settings is refused before it replaces the
+/// config files of the runs it made.
+#[test]
+fn a_compare_rerun_with_other_settings_changes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    write_two_class_idx(d.path(), 32);
+    let spec = format!("data.spec=\"idx:{}\"", d.path().display());
+    let out = d.path().join("cmp");
+    let mut sets = TINY.to_vec();
+    sets.push(spec.as_str());
+    let o = svib(&with_sets(vec!["compare", "--methods", "svib", "--seeds", "1", "--epochs", "1", "--out", out.to_str().unwrap()], &sets));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    // one seed: its number, without a spread of 0.00
+    let row = md.lines().find(|l| l.starts_with("| svib |")).unwrap_or_else(|| panic!("{md}"));
+    assert!(md.contains("1 epoch of batch 8, seed 0;") && !row.contains(" ± "), "{md}");
+    let cfg = std::fs::read(out.join("configs/svib-seed0.toml")).unwrap();
+    let o = svib(&with_sets(vec!["compare", "--methods", "svib", "--seeds", "1", "--epochs", "2", "--out", out.to_str().unwrap()], &sets));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("train.epochs (1 -> 2)") && stderr(&o).trim_end().lines().count() == 1, "{}", stderr(&o));
+    assert_eq!(std::fs::read(out.join("configs/svib-seed0.toml")).unwrap(), cfg);
+}

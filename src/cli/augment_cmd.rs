@@ -7,41 +7,68 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug, Clone)]
 pub struct RecipeArgs {
+    /// Start from a preset's or config file's views (`augment.*`, e.g. fmnist-cpu); the flags
+    /// below change them. Without it: DINO's views (2 global + 10 local crops, colour).
+    #[arg(long)]
+    config: Option<String>,
+    /// Override a key of --config, as `svib train --set` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// Side of the 2 global crops (default: the image side up to 224).
     #[arg(long)]
     global_size: Option<u32>,
     /// Side of the local crops (default: 96/224 of the global side).
     #[arg(long)]
     local_size: Option<u32>,
-    /// Number of local crops.
-    #[arg(long, default_value_t = 10)]
-    local_crops: usize,
-    /// Output channels: 3, or 1 for grey.
-    #[arg(long, default_value_t = 3)]
-    channels: u8,
+    /// Number of local crops (default 10).
+    #[arg(long)]
+    local_crops: Option<usize>,
+    /// Output channels: 3, or 1 for grey (default 3).
+    #[arg(long)]
+    channels: Option<u8>,
     /// Random rotation of up to this many degrees either way (`augment.rotate`).
-    #[arg(long, default_value_t = 0.0)]
-    rotate: f32,
+    #[arg(long)]
+    rotate: Option<f32>,
     /// Random shift of up to this fraction of the side (`augment.translate`).
-    #[arg(long, default_value_t = 0.0)]
-    translate: f32,
+    #[arg(long)]
+    translate: Option<f32>,
 }
 
 impl RecipeArgs {
-    fn config(&self, side: u32) -> Result<MultiCropConfig> {
-        let mut c = MultiCropConfig::for_image_side(side);
+    /// The data set to read (`--data`, else --config's, else Fashion-MNIST) and --config's views.
+    fn resolve(&self, data: Option<DataSpec>) -> Result<(DataSpec, Option<MultiCropConfig>)> {
+        let Some(name) = &self.config else {
+            ensure!(self.set.is_empty(), "--set: needs --config (the preset or config file whose keys it changes)");
+            let data = match data {
+                Some(d) => d,
+                None => "fashion-mnist".parse().map_err(|e| anyhow::anyhow!("{e}"))?,
+            };
+            return Ok((data, None));
+        };
+        let data = data.map(|d| d.to_string());
+        let cfg = super::train_cmd::resolve(name, None, data.as_deref(), None, &self.set)?;
+        let spec: DataSpec = cfg.data.spec.parse().map_err(|e| anyhow::anyhow!("data.spec: {e}"))?;
+        Ok((spec, Some(cfg.augment)))
+    }
+
+    /// The views: `base` (a config's) or DINO's for images of `side` px, with the flags given.
+    fn config(&self, side: u32, base: Option<MultiCropConfig>) -> Result<MultiCropConfig> {
+        let mut c = base.unwrap_or_else(|| {
+            let mut c = MultiCropConfig::for_image_side(side);
+            (c.local_crops, c.channels) = (10, 3);
+            c
+        });
         if let Some(g) = self.global_size {
             c.global_size = g;
             if self.local_size.is_none() {
                 c.local_size = ((g as f32 * 96.0 / 224.0).round() as u32).max(8);
             }
         }
-        if let Some(l) = self.local_size {
-            c.local_size = l;
-        }
-        c.local_crops = self.local_crops;
-        c.channels = self.channels;
-        (c.rotate, c.translate) = (self.rotate, self.translate);
+        c.local_size = self.local_size.unwrap_or(c.local_size);
+        c.local_crops = self.local_crops.unwrap_or(c.local_crops);
+        c.channels = self.channels.unwrap_or(c.channels);
+        c.rotate = self.rotate.unwrap_or(c.rotate);
+        c.translate = self.translate.unwrap_or(c.translate);
         c.validate().map_err(|e| anyhow::anyhow!(flag_names(&e.to_string())))?;
         Ok(c)
     }
@@ -58,8 +85,9 @@ fn flag_names(msg: &str) -> String {
 pub enum AugmentCommand {
     /// Writes a PNG grid of one image's crops (rows: draws; columns: source, global 1, global 2, locals).
     Preview {
-        #[arg(long, default_value = "fashion-mnist")]
-        data: DataSpec,
+        /// Data set (default: --config's, else fashion-mnist).
+        #[arg(long)]
+        data: Option<DataSpec>,
         /// Output PNG.
         #[arg(long)]
         out: PathBuf,
@@ -79,8 +107,9 @@ pub enum AugmentCommand {
     },
     /// Measures augmentation throughput (crops/s) on the training split.
     Bench {
-        #[arg(long, default_value = "fashion-mnist")]
-        data: DataSpec,
+        /// Data set (default: --config's, else fashion-mnist).
+        #[arg(long)]
+        data: Option<DataSpec>,
         /// Images per batch.
         #[arg(long, default_value_t = 256)]
         batch_size: usize,
@@ -95,23 +124,25 @@ pub enum AugmentCommand {
 pub fn run(cmd: AugmentCommand) -> Result<()> {
     match cmd {
         AugmentCommand::Preview { data, out, index, rows, cell, seed, recipe } => {
+            let (data, base) = recipe.resolve(data)?;
             let ds = data::load(&data, Split::Train, &LoadOptions::default())?;
             ensure!(index < ds.len(), "--index {index}: the training split has {} images", ds.len());
             ensure!((1..=64).contains(&rows), "--rows: expected 1 to 64 draws, got {rows}");
             ensure!((16..=1024).contains(&cell), "--cell: expected 16 to 1024 pixels, got {cell}");
             ensure!(out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")), "--out {}: expected a .png file name (the grid is written as PNG)", out.display());
             let img = ds.image(index)?;
-            let cfg = recipe.config(img.w.min(img.h).min(224))?;
+            let cfg = recipe.config(img.w.min(img.h).min(224), base)?;
             preview::write_grid(&img, &cfg, rows, seed, cell, &out)?;
             println!("wrote {} ({} rows x {} views + source)", out.display(), rows, cfg.views().len());
             Ok(())
         }
         AugmentCommand::Bench { data, batch_size, batches, recipe } => {
             ensure!(batch_size >= 1 && batches >= 1, "--batch-size/--batches: expected at least 1, got {batch_size}/{batches}");
+            let (data, base) = recipe.resolve(data)?;
             let ds = data::load(&data, Split::Train, &LoadOptions::default())?;
             ensure!(!ds.is_empty(), "--data: no training images");
             let img = ds.image(0)?;
-            let cfg = recipe.config(img.w.min(img.h).min(224))?;
+            let cfg = recipe.config(img.w.min(img.h).min(224), base)?;
             check_batch_memory(&cfg, batch_size)?;
             let norm = Norm::for_dataset(&data, &ds);
             ensure!(batch_size * (batches + 1) <= ds.len(), "--batch-size x (--batches + 1) exceeds the {} training images", ds.len());

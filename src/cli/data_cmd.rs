@@ -6,7 +6,9 @@ use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
-    /// Reads both splits and prints sizes, image shape, classes and normalisation.
+    /// Indexes both splits and prints sizes, image shape, classes and normalisation (a folder or
+    /// shard set's images are decoded only for the shape and statistics, so an image that does
+    /// not decode may show only when training reads it; --skip-corrupt checks every one).
     Info {
         /// Data set: fashion-mnist | mnist:DIR | kmnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR | wds:DIR
         #[arg(long, default_value = "fashion-mnist")]
@@ -98,9 +100,9 @@ pub fn run(cmd: DataCommand) -> Result<()> {
 pub fn list_models() -> Result<()> {
     println!("{:<10} {:>12}  notes", "arch", "parameters");
     for (name, note) in [
-        ("resnet18", "torchvision names; options small_stem, width"),
-        ("resnet34", "torchvision names; options small_stem, width"),
-        ("resnet50", "torchvision names; options small_stem, width"),
+        ("resnet18", "torchvision names; options small_stem, stem_stride, width"),
+        ("resnet34", "torchvision names; options small_stem, stem_stride, width"),
+        ("resnet50", "torchvision names; options small_stem, stem_stride, width"),
         ("vit_tiny", "timm names, dim 192, 3 heads; options patch_size, img_size, dim, depth, heads, drop_path"),
         ("vit_small", "timm names, dim 384, 6 heads (ViT-S/16 at 224 px)"),
         ("vit_base", "timm names, dim 768, 12 heads"),

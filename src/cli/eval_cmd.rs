@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct SourceArgs {
-    /// A run directory (or one of its checkpoints), or backbone weights (safetensors) with --arch.
+    /// A run directory (or one of its checkpoints), or backbone weights (.safetensors or .pth) with --arch.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Architecture for a weights file: NAME[:key=value,...] (see `svib models`).
@@ -39,7 +39,7 @@ impl SourceArgs {
 
 #[derive(Args, Debug)]
 pub struct DataArgs {
-    /// Data set (default: the run's).
+    /// Data set (default: the run's, with its data.limit and data.skip_corrupt, as `svib knn` reads it).
     #[arg(long)]
     pub data: Option<DataSpec>,
     /// Evaluation image side (default: the run's, or the data's side up to 224).
@@ -48,20 +48,27 @@ pub struct DataArgs {
     /// Use only the first N training images.
     #[arg(long)]
     pub limit_train: Option<usize>,
+    /// ImageFolder and tar shards: skip undecodable images (with a warning count) instead of failing.
+    #[arg(long)]
+    pub skip_corrupt: bool,
 }
 
 pub(super) fn load_data(d: &DataArgs, b: &LoadedBackbone) -> Result<(Dataset, Dataset, EvalPrep)> {
     ensure!(d.limit_train != Some(0), "--limit-train: expected at least 1 image, got 0");
-    let spec: DataSpec = match (&d.data, &b.run_config) {
-        (Some(s), _) => s.clone(),
-        (None, Some(c)) => c.data.spec.parse().map_err(|e| anyhow::anyhow!("the run's data.spec: {e}"))?,
+    let (spec, mut train, test) = match (&d.data, &b.run_config) {
+        (None, Some(c)) => {
+            // the run's own images, as its kNN evaluations read them
+            let mut c = c.clone();
+            c.data.skip_corrupt |= d.skip_corrupt;
+            crate::train::load_knn_data(&c).map_err(|e| e.context("the run's data set (give --data)"))?
+        }
+        (Some(s), _) => {
+            let opts = LoadOptions { skip_corrupt: d.skip_corrupt };
+            (s.clone(), data::load(s, Split::Train, &opts)?, data::load(s, Split::Test, &opts)?)
+        }
         (None, None) => anyhow::bail!("--data is needed with a weights file"),
     };
-    let mut train = data::load(&spec, Split::Train, &LoadOptions::default())?;
-    let test = data::load(&spec, Split::Test, &LoadOptions::default())?;
-    if let Some(n) = d.limit_train {
-        train.truncate(n);
-    }
+    limit_train(&mut train, d.limit_train);
     train.require_labels(&format!("{spec} (train)"))?;
     test.require_labels(&format!("{spec} (test)"))?;
     let norm = Norm::for_dataset(&spec, &train);
@@ -76,6 +83,17 @@ pub(super) fn load_data(d: &DataArgs, b: &LoadedBackbone) -> Result<(Dataset, Da
         prep.size = s;
     }
     Ok((train, test, prep))
+}
+
+/// `--limit-train N`: the first N training images, with a note when there are fewer (a run's
+/// `data.limit` may have kept fewer already).
+pub(super) fn limit_train(train: &mut Dataset, n: Option<usize>) {
+    if let Some(n) = n {
+        if n > train.len() {
+            eprintln!("note: --limit-train {n}: the training split has {} images (a run's data.limit counts), all used", train.len());
+        }
+        train.truncate(n);
+    }
 }
 
 #[derive(Args, Debug)]
@@ -291,8 +309,7 @@ pub fn run_embed(a: EmbedArgs) -> Result<()> {
     let (v, ds, d) = split_features(&a.input, None)?;
     let n = ds.len();
     crate::interop::write_npy(&v, n, d, &a.out)?;
-    let labels: Vec<f32> = ds.labels.iter().map(|&l| l as f32).collect();
-    crate::interop::write_npy(&labels, n, 1, &lpath)?;
+    crate::interop::write_npy_labels(&ds.labels, &lpath)?;
     println!("wrote {n} x {d} features to {} and labels to {}", a.out.display(), lpath.display());
     Ok(())
 }

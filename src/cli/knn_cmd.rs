@@ -17,7 +17,7 @@ pub struct KnnArgs {
     #[arg(long)]
     pub data: Option<DataSpec>,
     /// A run directory or one of its checkpoints (the teacher backbone is evaluated), or backbone
-    /// weights in safetensors (torchvision/timm/DINO key layouts) together with --arch.
+    /// weights (.safetensors or .pth; torchvision/timm/DINO key layouts) together with --arch.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// A randomly initialised backbone of --arch (a baseline).
@@ -107,6 +107,9 @@ fn check_ranges(a: &KnnArgs) -> Result<()> {
     ensure!((1..=65536).contains(&a.batch_size), "--batch-size: expected 1 to 65536, got {}", a.batch_size);
     ensure!(a.limit_train != Some(0), "--limit-train: expected at least 1 image, got 0");
     ensure!(a.limit_test != Some(0), "--limit-test: expected at least 1 image, got 0");
+    if let Some(c) = a.checkpoint.as_deref().filter(|c| !c.exists()) {
+        anyhow::bail!("--checkpoint {}: no such file or folder (expected a run directory, one of its checkpoints, or a weights file)", c.display());
+    }
     ensure!(a.image_size.is_none_or(|s| (8..=4096).contains(&s)), "--image-size: expected 8 to 4096 pixels, got {}", a.image_size.unwrap_or(0));
     Ok(())
 }
@@ -130,9 +133,7 @@ fn load_data(a: &KnnArgs) -> Result<(DataSpec, data::Dataset, data::Dataset)> {
             (spec, train, test)
         }
     };
-    if let Some(n) = a.limit_train {
-        train.truncate(n);
-    }
+    super::eval_cmd::limit_train(&mut train, a.limit_train);
     if let Some(n) = a.limit_test {
         test.truncate(n);
     }

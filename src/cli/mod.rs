@@ -84,6 +84,7 @@ const MAX_THREADS: usize = 1024;
 fn set_threads(n: Option<usize>) -> Result<usize> {
     if let Some(n) = n {
         anyhow::ensure!((1..=MAX_THREADS).contains(&n), "--threads: expected 1 to {MAX_THREADS}, got {n}");
+        crate::util::set_threads_flag(n);
     }
     let n = n.unwrap_or_else(crate::util::cores);
     let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
@@ -135,6 +136,32 @@ fn check_launched(nproc: usize, args: &[String]) -> Result<()> {
     }
 }
 
+/// The help to read for a command line clap refused: `svib NAME --help` for the subcommand
+/// (and sub-subcommand) it names, else `svib --help`.
+fn help_command(args: impl Iterator<Item = String>) -> String {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut path = vec!["svib".to_string()];
+    let mut args = args.peekable();
+    while let Some(a) = args.next() {
+        if a == "--threads" {
+            args.next();
+            continue;
+        }
+        if a.starts_with('-') {
+            continue;
+        }
+        match cmd.find_subcommand(&a) {
+            Some(sub) => {
+                path.push(a);
+                cmd = sub.clone();
+            }
+            None => break,
+        }
+    }
+    path.push("--help".into());
+    path.join(" ")
+}
+
 /// The line of clap's message that says what is wrong (its first paragraph, joined).
 fn clap_message(e: &clap::Error) -> String {
     let text = e.render().to_string();
@@ -167,11 +194,13 @@ pub fn main() -> i32 {
         }
         Err(e) => {
             // clap's message is several lines (tip, usage); keep the one that says what is wrong
-            eprintln!("error: {} (see `svib --help`)", clap_message(&e));
+            eprintln!("error: {} (see `{}`)", clap_message(&e), help_command(std::env::args().skip(1)));
             return 2;
         }
     };
     match std::panic::catch_unwind(|| run(cli)) {
+        // stopped by Ctrl-C with a checkpoint (said above): 130, as a shell gives for SIGINT
+        Ok(Ok(())) if crate::train::trainer::interrupted() => 130,
         Ok(Ok(())) => 0,
         Ok(Err(e)) if e.is::<crate::util::AlreadyReported>() => {
             eprintln!("{e}");
@@ -188,4 +217,16 @@ pub fn main() -> i32 {
 /// The error chain as one line: "outer: inner: root cause", at most 2,000 characters.
 pub fn one_line(e: &anyhow::Error) -> String {
     crate::util::shorten(&format!("{e:#}").replace('\n', " "), 2000)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_refused_command_line_points_to_its_subcommands_help() {
+        let help = |args: &[&str]| super::help_command(args.iter().map(|s| s.to_string()));
+        assert_eq!(help(&["knn", "--k", "x"]), "svib knn --help");
+        assert_eq!(help(&["--threads", "2", "data", "info", "--bogus"]), "svib data info --help");
+        assert_eq!(help(&["tarin", "--config", "x"]), "svib --help");
+        assert_eq!(help(&[]), "svib --help");
+    }
 }

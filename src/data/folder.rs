@@ -154,7 +154,7 @@ pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
 pub(super) fn channels_of<T>(items: impl Iterator<Item = T>, decode: impl Fn(T) -> Result<ImageU8>) -> Result<u8> {
     let mut channels = 1;
     for it in items.take(16) {
-        channels = channels.max(decode(it).map_err(|e| e.context("use --skip-corrupt to skip undecodable images"))?.c);
+        channels = channels.max(decode(it).map_err(super::skip_hint)?.c);
     }
     Ok(channels)
 }

@@ -107,7 +107,7 @@ impl Dataset {
     /// Image `i`: borrowed from memory, or decoded from its file or shard.
     pub fn image(&self, i: usize) -> Result<Cow<'_, ImageU8>> {
         match self.encoded(i)? {
-            Some((bytes, name)) => decode::decode_bytes(&bytes, name).map(Cow::Owned),
+            Some((bytes, name)) => decode::decode_bytes(&bytes, name).map(Cow::Owned).map_err(skip_hint),
             None => Ok(Cow::Borrowed(&self.images[i])),
         }
     }
@@ -115,7 +115,7 @@ impl Dataset {
     /// decoded at about 1/r of its size ([`decode::decode_bytes_reduced`]); all else as [`Self::image`].
     pub fn image_reduced(&self, i: usize, reduce: &dyn Fn(u32, u32) -> u32) -> Result<decode::Decoded<'_>> {
         match self.encoded(i)? {
-            Some((bytes, name)) => decode::decode_bytes_reduced(&bytes, name, reduce),
+            Some((bytes, name)) => decode::decode_bytes_reduced(&bytes, name, reduce).map_err(skip_hint),
             None => Ok(decode::Decoded { full: (self.images[i].w, self.images[i].h), img: Cow::Borrowed(&self.images[i]) }),
         }
     }
@@ -173,6 +173,11 @@ pub fn subset_indices(len: usize, n: usize, seed: u64) -> Vec<usize> {
     let mut keep = rand::seq::index::sample(&mut rng, len, n).into_vec();
     keep.sort_unstable();
     keep
+}
+
+/// An image of a streamed set that does not decode, with how to get past it (after the cause).
+pub(crate) fn skip_hint(e: anyhow::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:#} (to skip images that do not decode: --set data.skip_corrupt=true for svib train, --skip-corrupt for evaluation and data commands)")
 }
 
 /// Options that change how a data set is read.

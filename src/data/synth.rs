@@ -25,8 +25,14 @@ const PATTERNS: [&str; 10] = ["disc", "square", "ring", "cross", "hstripes", "vs
 
 /// Writes `out/train/<class>/*.jpg` and `out/val/<class>/*.jpg`; returns the files written.
 pub fn write(out: &Path, o: &SynthOptions) -> Result<usize> {
-    if o.classes == 0 || o.classes > 10_000 || o.width < 8 || o.height < 8 || o.width > 8192 || o.height > 8192 || o.quality == 0 || o.quality > 100 {
-        bail!("svib data synth: expected --classes 1 to 10000, --size from 8x8 to 8192x8192 and --quality 1-100");
+    if o.classes == 0 || o.classes > 10_000 {
+        bail!("--classes: expected 1 to 10000, got {}", o.classes);
+    }
+    if o.width < 8 || o.height < 8 || o.width > 8192 || o.height > 8192 {
+        bail!("--size: expected from 8x8 to 8192x8192 pixels, got {}x{}", o.width, o.height);
+    }
+    if o.quality == 0 || o.quality > 100 {
+        bail!("--quality: expected 1 to 100, got {}", o.quality);
     }
     crate::util::ensure_new_folder(out, "synth")?;
     if o.train < o.classes || o.train.saturating_add(o.val) > 10_000_000 {

@@ -3,6 +3,9 @@ use anyhow::{ensure, Result};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
+/// Iterations of early exaggeration in a run of 1,000 or more.
+const EARLY_EPOCHS: usize = 250;
+
 pub struct TsneOpts {
     pub perplexity: f32,
     pub epochs: usize,
@@ -26,6 +29,11 @@ pub fn tsne_2d(features: &[f32], dim: usize, o: &TsneOpts) -> Result<Vec<[f32; 2
     let normal = Normal::new(0.0f32, 1e-4).expect("valid normal");
     let start: Vec<f32> = (0..n * 2).map(|_| normal.sample(&mut rng)).collect();
     let mut t = bhtsne::tSNE::<f32, &[f32], 2>::new(&rows);
+    // the early exaggeration and low momentum take 250 iterations (van der Maaten's), or the
+    // first quarter of a shorter run: with 250 of 300 the points had no time to spread out
+    // and ended on one dot
+    let early = EARLY_EPOCHS.min(o.epochs / 4);
+    t.stop_lying_epoch(early).momentum_switch_epoch(early);
     t.perplexity(o.perplexity).epochs(o.epochs).initial_embedding(start).barnes_hut(o.theta, |a, b| a.iter().zip(b.iter()).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt());
     Ok(t.embedding().chunks(2).map(|p| [p[0], p[1]]).collect())
 }
@@ -45,13 +53,19 @@ mod tests {
                 f.extend((0..8).map(|d| if d == c { 1.0 } else { 0.0 } + noise.sample(&mut rng)));
             }
         }
-        let y = tsne_2d(&f, 8, &TsneOpts { perplexity: 5.0, epochs: 500, theta: 0.5, seed: 0 }).unwrap();
         let dist = |a: [f32; 2], b: [f32; 2]| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
-        // t-SNE keeps neighbourhoods (not cluster centres: it may split a cluster in two):
-        // every point's nearest neighbour in 2-D is from its own cluster
-        for (i, p) in y.iter().enumerate() {
-            let nearest = (0..y.len()).filter(|&j| j != i).min_by(|&a, &b| dist(*p, y[a]).total_cmp(&dist(*p, y[b]))).unwrap();
-            assert_eq!(nearest / 20, i / 20, "point {i}'s nearest neighbour {nearest} is from another cluster");
+        // 300 iterations: most of them were early exaggeration and the points ended on one dot
+        for epochs in [1000, 300, 100] {
+            let y = tsne_2d(&f, 8, &TsneOpts { perplexity: 5.0, epochs, theta: 0.5, seed: 0 }).unwrap();
+            // t-SNE keeps neighbourhoods (not cluster centres: it may split a cluster in two):
+            // every point's nearest neighbour in 2-D is from its own cluster
+            for (i, p) in y.iter().enumerate() {
+                let nearest = (0..y.len()).filter(|&j| j != i).min_by(|&a, &b| dist(*p, y[a]).total_cmp(&dist(*p, y[b]))).unwrap();
+                assert_eq!(nearest / 20, i / 20, "{epochs} iterations: point {i}'s nearest neighbour {nearest} is from another cluster");
+            }
+            // spread out, not one dot
+            let spread = y.iter().map(|p| dist(*p, y[0])).fold(0f32, f32::max);
+            assert!(spread > 1.0, "{epochs} iterations: all points within {spread} of the first");
         }
         assert!(tsne_2d(&f, 8, &TsneOpts { perplexity: 30.0, epochs: 10, theta: 0.5, seed: 0 }).is_err());
     }

@@ -87,14 +87,13 @@ pub fn run(spec: &AblateSpec, dir: &Path) -> Result<String> {
     writeln!(md, "# svib ablate\n")?;
     writeln!(
         md,
-        "Table 4's grid on preset `{}`{}: data `{}`, backbone `{}`, {} epochs of batch {}, seed {}; kNN-{} top-1 on the test split. \
+        "Table 4's grid on preset `{}`{}: data `{}`, backbone `{}`, {}, seed {}; kNN-{} top-1 on the test split. \
          The paper's column is its ViT-S/16, 100-epoch ImageNet run; tasks 7 and 8 complete the grid and are not in the paper.\n",
         spec.preset,
         sets_note(&spec.sets),
         base.data.spec,
         base.model.name,
-        base.train.epochs,
-        base.train.batch_size,
+        base.length_note(),
         base.train.seed,
         base.eval.k
     )?;

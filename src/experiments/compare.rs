@@ -44,19 +44,18 @@ pub fn run(spec: &CompareSpec, dir: &Path) -> Result<String> {
     writeln!(md, "# svib compare\n")?;
     writeln!(
         md,
-        "Preset `{}`{}, data `{}`, backbone `{}`, {} epochs of batch {}, seeds 0..{}; kNN-{} on the test split. \
-         Each method keeps the preset's data, backbone, crops, optimiser and budget and brings its own head and loss \
+        "Preset `{}`{}, data `{}`, backbone `{}`, {}, {}; kNN-{} on the test split; \
+         training seconds leave out loading and the kNN at step 0 and at the end. Each method keeps the preset's data, backbone, crops, optimiser and budget and brings its own head and loss \
          (`svib presets` lists the overlays).\n",
         spec.preset,
         sets_note(&spec.sets),
         base.data.spec,
         base.model.name,
-        base.train.epochs,
-        base.train.batch_size,
-        spec.seeds,
+        base.length_note(),
+        super::seeds_note(spec.seeds),
         base.eval.k
     )?;
-    writeln!(md, "| method | kNN top-1 (mean ± std) | kNN top-5 | img/s | peak RSS (MiB) | wall per run (s) | per seed |")?;
+    writeln!(md, "| method | kNN top-1 (mean ± std) | kNN top-5 | img/s | peak RSS (MiB) | training s per run | per seed |")?;
     writeln!(md, "|---|---|---|---|---|---|---|")?;
     let mut series = vec![];
     for (mi, m) in spec.methods.iter().enumerate() {
@@ -75,7 +74,9 @@ pub fn run(spec: &CompareSpec, dir: &Path) -> Result<String> {
         let (rss, _) = col(&|r| r.peak_rss_mib.unwrap_or(f64::NAN));
         let (secs, _) = col(&|r| r.seconds);
         let note = if diverged > 0 { format!(" ({diverged} diverged)") } else { String::new() };
-        writeln!(md, "| {m} | {t1:.2} ± {t1s:.2}{note} | {t5:.2} | {ips:.0} | {rss:.0} | {secs:.0} | {} |", per_seed.join(", "))?;
+        // one seed has no spread to show
+        let spread = if done.len() > 1 { format!(" ± {t1s:.2}") } else { String::new() };
+        writeln!(md, "| {m} | {t1:.2}{spread}{note} | {t5:.2} | {ips:.0} | {rss:.0} | {secs:.0} | {} |", per_seed.join(", "))?;
         // the kNN curve of the method: mean over seeds at each evaluated epoch
         let epochs: Vec<f64> = done[0].1.iter().map(|p| p.0).collect();
         let points = epochs.iter().filter_map(|&e| {

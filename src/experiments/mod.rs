@@ -50,9 +50,19 @@ pub fn run_jobs(dir: &Path, jobs: &[Job]) -> Result<Vec<Outcome>> {
             continue;
         }
         let cfg_path: PathBuf = configs.join(format!("{}.toml", job.name));
+        // a run begun with other settings: refused before its config file is replaced
+        if run_dir.join("config.toml").is_file() {
+            crate::train::rundir::check_same_recipe(&job.config, &run_dir)
+                .with_context(|| format!("run `{}` of this experiment (the same --out with other settings; give the earlier settings or another --out)", job.name))?;
+        }
         crate::util::write_atomic(&cfg_path, job.config.to_toml().as_bytes())?;
         eprintln!("[{}/{}] {} -> {}", i + 1, jobs.len(), job.name, run_dir.display());
-        let status = Command::new(&exe)
+        let mut cmd = Command::new(&exe);
+        // the runs use the threads the experiment was given
+        if let Some(n) = crate::util::threads_flag() {
+            cmd.arg("--threads").arg(n.to_string());
+        }
+        let status = cmd
             .arg("train")
             .arg("--config")
             .arg(&cfg_path)
@@ -83,6 +93,15 @@ pub fn sets_note(sets: &[String]) -> String {
         String::new()
     } else {
         format!(" with `{}`", sets.join("`, `"))
+    }
+}
+
+/// The seeds of `n` runs, from 0: "seed 0", "seeds 0 and 1", "seeds 0 to 4".
+pub fn seeds_note(n: u64) -> String {
+    match n {
+        0 | 1 => "seed 0".into(),
+        2 => "seeds 0 and 1".into(),
+        n => format!("seeds 0 to {}", n - 1),
     }
 }
 

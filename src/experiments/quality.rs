@@ -225,12 +225,12 @@ pub fn run(spec: &QualitySpec, dir: &Path) -> Result<String> {
     writeln!(md, "# svib quality\n")?;
     writeln!(
         md,
-        "Preset `{}`{}, {} steps per run, seeds 0..{}; kNN-20 top-1 on the full test split, mean ± std over seeds \
+        "Preset `{}`{}, {} steps per run, {}; kNN-20 top-1 on the full test split, mean ± std over seeds \
          (wall seconds of training per run). `untrained`: the same backbone before the first step.\n",
         spec.preset,
         sets_note(&spec.sets),
         spec.steps,
-        spec.seeds
+        super::seeds_note(spec.seeds)
     )?;
     let peer = if spec.peer { " | lightly DINO (peer)" } else { "" };
     writeln!(md, "| data set | raw pixels | untrained | {}{peer} |", spec.methods.join(" | "))?;

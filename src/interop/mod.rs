@@ -95,20 +95,30 @@ mod tests {
 /// Writes a 2-D f32 array as NumPy's `.npy` (format 1.0, little-endian, C order), atomically.
 pub fn write_npy(data: &[f32], rows: usize, cols: usize, path: &Path) -> Result<()> {
     anyhow::ensure!(data.len() == rows * cols, "write_npy: {} values for a {rows} x {cols} array", data.len());
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let body: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    crate::util::write_atomic(path, &npy_bytes("<f4", &format!("({rows}, {cols})"), &body))
+}
+
+/// Writes class labels as a 1-D int64 `.npy` (what `np.save(path, labels)` gives), atomically.
+pub fn write_npy_labels(labels: &[i64], path: &Path) -> Result<()> {
+    let body: Vec<u8> = labels.iter().flat_map(|v| v.to_le_bytes()).collect();
+    crate::util::write_atomic(path, &npy_bytes("<i8", &format!("({},)", labels.len()), &body))
+}
+
+/// A `.npy` file: magic, version 1.0, the header padded to a multiple of 64 bytes, the data.
+fn npy_bytes(descr: &str, shape: &str, body: &[u8]) -> Vec<u8> {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     // magic (6) + version (2) + length (2) + header + newline, padded to a multiple of 64
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
     header.push('\n');
-    let mut bytes = Vec::with_capacity(10 + header.len() + data.len() * 4);
+    let mut bytes = Vec::with_capacity(10 + header.len() + body.len());
     bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
     bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
-    for v in data {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    crate::util::write_atomic(path, &bytes)
+    bytes.extend_from_slice(body);
+    bytes
 }
 
 #[cfg(test)]
@@ -126,5 +136,21 @@ mod npy_tests {
         assert!(header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }") && header.ends_with('\n'));
         let vals: Vec<f32> = b[10 + hl..].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
         assert_eq!(vals, vec![1.0, -2.5, 3.0, 0.25, 5.0, 6.0]);
+    }
+
+    /// Labels as NumPy 2.x's `np.save(p, np.array([3, -1, 0], dtype=np.int64))` writes them: the
+    /// same dtype, shape and data bytes (NumPy pads its header further, to 128 bytes here).
+    #[test]
+    fn npy_labels_are_a_1d_int64_array() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("y.npy");
+        super::write_npy_labels(&[3, -1, 0], &p).unwrap();
+        let b = std::fs::read(&p).unwrap();
+        let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
+        assert_eq!((10 + hl) % 64, 0);
+        let header = std::str::from_utf8(&b[10..10 + hl]).unwrap();
+        assert!(header.starts_with("{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }"), "{header}");
+        let numpy_data = b"\x03\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\x00\x00\x00\x00\x00\x00\x00\x00";
+        assert_eq!(&b[10 + hl..], numpy_data);
     }
 }

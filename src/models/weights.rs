@@ -13,6 +13,17 @@ fn ignored(key: &str) -> bool {
     key.ends_with("num_batches_tracked") || key.starts_with("fc.") || key.starts_with("head.") || key.starts_with("head_dist.")
 }
 
+/// Why a tensor's shape may differ from the model's: the input channels of the first layer
+/// (a 4-D weight whose second dimension alone differs, 1 against 3) or another network.
+fn shape_hint(have: &[i64], want: &[i64]) -> &'static str {
+    let only_channels = have.len() == 4 && want.len() == 4 && have[0] == want[0] && have[2..] == want[2..] && have[1] != want[1];
+    match (only_channels, have.get(1)) {
+        (true, Some(3)) => "weights for colour images: give --channels 3",
+        (true, Some(1)) => "weights for grey images: give --channels 1",
+        _ => "a checkpoint of another architecture or size?",
+    }
+}
+
 /// Copies `named` tensors into the variables of `vs`, choosing the prefix that matches best.
 pub fn load_named(vs: &nn::VarStore, named: Vec<(String, Tensor)>, source: &Path) -> Result<()> {
     let mut vars = vs.variables();
@@ -24,7 +35,7 @@ pub fn load_named(vs: &nn::VarStore, named: Vec<(String, Tensor)>, source: &Path
         match have.get(&format!("{prefix}{name}")) {
             None => missing.push(name.clone()),
             Some(t) if t.size() != var.size() => {
-                bail!("{}: `{prefix}{name}` has shape {:?}, the model expects {:?} (a checkpoint of another architecture or size?)", source.display(), t.size(), var.size())
+                bail!("{}: `{prefix}{name}` has shape {:?}, the model expects {:?} ({})", source.display(), t.size(), var.size(), shape_hint(&t.size(), &var.size()))
             }
             Some(t) => var.copy_(&t.to_kind(var.kind())),
         }

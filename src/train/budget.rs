@@ -43,8 +43,11 @@ pub fn parse_duration(s: &str) -> Result<f64> {
             _ => bail!("--budget `{s}`: expected a duration such as 90s, 30m or 1h30m"),
         }
     }
-    if !num.is_empty() || total <= 0.0 {
+    if !num.is_empty() {
         bail!("--budget `{s}`: expected a duration such as 90s, 30m or 1h30m (with a unit: h, m or s)");
+    }
+    if total <= 0.0 {
+        bail!("--budget `{s}`: expected a duration above zero, such as 90s, 30m or 1h30m");
     }
     check_bound(s, total)
 }
@@ -56,6 +59,9 @@ pub fn steps_for_budget(cfg: &Config, dir: &Path, budget: f64) -> Result<usize> 
     if existing.config_path().is_file() {
         let old = existing.config()?;
         if old.train.steps > 0 {
+            if crate::util::other_launched_rank().is_none() {
+                eprintln!("note: --budget: {} holds a run of {} steps, which keeps its length (its budget was fitted when it began)", dir.display(), old.train.steps);
+            }
             return Ok(old.train.steps);
         }
     }

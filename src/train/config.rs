@@ -432,6 +432,15 @@ impl Config {
         crate::data::peek_channels(&spec).context("augment.channels = 0 (the data's channels)")
     }
 
+    /// The run's length as its config sets it: "N steps of batch B" or "N epochs of batch B".
+    pub fn length_note(&self) -> String {
+        let plural = |n: usize, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+        match self.train.steps {
+            0 => format!("{} of batch {}", plural(self.train.epochs, "epoch"), self.train.batch_size),
+            n => format!("{} of batch {}", plural(n, "step"), self.train.batch_size),
+        }
+    }
+
     pub fn to_toml(&self) -> String {
         let c = self.clone();
         let shared =

@@ -196,7 +196,7 @@ fn join_group(cfg: &Config) -> Result<()> {
     }
     // `cuda`/`auto` now mean this rank's GPU (crate::device::parse)
     crate::device::set_local_rank(env.local_rank);
-    let backend = match crate::device::parse(&cfg.train.device).context("train.device")? {
+    let backend = match crate::device::parse_as(&cfg.train.device, "train.device")? {
         Device::Cuda(device) => crate::dist::Backend::Nccl { device },
         _ => crate::dist::Backend::Gloo,
     };

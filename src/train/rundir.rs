@@ -62,6 +62,9 @@ impl RunDir {
     /// Creates the directory, takes its lock, removes stale files (saying so) and writes
     /// config.toml, or checks that a resumed run has the same recipe.
     pub fn open_for_writing(&self, cfg: &Config) -> Result<RunLock> {
+        if self.path.exists() && !self.path.is_dir() {
+            bail!("--out {}: a file, not a folder; expected a run directory (a new or an existing run's folder)", self.path.display());
+        }
         std::fs::create_dir_all(&self.path).with_context(|| format!("{}: cannot create", self.path.display()))?;
         let lock = lock(&self.path)?;
         for name in clean_stale(&self.path)? {
@@ -134,7 +137,7 @@ impl RunDir {
 }
 
 /// Keys that may differ when a run directory is resumed.
-const RESUME_FREE_KEYS: [&str; 14] = [
+const RESUME_FREE_KEYS: [&str; 15] = [
     "train.device",
     "train.tensorboard",
     "train.prefetch",
@@ -148,6 +151,9 @@ const RESUME_FREE_KEYS: [&str; 14] = [
     "train.collapse_threshold",
     "train.collapse_mi_threshold",
     "train.collapse_patience",
+    // a run whose image went bad mid-run resumes by skipping it (the order of the images left
+    // then differs from the uninterrupted run's, which could not have gone on)
+    "data.skip_corrupt",
     "eval",
 ];
 
@@ -161,34 +167,42 @@ fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
 /// Writes DIR/config.toml, or checks that a resumed run has the same recipe.
 fn check_or_write_config(cfg: &Config, dir: &Path) -> Result<()> {
     let path = dir.join("config.toml");
-    let text = cfg.to_toml();
     if path.is_file() {
-        let old = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let old: toml::Table = toml::from_str(&old).map_err(|e| anyhow::anyhow!("{}: not valid TOML ({})", path.display(), e.message()))?;
-        // a run written before a key existed has that key's default (which reproduces the old
-        // behaviour), so compare through the config with today's defaults filled in
-        let old: toml::Value = toml::from_str(&Config::from_table(old).with_context(|| path.display().to_string())?.to_toml())?;
-        let (mut a, mut b) = (vec![], vec![]);
-        flatten("", &old, &mut a);
-        flatten("", &toml::from_str(&text)?, &mut b);
-        let free = |k: &str| RESUME_FREE_KEYS.iter().any(|f| k == *f || k.starts_with(&format!("{f}.")));
-        let a: std::collections::BTreeMap<_, _> = a.into_iter().filter(|(k, _)| !free(k)).collect();
-        let b: std::collections::BTreeMap<_, _> = b.into_iter().filter(|(k, _)| !free(k)).collect();
-        let diff: Vec<String> = a
-            .keys()
-            .chain(b.keys())
-            .filter(|k| a.get(*k) != b.get(*k))
-            .map(|k| format!("{k} ({} -> {})", a.get(k).map_or("unset", |s| s), b.get(k).map_or("unset", |s| s)))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if !diff.is_empty() {
-            bail!("{} holds a run with another recipe; differing keys: {}. Use another --out to start a new run", dir.display(), diff.join(", "));
-        }
+        check_same_recipe(cfg, dir)?;
     } else if let Some(name) = first_run_file(dir)? {
         bail!("{}: holds {name} but no config.toml, so it is not a run svib can resume and writing here would replace it; use another --out", dir.display());
     }
-    crate::util::write_atomic(&path, text.as_bytes())
+    crate::util::write_atomic(&path, cfg.to_toml().as_bytes())
+}
+
+/// Refuses `cfg` for the run in `dir` (which has a config.toml) when they differ in a key that
+/// changes what is trained; the keys of [`RESUME_FREE_KEYS`] may change on a resume.
+pub fn check_same_recipe(cfg: &Config, dir: &Path) -> Result<()> {
+    let path = dir.join("config.toml");
+    let old = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let old: toml::Table = toml::from_str(&old).map_err(|e| anyhow::anyhow!("{}: not valid TOML ({})", path.display(), e.message()))?;
+    // a run written before a key existed has that key's default (which reproduces the old
+    // behaviour), so compare through the config with today's defaults filled in
+    let old: toml::Value = toml::from_str(&Config::from_table(old).with_context(|| path.display().to_string())?.to_toml())?;
+    let (mut a, mut b) = (vec![], vec![]);
+    flatten("", &old, &mut a);
+    flatten("", &toml::from_str(&cfg.to_toml())?, &mut b);
+    let free = |k: &str| RESUME_FREE_KEYS.iter().any(|f| k == *f || k.starts_with(&format!("{f}.")));
+    let a: std::collections::BTreeMap<_, _> = a.into_iter().filter(|(k, _)| !free(k)).collect();
+    let b: std::collections::BTreeMap<_, _> = b.into_iter().filter(|(k, _)| !free(k)).collect();
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).collect();
+    // the method (a top-level key) first, then the tables' keys in order
+    keys.sort_by_key(|k| (k.contains('.'), *k));
+    keys.dedup();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    const SHOWN: usize = 8;
+    let mut diff: Vec<String> = keys.iter().take(SHOWN).map(|k| format!("{k} ({} -> {})", a.get(*k).map_or("unset", |s| s), b.get(*k).map_or("unset", |s| s))).collect();
+    if keys.len() > SHOWN {
+        diff.push(format!("and {} more", keys.len() - SHOWN));
+    }
+    bail!("{} holds a run with another recipe; differing keys: {}. Use another --out to start a new run", dir.display(), diff.join(", "))
 }
 
 /// The first file that a run writes once it has taken steps (metrics, result, checkpoint) found

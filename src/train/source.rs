@@ -25,6 +25,9 @@ pub struct LoadedBackbone {
 /// an error.
 pub fn load_backbone(checkpoint: Option<&Path>, arch: Option<&ArchConfig>, channels: Option<u8>, default_channels: u8, device: Device, seed: i64) -> Result<LoadedBackbone> {
     tch::manual_seed(seed);
+    if let Some(p) = checkpoint.filter(|p| !p.exists()) {
+        bail!("--checkpoint {}: no such file or folder (expected a run directory, one of its checkpoints, or a weights file)", p.display());
+    }
     match checkpoint {
         Some(path) if RunDir::is_run(path) => {
             if arch.is_some() {

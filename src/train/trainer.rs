@@ -14,7 +14,7 @@ use crate::data::{Dataset, Norm};
 use crate::eval::features::EvalPrep;
 use crate::eval::knn::KnnResult;
 use crate::methods::{LossOutput, Method, StepCtx};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,7 +100,9 @@ impl<'a> Trainer<'a> {
     /// Prepares `dir` (lock, stale files, config), the data, the method and the optimiser, and
     /// resumes from the newest checkpoint when there is one.
     pub fn open(cfg: &'a Config, run: RunDir, opts: &'a RunOptions) -> Result<Opened<'a>> {
-        let device = crate::device::parse(&cfg.train.device).context("train.device")?;
+        // Ctrl-C from here on (the kNN at step 0 included) stops after the next step with a checkpoint
+        interrupt_flag();
+        let device = crate::device::parse_as(&cfg.train.device, "train.device")?;
         let memory = crate::util::physical_memory().filter(|_| device == tch::Device::Cpu);
         if let Some(mem) = memory {
             super::limits::check_memory(cfg, mem)?;
@@ -121,7 +123,7 @@ impl<'a> Trainer<'a> {
         if let Some(w) = crate::device::bf16_warning(cfg.model.bf16, device).filter(|_| rank == 0) {
             eprintln!("{w}");
         }
-        let amp = Amp::new(cfg.train.precision, device).context("train.precision")?;
+        let amp = Amp::new(cfg.train.precision, device)?;
         if device.is_cuda() && cfg.model.name.starts_with("resnet") {
             // cuDNN picks the fastest convolution algorithms for the (fixed) crop shapes
             tch::Cuda::cudnn_set_benchmark(true);
@@ -657,14 +659,23 @@ fn injected_nan(step: usize) -> bool {
 }
 
 /// Set by Ctrl-C: the loop checkpoints at the next step and stops.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether Ctrl-C stopped this process's training (`svib train` then exits 130, as a shell
+/// does for SIGINT, so that `svib train ... && svib knn ...` does not go on).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// The flag of Ctrl-C, its handler installed on first use.
 fn interrupt_flag() -> &'static AtomicBool {
-    static FLAG: AtomicBool = AtomicBool::new(false);
     static INSTALL: std::sync::Once = std::sync::Once::new();
     INSTALL.call_once(|| {
         let _ = ctrlc::set_handler(|| {
-            if FLAG.swap(true, Ordering::SeqCst) {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
                 // a second Ctrl-C stops at once: _exit runs no exit handlers, which would tear
                 // libtorch down under its running threads (a segfault)
+                eprintln!("\nquit at once: the same command resumes from the newest checkpoint in the run directory");
                 unsafe { libc::_exit(130) };
             }
             if crate::dist::world().0 == 0 {
@@ -672,7 +683,7 @@ fn interrupt_flag() -> &'static AtomicBool {
             }
         });
     });
-    &FLAG
+    &INTERRUPTED
 }
 
 #[cfg(test)]
