@@ -46,18 +46,6 @@ pub fn error_prefix() -> String {
     other_launched_rank().map_or_else(|| "error: ".to_string(), |r| format!("rank {r}: "))
 }
 
-static THREADS_FLAG: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-
-/// Records `--threads N` as given, for the child processes an experiment starts.
-pub fn set_threads_flag(n: usize) {
-    let _ = THREADS_FLAG.set(n);
-}
-
-/// `--threads` as given on this process's command line, if it was.
-pub fn threads_flag() -> Option<usize> {
-    THREADS_FLAG.get().copied()
-}
-
 /// This machine's cores as the process may use them (1 where unknown).
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -41,7 +41,7 @@ impl RecipeArgs {
             ensure!(self.set.is_empty(), "--set: needs --config (the preset or config file whose keys it changes)");
             let data = match data {
                 Some(d) => d,
-                None => "fashion-mnist".parse().map_err(|e| anyhow::anyhow!("{e}"))?,
+                None => DataSpec::fashion_mnist()?,
             };
             return Ok((data, None));
         };

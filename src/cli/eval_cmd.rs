@@ -7,6 +7,7 @@ use crate::eval::linear::{linear_probe, LinearOpts};
 use crate::experiments::mean_std;
 use crate::interop::{export_tensors, write_safetensors, Layout};
 use crate::models::ArchConfig;
+use crate::train::config::Config;
 use crate::train::rundir::RunDir;
 use crate::train::source::{load_backbone, LoadedBackbone};
 use anyhow::{ensure, Result};
@@ -55,19 +56,7 @@ pub struct DataArgs {
 
 pub(super) fn load_data(d: &DataArgs, b: &LoadedBackbone) -> Result<(Dataset, Dataset, EvalPrep)> {
     ensure!(d.limit_train != Some(0), "--limit-train: expected at least 1 image, got 0");
-    let (spec, mut train, test) = match (&d.data, &b.run_config) {
-        (None, Some(c)) => {
-            // the run's own images, as its kNN evaluations read them
-            let mut c = c.clone();
-            c.data.skip_corrupt |= d.skip_corrupt;
-            crate::train::load_knn_data(&c).map_err(|e| e.context("the run's data set (give --data)"))?
-        }
-        (Some(s), _) => {
-            let opts = LoadOptions { skip_corrupt: d.skip_corrupt };
-            (s.clone(), data::load(s, Split::Train, &opts)?, data::load(s, Split::Test, &opts)?)
-        }
-        (None, None) => anyhow::bail!("--data is needed with a weights file"),
-    };
+    let (spec, mut train, test) = eval_splits(d.data.as_ref(), b.run_config.as_ref(), d.skip_corrupt)?;
     limit_train(&mut train, d.limit_train);
     train.require_labels(&format!("{spec} (train)"))?;
     test.require_labels(&format!("{spec} (test)"))?;
@@ -83,6 +72,24 @@ pub(super) fn load_data(d: &DataArgs, b: &LoadedBackbone) -> Result<(Dataset, Da
         prep.size = s;
     }
     Ok((train, test, prep))
+}
+
+/// The two splits an evaluation reads: `data`'s; without it, a run's own images as its kNN
+/// evaluations read them (`data.limit`, `data.skip_corrupt`). `skip_corrupt` skips undecodable
+/// images in either.
+pub(super) fn eval_splits(data: Option<&DataSpec>, run: Option<&Config>, skip_corrupt: bool) -> Result<(DataSpec, Dataset, Dataset)> {
+    match (data, run) {
+        (None, Some(c)) => {
+            let mut c = c.clone();
+            c.data.skip_corrupt |= skip_corrupt;
+            crate::train::load_knn_data(&c).map_err(|e| e.context("the run's data set (give --data)"))
+        }
+        (Some(s), _) => {
+            let opts = LoadOptions { skip_corrupt };
+            Ok((s.clone(), data::load(s, Split::Train, &opts)?, data::load(s, Split::Test, &opts)?))
+        }
+        (None, None) => anyhow::bail!("--data is needed with a weights file"),
+    }
 }
 
 /// `--limit-train N`: the first N training images, with a note when there are fewer (a run's

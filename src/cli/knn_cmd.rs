@@ -1,5 +1,5 @@
 //! `svib knn`: weighted kNN on frozen features of a checkpoint, a random-init backbone, or raw pixels.
-use crate::data::{self, DataSpec, LoadOptions, Norm, Split};
+use crate::data::{self, DataSpec, Norm};
 use crate::eval::features::{backbone_features, labels, pixel_features, EvalPrep};
 use crate::eval::knn::{knn_classify, KnnResult};
 use crate::models::ArchConfig;
@@ -107,8 +107,8 @@ fn check_ranges(a: &KnnArgs) -> Result<()> {
     ensure!((1..=65536).contains(&a.batch_size), "--batch-size: expected 1 to 65536, got {}", a.batch_size);
     ensure!(a.limit_train != Some(0), "--limit-train: expected at least 1 image, got 0");
     ensure!(a.limit_test != Some(0), "--limit-test: expected at least 1 image, got 0");
-    if let Some(c) = a.checkpoint.as_deref().filter(|c| !c.exists()) {
-        anyhow::bail!("--checkpoint {}: no such file or folder (expected a run directory, one of its checkpoints, or a weights file)", c.display());
+    if let Some(c) = a.checkpoint.as_deref() {
+        crate::train::source::check_exists(c)?;
     }
     ensure!(a.image_size.is_none_or(|s| (8..=4096).contains(&s)), "--image-size: expected 8 to 4096 pixels, got {}", a.image_size.unwrap_or(0));
     Ok(())
@@ -118,21 +118,11 @@ fn check_ranges(a: &KnnArgs) -> Result<()> {
 /// read them (`data.limit`, `data.skip_corrupt`), else Fashion-MNIST's.
 fn load_data(a: &KnnArgs) -> Result<(DataSpec, data::Dataset, data::Dataset)> {
     let run = a.checkpoint.as_deref().filter(|c| a.data.is_none() && RunDir::is_run(c)).map(|c| RunDir::of(c).config()).transpose()?;
-    let (spec, mut train, mut test) = match (&a.data, run) {
-        (None, Some(mut cfg)) => {
-            cfg.data.skip_corrupt |= a.skip_corrupt;
-            crate::train::load_knn_data(&cfg).map_err(|e| e.context("the run's data set (give --data)"))?
-        }
-        (d, _) => {
-            let spec: DataSpec = match d {
-                Some(d) => d.clone(),
-                None => "fashion-mnist".parse().map_err(|e| anyhow::anyhow!("{e}"))?,
-            };
-            let opts = LoadOptions { skip_corrupt: a.skip_corrupt };
-            let (train, test) = (data::load(&spec, Split::Train, &opts)?, data::load(&spec, Split::Test, &opts)?);
-            (spec, train, test)
-        }
+    let data = match (&a.data, &run) {
+        (None, None) => Some(DataSpec::fashion_mnist()?),
+        (d, _) => d.clone(),
     };
+    let (spec, mut train, mut test) = super::eval_cmd::eval_splits(data.as_ref(), run.as_ref(), a.skip_corrupt)?;
     super::eval_cmd::limit_train(&mut train, a.limit_train);
     if let Some(n) = a.limit_test {
         test.truncate(n);

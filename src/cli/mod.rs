@@ -84,7 +84,6 @@ const MAX_THREADS: usize = 1024;
 fn set_threads(n: Option<usize>) -> Result<usize> {
     if let Some(n) = n {
         anyhow::ensure!((1..=MAX_THREADS).contains(&n), "--threads: expected 1 to {MAX_THREADS}, got {n}");
-        crate::util::set_threads_flag(n);
     }
     let n = n.unwrap_or_else(crate::util::cores);
     let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
@@ -138,10 +137,9 @@ fn check_launched(nproc: usize, args: &[String]) -> Result<()> {
 
 /// The help to read for a command line clap refused: `svib NAME --help` for the subcommand
 /// (and sub-subcommand) it names, else `svib --help`.
-fn help_command(args: impl Iterator<Item = String>) -> String {
+fn help_command(mut args: impl Iterator<Item = String>) -> String {
     let mut cmd = <Cli as clap::CommandFactory>::command();
     let mut path = vec!["svib".to_string()];
-    let mut args = args.peekable();
     while let Some(a) = args.next() {
         if a == "--threads" {
             args.next();

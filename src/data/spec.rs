@@ -77,6 +77,13 @@ impl FromStr for DataSpec {
     }
 }
 
+impl DataSpec {
+    /// Fashion-MNIST where Debian installs it: what the commands read when no data set is named.
+    pub fn fashion_mnist() -> Result<DataSpec> {
+        "fashion-mnist".parse()
+    }
+}
+
 impl fmt::Display for DataSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.name == "fashion-mnist" && self.dir == Path::new(FASHION_MNIST_DIR) {

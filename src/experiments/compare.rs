@@ -1,7 +1,7 @@
 //! `svib compare`: SVIB against the baselines at equal settings (same base preset, data,
 //! backbone, crops, optimiser, budget and seeds); a results table and kNN curves.
 use super::plot::{line_chart, Series};
-use super::{mean_std, run_jobs, sets_note, Job, Outcome};
+use super::{mean_std, mean_std_cell, run_jobs, sets_note, Job, Outcome};
 use crate::train::config::{apply_method, load_table, set_epochs, set_key, set_key_for, Config};
 use anyhow::{Context, Result};
 use std::fmt::Write;
@@ -68,15 +68,13 @@ pub fn run(spec: &CompareSpec, dir: &Path) -> Result<String> {
             continue;
         }
         let col = |f: &dyn Fn(&crate::train::RunResult) -> f64| mean_std(&done.iter().map(|d| f(d.0)).collect::<Vec<_>>());
-        let (t1, t1s) = col(&|r| r.knn_top1);
+        let top1 = mean_std_cell(&done.iter().map(|d| d.0.knn_top1).collect::<Vec<_>>());
         let (t5, _) = col(&|r| r.knn_top5);
         let (ips, _) = col(&|r| r.images_per_second);
         let (rss, _) = col(&|r| r.peak_rss_mib.unwrap_or(f64::NAN));
         let (secs, _) = col(&|r| r.seconds);
         let note = if diverged > 0 { format!(" ({diverged} diverged)") } else { String::new() };
-        // one seed has no spread to show
-        let spread = if done.len() > 1 { format!(" ± {t1s:.2}") } else { String::new() };
-        writeln!(md, "| {m} | {t1:.2}{spread}{note} | {t5:.2} | {ips:.0} | {rss:.0} | {secs:.0} | {} |", per_seed.join(", "))?;
+        writeln!(md, "| {m} | {top1}{note} | {t5:.2} | {ips:.0} | {rss:.0} | {secs:.0} | {} |", per_seed.join(", "))?;
         // the kNN curve of the method: mean over seeds at each evaluated epoch
         let epochs: Vec<f64> = done[0].1.iter().map(|p| p.0).collect();
         let points = epochs.iter().filter_map(|&e| {

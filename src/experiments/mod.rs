@@ -57,12 +57,10 @@ pub fn run_jobs(dir: &Path, jobs: &[Job]) -> Result<Vec<Outcome>> {
         }
         crate::util::write_atomic(&cfg_path, job.config.to_toml().as_bytes())?;
         eprintln!("[{}/{}] {} -> {}", i + 1, jobs.len(), job.name, run_dir.display());
-        let mut cmd = Command::new(&exe);
-        // the runs use the threads the experiment was given
-        if let Some(n) = crate::util::threads_flag() {
-            cmd.arg("--threads").arg(n.to_string());
-        }
-        let status = cmd
+        // the runs use the threads the experiment has (`--threads`, else every core)
+        let status = Command::new(&exe)
+            .arg("--threads")
+            .arg(rayon::current_num_threads().to_string())
             .arg("train")
             .arg("--config")
             .arg(&cfg_path)
@@ -102,6 +100,18 @@ pub fn seeds_note(n: u64) -> String {
         0 | 1 => "seed 0".into(),
         2 => "seeds 0 and 1".into(),
         n => format!("seeds 0 to {}", n - 1),
+    }
+}
+
+/// A table cell of runs' numbers: "—" for none, the number for one, "mean ± std" for more.
+pub fn mean_std_cell(v: &[f64]) -> String {
+    match v.len() {
+        0 => "—".into(),
+        1 => format!("{:.2}", v[0]),
+        _ => {
+            let (m, s) = mean_std(v);
+            format!("{m:.2} ± {s:.2}")
+        }
     }
 }
 

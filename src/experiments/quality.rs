@@ -3,7 +3,7 @@
 //! 0..N) at one budget in steps; one Markdown table and a kNN-against-step plot per data set.
 //! Runs are child processes (`run_jobs`), so the protocol resumes run by run.
 use super::plot::{line_chart, Series};
-use super::{mean_std, run_jobs, sets_note, Job, Outcome};
+use super::{mean_std, mean_std_cell, run_jobs, sets_note, Job, Outcome};
 use crate::data::{self, LoadOptions, Norm, Split};
 use crate::eval::features::{labels, pixel_features};
 use crate::eval::knn::knn_classify;
@@ -153,17 +153,6 @@ pub fn knn_by_step(run_dir: &Path) -> Result<Vec<(f64, f64)>> {
     crate::train::rundir::RunDir::new(run_dir).knn_curve("step")
 }
 
-fn cell(v: &[f64]) -> String {
-    match v.len() {
-        0 => "—".into(),
-        1 => format!("{:.2}", v[0]),
-        _ => {
-            let (m, s) = mean_std(v);
-            format!("{m:.2} ± {s:.2}")
-        }
-    }
-}
-
 /// One data set: its jobs, raw pixels, the table row and the plot.
 fn variant_row(spec: &QualitySpec, v: Variant, dir: &Path) -> Result<String> {
     let vdir = dir.join(v.name());
@@ -193,7 +182,7 @@ fn variant_row(spec: &QualitySpec, v: Variant, dir: &Path) -> Result<String> {
         }
         let diverged = spec.seeds as usize - top1.len();
         let note = if diverged > 0 { format!(" ({diverged} diverged)") } else { String::new() };
-        cells.push(format!("{}{note} ({:.0} s)", cell(&top1), mean_std(&secs).0));
+        cells.push(format!("{}{note} ({:.0} s)", mean_std_cell(&top1), mean_std(&secs).0));
         if let Some(first) = curves.first() {
             let pts = first.iter().filter_map(|&(s, _)| {
                 let at: Vec<f64> = curves.iter().filter_map(|c| c.iter().find(|p| p.0 == s).map(|p| p.1)).collect();
@@ -206,12 +195,12 @@ fn variant_row(spec: &QualitySpec, v: Variant, dir: &Path) -> Result<String> {
         // the peer reads the IDX files of Fashion-MNIST at 28 px only
         let dino = job_config(spec, v, "dino", 0)?;
         let peer: Vec<f64> = if v == Variant::Fmnist56 { vec![] } else { (0..spec.seeds).map(|s| peer_top1(&dino, v, s, &vdir)).collect::<Result<_>>()? };
-        cells.push(cell(&peer));
+        cells.push(mean_std_cell(&peer));
     }
     series.push(Series { label: "raw pixels".into(), points: vec![(0.0, raw), (spec.steps as f64, raw)] });
     let k = jobs[0].config.eval.k;
     line_chart(&dir.join(format!("knn_{}.png", v.name())), &format!("kNN-{k} top-1 against step ({}, {})", v.name(), spec.preset), "step", "kNN top-1 (%)", &series)?;
-    Ok(format!("| {} | {:.2} | {} | {} |", v.name(), raw, cell(&untrained), cells.join(" | ")))
+    Ok(format!("| {} | {:.2} | {} | {} |", v.name(), raw, mean_std_cell(&untrained), cells.join(" | ")))
 }
 
 pub fn run(spec: &QualitySpec, dir: &Path) -> Result<String> {

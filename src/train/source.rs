@@ -23,10 +23,18 @@ pub struct LoadedBackbone {
 /// `channels` is what the user asked for (a weights file or random init otherwise takes
 /// `default_channels`); a run brings its own architecture and channels, so asking for others is
 /// an error.
+/// `--checkpoint PATH` names something that exists (before any data set is read for it).
+pub fn check_exists(path: &Path) -> Result<()> {
+    if !path.exists() {
+        bail!("--checkpoint {}: no such file or folder (expected a run directory, one of its checkpoints, or a weights file)", path.display());
+    }
+    Ok(())
+}
+
 pub fn load_backbone(checkpoint: Option<&Path>, arch: Option<&ArchConfig>, channels: Option<u8>, default_channels: u8, device: Device, seed: i64) -> Result<LoadedBackbone> {
     tch::manual_seed(seed);
-    if let Some(p) = checkpoint.filter(|p| !p.exists()) {
-        bail!("--checkpoint {}: no such file or folder (expected a run directory, one of its checkpoints, or a weights file)", p.display());
+    if let Some(p) = checkpoint {
+        check_exists(p)?;
     }
     match checkpoint {
         Some(path) if RunDir::is_run(path) => {

@@ -101,7 +101,7 @@ impl<'a> Trainer<'a> {
     /// resumes from the newest checkpoint when there is one.
     pub fn open(cfg: &'a Config, run: RunDir, opts: &'a RunOptions) -> Result<Opened<'a>> {
         // Ctrl-C from here on (the kNN at step 0 included) stops after the next step with a checkpoint
-        interrupt_flag();
+        install_interrupt_handler();
         let device = crate::device::parse_as(&cfg.train.device, "train.device")?;
         let memory = crate::util::physical_memory().filter(|_| device == tch::Device::Cpu);
         if let Some(mem) = memory {
@@ -419,8 +419,8 @@ impl<'a> Trainer<'a> {
     /// Whether to checkpoint and stop after this step: the step limit, or Ctrl-C on any rank (the
     /// ranks agree through one all-reduce, so that all stop after the same step).
     fn should_stop(&self) -> bool {
-        let interrupted = interrupt_flag().load(Ordering::SeqCst);
-        let any = if self.world.1 > 1 { crate::dist::mean_over_ranks(&Tensor::from(interrupted as u8 as f32)).double_value(&[]) > 0.0 } else { interrupted };
+        let here = interrupted();
+        let any = if self.world.1 > 1 { crate::dist::mean_over_ranks(&Tensor::from(here as u8 as f32)).double_value(&[]) > 0.0 } else { here };
         self.at_max_steps() || any
     }
 
@@ -667,8 +667,8 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-/// The flag of Ctrl-C, its handler installed on first use.
-fn interrupt_flag() -> &'static AtomicBool {
+/// Installs the Ctrl-C handler that sets [`interrupted`] (once per process).
+fn install_interrupt_handler() {
     static INSTALL: std::sync::Once = std::sync::Once::new();
     INSTALL.call_once(|| {
         let _ = ctrlc::set_handler(|| {
@@ -683,7 +683,6 @@ fn interrupt_flag() -> &'static AtomicBool {
             }
         });
     });
-    &INTERRUPTED
 }
 
 #[cfg(test)]
