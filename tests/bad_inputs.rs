@@ -339,6 +339,16 @@ fn folder_cases(root: &Path) -> Vec<Case> {
             }),
         ),
         (
+            "jpeg cut off mid-scan (decoders fill the rest with grey; session 26)",
+            "mid.jpg",
+            Box::new(|d: &Path| {
+                let mut b = std::io::Cursor::new(vec![]);
+                let noise = image::GrayImage::from_fn(64, 64, |x, y| image::Luma([((x * 37 + y * 91) % 251) as u8]));
+                noise.write_to(&mut b, image::ImageFormat::Jpeg).unwrap();
+                std::fs::write(d.join("train/b/mid.jpg"), &b.get_ref()[..b.get_ref().len() * 3 / 4]).unwrap();
+            }),
+        ),
+        (
             "val class that train lacks",
             "zebra",
             Box::new(move |d: &Path| {
@@ -350,6 +360,9 @@ fn folder_cases(root: &Path) -> Vec<Case> {
         ("a link from a class folder to itself", "folder cycle", Box::new(|d: &Path| std::os::unix::fs::symlink(d.join("train/a"), d.join("train/a/loop")).unwrap())),
     ];
     let mut cases = vec![];
+    let file = root.join("folder-is-a-file.png");
+    png(&file);
+    cases.push(Case { name: "ImageFolder: a file given as the folder".into(), args: knn_raw(&format!("folder:{}", file.display())), needle: "not a directory".into() });
     for (i, (name, needle, m)) in muts.into_iter().enumerate() {
         let d = root.join(format!("folder-{i}"));
         tree(&d);

@@ -113,7 +113,14 @@ fn cifar_and_stl_readers_survive_mutations() {
 fn image_decoders_survive_mutations() {
     let d = tempfile::tempdir().unwrap();
     let img = image::RgbImage::from_fn(16, 12, |x, y| image::Rgb([x as u8 * 9, y as u8 * 11, 77]));
-    for (fmt, ext) in [(image::ImageFormat::Png, "png"), (image::ImageFormat::Jpeg, "jpg"), (image::ImageFormat::Bmp, "bmp"), (image::ImageFormat::WebP, "webp")] {
+    for (fmt, ext) in [
+        (image::ImageFormat::Png, "png"),
+        (image::ImageFormat::Jpeg, "jpg"),
+        (image::ImageFormat::Bmp, "bmp"),
+        (image::ImageFormat::WebP, "webp"),
+        (image::ImageFormat::Tiff, "tif"),
+        (image::ImageFormat::Pnm, "ppm"),
+    ] {
         let mut c = std::io::Cursor::new(vec![]);
         img.write_to(&mut c, fmt).unwrap();
         loop_over(ext, c.get_ref(), &d.path().join(format!("x.{ext}")), 1500, Duration::from_secs(120), |p| svib::data::folder::decode(p).is_ok());

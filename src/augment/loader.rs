@@ -224,12 +224,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         crate::data::folder::tests::tree(d.path());
         let good = std::fs::read(d.path().join("train/cat/0.png")).unwrap();
-        for i in 0..20 {
+        for i in 0..100 {
             std::fs::write(d.path().join(format!("train/cat/a{i:02}.png")), &good).unwrap();
         }
-        // sorts last in cat/, so opening (which decodes the first 16 files) does not see it
+        // sorts last in cat/ (image 102 of 107), where opening (which decodes 64 images spread over the set) does not look
         std::fs::write(d.path().join("train/cat/zz.png"), &good[..good.len() / 2]).unwrap();
         let ds = std::sync::Arc::new(crate::data::folder::load(d.path(), crate::data::Split::Train, &Default::default()).unwrap());
+        assert!(ds.source_name(102).ends_with("zz.png") && !crate::data::spread(ds.len(), 64).contains(&102));
         let cfg = MultiCropConfig { global_size: 8, local_size: 4, local_crops: 1, channels: 3, ..Default::default() };
         let norm = crate::data::Norm { mean: vec![0.5; 3], std: vec![0.5; 3] };
         let n = ds.len();

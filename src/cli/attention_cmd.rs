@@ -40,8 +40,7 @@ pub fn run(a: AttentionArgs) -> Result<()> {
     let (b, device) = a.source.load(0)?;
     let Some(vit) = b.model.as_vit() else { bail!("{}: attention maps need a ViT backbone, this one is {}", a.source.checkpoint.display(), b.arch.name) };
     // the images with a name each, and how to prepare them
-    let names = unique_names(&a.image);
-    let mut images: Vec<(String, ImageU8)> = a.image.iter().zip(names).map(|(p, n)| Ok((n, folder::decode(p)?))).collect::<Result<_>>()?;
+    let mut images: Vec<(String, ImageU8)> = a.image.iter().map(|p| Ok((stem(p), folder::decode(p)?))).collect::<Result<_>>()?;
     let prep = if a.indices.is_empty() && b.run_config.is_none() && a.data.data.is_none() {
         // image files and a weights file: ImageNet's normalisation at 224 px unless told
         EvalPrep { size: a.data.image_size.unwrap_or(224), channels: b.channels, norm: Norm::preset("imagenet").unwrap().with_channels(b.channels as usize), reduced_decode: true }
@@ -53,6 +52,8 @@ pub fn run(a: AttentionArgs) -> Result<()> {
         }
         prep
     };
+    let names = unique_names(images.iter().map(|(n, _)| n.clone()).collect());
+    images.iter_mut().zip(names).for_each(|((n, _), u)| *n = u);
     let scale = a.scale.unwrap_or((224 / prep.size).max(1));
     ensure!(prep.size * scale <= 4096, "--scale {scale}: panels of {} px a side; expected at most 4096 (lower --scale)", prep.size * scale);
     std::fs::create_dir_all(&a.out).with_context(|| format!("{}: cannot create", a.out.display()))?;
@@ -86,10 +87,10 @@ fn stem(p: &std::path::Path) -> String {
     p.file_stem().map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned())
 }
 
-/// Output names of the images: each file's stem, with `-N` (its place among the --image paths,
-/// from 1) where two files share one, so that no image's maps replace another's.
-fn unique_names(paths: &[PathBuf]) -> Vec<String> {
-    let stems: Vec<String> = paths.iter().map(|p| stem(p)).collect();
+/// Output names of the images (the --image files' stems, then `testN` for --indices), with `-N`
+/// (the image's place among them, from 1) where two share one, so that no image's maps replace
+/// another's.
+fn unique_names(stems: Vec<String>) -> Vec<String> {
     stems.iter().enumerate().map(|(i, s)| if stems.iter().filter(|t| *t == s).count() > 1 { format!("{s}-{}", i + 1) } else { s.clone() }).collect()
 }
 
@@ -97,8 +98,8 @@ fn unique_names(paths: &[PathBuf]) -> Vec<String> {
 mod tests {
     #[test]
     fn images_with_one_file_name_get_their_place_added() {
-        let p = |s: &str| std::path::PathBuf::from(s);
-        let names = super::unique_names(&[p("a/0.png"), p("b/0.png"), p("c/1.jpg"), p("d/0.jpg")]);
-        assert_eq!(names, ["0-1", "0-2", "1", "0-4"]);
+        let p = |s: &str| super::stem(std::path::Path::new(s));
+        let names = super::unique_names(vec![p("a/0.png"), p("b/0.png"), p("c/1.jpg"), p("d/0.jpg"), p("test3.png"), "test3".into(), "test4".into()]);
+        assert_eq!(names, ["0-1", "0-2", "1", "0-4", "test3-5", "test3-6", "test4"]);
     }
 }

@@ -131,7 +131,8 @@ pub fn run(cmd: AugmentCommand) -> Result<()> {
             ensure!((16..=1024).contains(&cell), "--cell: expected 16 to 1024 pixels, got {cell}");
             ensure!(out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")), "--out {}: expected a .png file name (the grid is written as PNG)", out.display());
             let img = ds.image(index)?;
-            let cfg = recipe.config(img.w.min(img.h).min(224), base)?;
+            // DINO's views for this image's side; at least 16 px for a thumbnail
+            let cfg = recipe.config(img.w.min(img.h).clamp(16, 224), base)?;
             preview::write_grid(&img, &cfg, rows, seed, cell, &out)?;
             println!("wrote {} ({} rows x {} views + source)", out.display(), rows, cfg.views().len());
             Ok(())
@@ -141,8 +142,7 @@ pub fn run(cmd: AugmentCommand) -> Result<()> {
             let (data, base) = recipe.resolve(data)?;
             let ds = data::load(&data, Split::Train, &LoadOptions::default())?;
             ensure!(!ds.is_empty(), "--data: no training images");
-            let img = ds.image(0)?;
-            let cfg = recipe.config(img.w.min(img.h).min(224), base)?;
+            let cfg = recipe.config(ds.typical_side()?.max(16), base)?;
             check_batch_memory(&cfg, batch_size)?;
             let norm = Norm::for_dataset(&data, &ds);
             ensure!(batch_size * (batches + 1) <= ds.len(), "--batch-size x (--batches + 1) exceeds the {} training images", ds.len());

@@ -107,7 +107,7 @@ pub fn run(a: BenchArgs, threads: usize) -> Result<()> {
 fn run_loader(a: &BenchArgs, config: &str, threads: usize) -> Result<()> {
     let data = a.data.as_deref().context("--loader needs --data folder:DIR")?;
     let mut t = crate::train::config::load_table(config).context("--loader")?;
-    crate::train::config::set_key(&mut t, &format!("data.spec={data}"))?;
+    crate::train::config::set_key(&mut t, &format!("data.spec={}", toml::Value::String(data.to_string())))?;
     for s in &a.sets {
         crate::train::config::set_key(&mut t, s)?;
     }

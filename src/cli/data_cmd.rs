@@ -67,12 +67,11 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             let test = data::load(&data, Split::Test, &opts)?;
             let norm = Norm::for_dataset(&data, &train);
             anyhow::ensure!(!train.is_empty(), "{data}: no training images");
-            let im = train.image(0)?;
             println!("data set   {data}");
             println!("train      {} images", train.len());
             println!("test       {} images", test.len());
-            println!("image      {}x{} px, {} channel(s)", im.w, im.h, train.channels());
-            println!("classes    {}: {}", train.num_classes, shown_names(&train.class_names));
+            println!("image      {}, {} channel(s)", image_sizes(&train)?, train.channels());
+            println!("classes    {}: {}", train.num_classes, shown_names(&with_counts(&train)));
             println!("mean/std   {:?} / {:?}", norm.mean, norm.std);
             Ok(())
         }
@@ -117,6 +116,33 @@ pub fn list_models() -> Result<()> {
 }
 
 /// Class names for one line: control characters escaped, at most the first 50.
+/// The commonest size among up to 64 images spread over the set, and the range of short sides
+/// where they differ.
+fn image_sizes(train: &data::Dataset) -> Result<String> {
+    let idx = data::spread(train.len(), 64);
+    let sizes = idx.iter().map(|&i| train.image(i).map(|im| (im.w, im.h))).collect::<Result<Vec<_>>>()?;
+    let mut counts = std::collections::BTreeMap::new();
+    sizes.iter().for_each(|s| *counts.entry(*s).or_insert(0) += 1);
+    let ((w, h), n) = counts.iter().max_by_key(|(_, n)| **n).map(|(s, n)| (*s, *n)).unwrap_or(((0, 0), 0));
+    if n == sizes.len() {
+        return Ok(format!("{w}x{h} px"));
+    }
+    let short: Vec<u32> = sizes.iter().map(|(w, h)| *w.min(h)).collect();
+    let (lo, hi) = (short.iter().min().unwrap_or(&0), short.iter().max().unwrap_or(&0));
+    Ok(format!("{w}x{h} px in {n} of {} sampled, short sides {lo} to {hi} px", sizes.len()))
+}
+
+/// Class names with their training images: `name (N)`.
+fn with_counts(train: &data::Dataset) -> Vec<String> {
+    let mut counts = vec![0usize; train.num_classes];
+    train.labels.iter().filter_map(|&l| usize::try_from(l).ok()).for_each(|l| {
+        if let Some(c) = counts.get_mut(l) {
+            *c += 1;
+        }
+    });
+    train.class_names.iter().zip(counts).map(|(n, c)| format!("{n} ({c})")).collect()
+}
+
 fn shown_names(names: &[String]) -> String {
     let mut s: Vec<String> = names.iter().take(50).map(|n| if n.chars().any(char::is_control) { n.escape_debug().to_string() } else { n.clone() }).collect();
     if names.len() > 50 {

@@ -63,10 +63,7 @@ pub(super) fn load_data(d: &DataArgs, b: &LoadedBackbone) -> Result<(Dataset, Da
     let norm = Norm::for_dataset(&spec, &train);
     let mut prep = match &b.run_config {
         Some(c) => crate::train::eval_prep(c, norm),
-        None => {
-            let first = train.image(0)?;
-            EvalPrep { size: first.w.min(first.h).min(224), channels: b.channels, norm, reduced_decode: true }
-        }
+        None => EvalPrep { size: d.image_size.map_or_else(|| train.typical_side(), Ok)?, channels: b.channels, norm, reduced_decode: true },
     };
     if let Some(s) = d.image_size {
         prep.size = s;
@@ -99,7 +96,7 @@ pub(super) fn limit_train(train: &mut Dataset, n: Option<usize>) {
         if n > train.len() {
             eprintln!("note: --limit-train {n}: the training split has {} images (a run's data.limit counts), all used", train.len());
         }
-        train.truncate(n);
+        train.truncate_noting(n, &format!("--limit-train {n}"), "the scores then compare against these classes only");
     }
 }
 
@@ -303,22 +300,36 @@ pub struct EmbedArgs {
     #[command(flatten)]
     pub input: SplitArgs,
     /// Output features `[N, D]` (.npy, f32, L2-normalised as kNN uses them); labels go to
-    /// the same name with `.labels.npy`.
+    /// the same name with `.labels.npy`, and each row's image and class name to `.rows.tsv`.
     #[arg(long)]
     pub out: PathBuf,
 }
 
 pub fn run_embed(a: EmbedArgs) -> Result<()> {
-    let lpath = a.out.with_extension("labels.npy");
+    let (lpath, rpath) = (a.out.with_extension("labels.npy"), a.out.with_extension("rows.tsv"));
     ensure!(a.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")), "--out {}: expected a .npy file name", a.out.display());
     check_out_file(&a.out)?;
     check_sibling(&a.out, &lpath)?;
+    check_sibling(&a.out, &rpath)?;
     let (v, ds, d) = split_features(&a.input, None)?;
     let n = ds.len();
     crate::interop::write_npy(&v, n, d, &a.out)?;
     crate::interop::write_npy_labels(&ds.labels, &lpath)?;
-    println!("wrote {n} x {d} features to {} and labels to {}", a.out.display(), lpath.display());
+    crate::util::write_atomic(&rpath, rows_tsv(&ds).as_bytes())?;
+    println!("wrote {n} x {d} features to {}, labels to {} and each row's image to {}", a.out.display(), lpath.display(), rpath.display());
     Ok(())
+}
+
+/// One line per embedded image: row, label, class name and where the image comes from (tabs and
+/// line breaks in names escaped).
+fn rows_tsv(ds: &Dataset) -> String {
+    let clean = |s: &str| if s.chars().any(char::is_control) { s.escape_debug().to_string() } else { s.to_string() };
+    let mut out = String::from("row\tlabel\tclass\timage\n");
+    for (i, &l) in ds.labels.iter().enumerate() {
+        let class = usize::try_from(l).ok().and_then(|l| ds.class_names.get(l)).map_or("", |c| c.as_str());
+        out += &format!("{i}\t{l}\t{}\t{}\n", clean(class), clean(&ds.source_name(i)));
+    }
+    out
 }
 
 /// Frozen, L2-normalised features (row-major `[n, d]`) of a split, the images embedded and `d`.

@@ -38,7 +38,8 @@ pub struct KnnArgs {
     /// Print one JSON line {"top1", "top5", "k", "n_train", "n_test"} instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Side of the evaluation image (default: the data set's image side, at most 224).
+    /// Side of the evaluation image (default: a run's own; else the short side of a typical image,
+    /// the median of 64 spread over the set, 8 to 224).
     #[arg(long)]
     pub image_size: Option<u32>,
     /// Input channels: 1 or 3 (default: the data set's).
@@ -72,8 +73,10 @@ pub fn run(a: KnnArgs) -> Result<()> {
     let norm = Norm::for_dataset(&spec, &train);
     ensure!(!train.is_empty(), "--data: no training images");
     ensure!(!test.is_empty(), "--data: no test images");
-    let first = train.image(0)?;
-    let size = a.image_size.unwrap_or(first.w.min(first.h).min(224));
+    let size = match a.image_size {
+        Some(s) => s,
+        None => train.typical_side()?,
+    };
     let channels = a.channels.unwrap_or(train.channels());
     ensure!(channels == 1 || channels == 3, "--channels: expected 1 or 3, got {channels}");
     let mut prep = EvalPrep { size, channels, norm, reduced_decode: true };
@@ -125,7 +128,7 @@ fn load_data(a: &KnnArgs) -> Result<(DataSpec, data::Dataset, data::Dataset)> {
     let (spec, mut train, mut test) = super::eval_cmd::eval_splits(data.as_ref(), run.as_ref(), a.skip_corrupt)?;
     super::eval_cmd::limit_train(&mut train, a.limit_train);
     if let Some(n) = a.limit_test {
-        test.truncate(n);
+        test.truncate_noting(n, &format!("--limit-test {n}"), "the score then covers these classes only");
     }
     train.require_labels(&format!("--data {spec} (train)"))?;
     test.require_labels(&format!("--data {spec} (test)"))?;

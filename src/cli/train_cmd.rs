@@ -55,7 +55,8 @@ pub fn resolve(config: &str, method: Option<&str>, data: Option<&str>, epochs: O
         apply_method(&mut table, m).context("--method")?;
     }
     if let Some(d) = data {
-        set_key(&mut table, &format!("data.spec=\"{d}\""))?;
+        // a TOML string, so that a path's backslashes and quotes stay as typed
+        set_key(&mut table, &format!("data.spec={}", toml::Value::String(d.to_string())))?;
     }
     if let Some(e) = epochs {
         if let Some(key) = length_key(sets) {
@@ -113,4 +114,15 @@ pub fn list_presets() -> Result<()> {
     println!("method's head and options replace SVIB's, everything else stays the preset's.");
     println!("\nsvib train --config NAME [--method M] --out DIR [--data SPEC] [--epochs N] [--set key=value ...]");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_data_path_is_kept_as_typed() {
+        for path in [r"folder:/data/x\tb", r#"folder:/data/dq"uote"#, r"folder:C:\sets\photos", "folder:/data/with space/ä 📷"] {
+            let c = super::resolve("fmnist-cpu", None, Some(path), None, &["augment.channels=1".into()]).unwrap();
+            assert_eq!(c.data.spec, path);
+        }
+    }
 }

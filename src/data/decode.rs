@@ -1,4 +1,4 @@
-//! Decoding one image file (JPEG, PNG, BMP, WebP) into 8-bit pixels: grey images stay
+//! Decoding one image file (JPEG, PNG, BMP, WebP, TIFF, PPM/PGM) into 8-bit pixels: grey images stay
 //! one-channel, everything else becomes RGB. Large JPEGs can be decoded at 1/2, 1/4 or 1/8 of
 //! their size (the DCT scaling libjpeg offers, here through `jpeg-decoder`) when the caller's
 //! crops need no more pixels: fewer pixels to decode and to resample (docs/PERFORMANCE.md).
@@ -27,8 +27,68 @@ fn decode_limits() -> image::Limits {
     l
 }
 
+/// Whether a JPEG's marker segments reach its end-of-image marker. The decoders fill the rows of
+/// a file cut off mid-scan with grey and report nothing, where PIL (and so torchvision) refuses it
+/// as truncated. Walks the segments by their lengths (so an EXIF thumbnail inside APP1 is passed
+/// over) and each scan's entropy-coded data to the next marker; bytes after the end marker
+/// (Multi-Picture images, a phone's appended video) are not read. A file whose structure is
+/// not JPEG's counts as complete: the decoder's own error then says what is wrong.
+pub fn jpeg_complete(b: &[u8]) -> bool {
+    if !b.starts_with(&[0xFF, 0xD8]) {
+        return true;
+    }
+    let mut i = 2;
+    loop {
+        if i >= b.len() {
+            return false;
+        }
+        if b[i] != 0xFF {
+            return true;
+        }
+        while i < b.len() && b[i] == 0xFF {
+            i += 1; // fill bytes
+        }
+        let Some(&m) = b.get(i) else { return false };
+        i += 1;
+        match m {
+            0xD9 => return true,
+            0x01 | 0xD0..=0xD8 => continue,
+            _ => {
+                let Some(len) = b.get(i..i + 2).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize) else { return false };
+                if len < 2 {
+                    return true;
+                }
+                i += len;
+                if m == 0xDA {
+                    i = scan_end(b, i);
+                }
+            }
+        }
+    }
+}
+
+/// Where a scan's entropy-coded data starting at `i` ends: the 0xFF of the next marker (neither
+/// a stuffed 0xFF 0x00 nor a restart marker), or the end of `b`.
+fn scan_end(b: &[u8], mut i: usize) -> usize {
+    while i + 1 < b.len() {
+        if b[i] == 0xFF && !matches!(b[i + 1], 0x00 | 0xD0..=0xD7 | 0xFF) {
+            return i;
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+fn check_complete(bytes: &[u8], name: &dyn Display) -> Result<()> {
+    if matches!(image::guess_format(bytes), Ok(image::ImageFormat::Jpeg)) && !jpeg_complete(bytes) {
+        anyhow::bail!("{name}: not a decodable image (a JPEG cut off before its end: a truncated download or copy?)");
+    }
+    Ok(())
+}
+
 /// Decodes an encoded image held in memory; `name` says where it came from in errors.
 pub fn decode_bytes(bytes: &[u8], name: impl Display) -> Result<ImageU8> {
+    check_complete(bytes, &name)?;
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().with_context(|| format!("{name}: cannot read"))?;
     reader.limits(decode_limits());
     let img = reader.decode().map_err(|e| match e {
@@ -82,10 +142,55 @@ fn jpeg_reduced(bytes: &[u8], reduce: &dyn Fn(u32, u32) -> u32) -> Option<Decode
         PixelFormat::RGB24 => 3,
         _ => return None,
     };
-    if r <= 1 {
+    if r <= 1 || !jpeg_complete(bytes) {
         return None;
     }
     let (sw, sh) = d.scale(w.div_ceil(r) as u16, h.div_ceil(r) as u16).ok()?;
     let px = d.decode().ok()?;
     (px.len() == sw as usize * sh as usize * c as usize).then(|| Decoded { img: std::borrow::Cow::Owned(ImageU8::new(sw as u32, sh as u32, c, px)), full: (w, h) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(w: u32, h: u32, seed: u8) -> Vec<u8> {
+        let px: Vec<u8> = (0..w * h * 3).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+        let mut out = vec![];
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode(&px, w, h, image::ExtendedColorType::Rgb8).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_jpeg_cut_off_is_refused_and_one_with_bytes_after_its_end_is_read() {
+        let full = jpeg(64, 48, 0);
+        assert_eq!(decode_bytes(&full, "a.jpg").unwrap().w, 64);
+        let cut = &full[..full.len() / 2];
+        let e = decode_bytes(cut, "a.jpg").unwrap_err().to_string();
+        assert!(e.starts_with("a.jpg: ") && e.contains("cut off"), "{e}");
+        assert!(decode_bytes_reduced(cut, "a.jpg", &|_, _| 2).is_err());
+        // the end marker alone missing is a cut too; bytes after it are not
+        assert!(!jpeg_complete(&full[..full.len() - 2]));
+        let mut trailing = full.clone();
+        trailing.extend_from_slice(b"a phone's video \xFF\xDA\xFF\xD8 after the end");
+        trailing.extend(&jpeg(8, 8, 1)[..40]);
+        assert!(jpeg_complete(&trailing) && decode_bytes(&trailing, "motion.jpg").unwrap().w == 64);
+    }
+
+    #[test]
+    fn a_complete_thumbnail_does_not_hide_a_cut_main_image() {
+        let main = jpeg(64, 48, 2);
+        let thumb = jpeg(8, 8, 3);
+        // SOI, an APP1 segment holding a whole JPEG (as EXIF thumbnails do), then the main image cut in half
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend(&thumb);
+        let mut f = main[..2].to_vec();
+        f.extend([0xFF, 0xE1]);
+        f.extend(((app1.len() + 2) as u16).to_be_bytes());
+        f.extend(&app1);
+        f.extend(&main[2..]);
+        assert!(jpeg_complete(&f));
+        let cut = &f[..f.len() - main.len() / 2];
+        assert!(!jpeg_complete(cut));
+    }
 }

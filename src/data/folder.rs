@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-pub(super) const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "webp"];
+pub(super) const EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff", "ppm", "pgm"];
 
 /// The folder of a split (`train`, `val` or `test`, `unlabeled`); `layout` completes the
 /// expected path in the error (`<class>/<images>`).
@@ -144,31 +144,30 @@ pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
         eprintln!("warning: {}: ignored {broken} link(s) to nothing", dir.display());
     }
     let files = if opts.skip_corrupt { decodable(files, &dir, |(p, _)| decode(p).map(drop)) } else { files };
-    let file_channels = channels_of(files.iter().map(|(p, _)| p), |p| decode(p))?;
+    let file_channels = channels_of(&files, |(p, _)| decode(p))?;
     let (files, labels) = files.into_iter().unzip();
     Ok(Dataset { files, file_channels, labels, num_classes: classes.len(), class_names: classes, ..Default::default() })
 }
 
-/// The channels of a streamed set, from its first 16 images (one that does not decode is named
-/// here).
-pub(super) fn channels_of<T>(items: impl Iterator<Item = T>, decode: impl Fn(T) -> Result<ImageU8>) -> Result<u8> {
+/// The channels of a streamed set: 3 when one of up to 64 images spread evenly over it (so over
+/// its classes) is in colour, else 1. One that does not decode is named here.
+pub(super) fn channels_of<T>(items: &[T], decode: impl Fn(&T) -> Result<ImageU8>) -> Result<u8> {
     let mut channels = 1;
-    for it in items.take(16) {
-        channels = channels.max(decode(it).map_err(super::skip_hint)?.c);
+    for i in super::spread(items.len(), 64) {
+        channels = channels.max(decode(&items[i]).map_err(super::skip_hint)?.c);
     }
     Ok(channels)
 }
 
 /// The channels of a tree's training images without indexing all of it: 3 when one of the first
-/// 16 that decode (in class order) is in colour, else 1; 3 when none decodes (loading names it).
+/// two images that decode in each of up to 32 classes spread over the class list is in colour,
+/// else 1; 3 when none decodes (loading names it).
 pub fn peek_channels(root: &Path) -> Result<u8> {
     let dir = split_dir(root, Split::Train, "<class>/<images>")?;
+    let classes = class_dirs(&dir)?;
     let mut seen = vec![];
-    for (_, class) in class_dirs(&dir)? {
-        seen.extend(files_under(&class)?.0.into_iter().filter(|p| is_image(p)).filter_map(|p| decode(&p).ok()).take(16 - seen.len()).map(|i| i.c));
-        if seen.len() == 16 {
-            break;
-        }
+    for i in super::spread(classes.len(), 32) {
+        seen.extend(files_under(&classes[i].1)?.0.into_iter().filter(|p| is_image(p)).filter_map(|p| decode(&p).ok()).take(2).map(|i| i.c));
     }
     Ok(seen.into_iter().max().unwrap_or(3))
 }
@@ -221,6 +220,31 @@ pub(crate) mod tests {
         assert_eq!(grey.c, 1);
         assert!(grey.data.iter().all(|&v| (v as i32 - 77).abs() <= 1));
         assert_eq!(load(d.path(), Split::Test, &LoadOptions::default()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_colour_class_after_a_hundred_grey_images_makes_the_set_colour() {
+        // session 26's probe: the first 16 images decided, so a first class of grey scans made a colour set grey
+        let d = tempfile::tempdir().unwrap();
+        for (class, n) in [("0_scans", 100), ("red", 3), ("teal", 3)] {
+            for split in ["train", "val"] {
+                std::fs::create_dir_all(d.path().join(split).join(class)).unwrap();
+            }
+            for i in 0..n {
+                let p = d.path().join("train").join(class).join(format!("{i}.png"));
+                match class {
+                    "0_scans" => image::GrayImage::from_pixel(6, 6, image::Luma([90])).save(p).unwrap(),
+                    _ => image::RgbImage::from_pixel(6, 6, image::Rgb([200, 10, 30])).save(p).unwrap(),
+                }
+            }
+        }
+        let ds = load(d.path(), Split::Train, &LoadOptions::default()).unwrap();
+        assert_eq!((ds.len(), ds.channels()), (106, 3));
+        assert_eq!(peek_channels(d.path()).unwrap(), 3);
+        // a grey set stays grey
+        std::fs::remove_dir_all(d.path().join("train/red")).unwrap();
+        std::fs::remove_dir_all(d.path().join("train/teal")).unwrap();
+        assert_eq!((load(d.path(), Split::Train, &LoadOptions::default()).unwrap().channels(), peek_channels(d.path()).unwrap()), (1, 1));
     }
 
     #[test]

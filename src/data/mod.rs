@@ -104,6 +104,14 @@ impl Dataset {
             None => Ok(None),
         }
     }
+    /// Where image `i` comes from: its file, its shard member (`SHARD.tar:KEY`), or `#i` for an
+    /// image held in memory (its place in the split).
+    pub fn source_name(&self, i: usize) -> String {
+        if let Some(p) = self.files.get(i) {
+            return p.display().to_string();
+        }
+        self.members.get(i).map_or_else(|| format!("#{i}"), |m| wds::member_name(&self.shards, m))
+    }
     /// Image `i`: borrowed from memory, or decoded from its file or shard.
     pub fn image(&self, i: usize) -> Result<Cow<'_, ImageU8>> {
         match self.encoded(i)? {
@@ -137,6 +145,28 @@ impl Dataset {
         }
         self.images.iter().map(|i| i.c).max().unwrap_or(3)
     }
+    /// The short side of a typical image: the median over up to 64 images spread evenly over the
+    /// set (in class order, so every class of a folder tree has its say), at least 8 px (the
+    /// smallest `--image-size`) and at most 224. One thumbnail among photos does not decide it.
+    pub fn typical_side(&self) -> Result<u32> {
+        let mut sides = spread(self.len(), 64).into_iter().map(|i| self.image(i).map(|im| im.w.min(im.h))).collect::<Result<Vec<u32>>>()?;
+        sides.sort_unstable();
+        Ok(sides.get(sides.len() / 2).copied().unwrap_or(224).clamp(8, 224))
+    }
+    /// How many classes have at least one image.
+    pub fn classes_present(&self) -> usize {
+        self.labels.iter().filter(|&&l| l >= 0).collect::<std::collections::BTreeSet<_>>().len()
+    }
+    /// [`Self::truncate`], with a warning naming `what` (the key or flag) when the first `n`
+    /// images leave classes out, as they do on a folder tree, which is in class order.
+    pub fn truncate_noting(&mut self, n: usize, what: &str, instead: &str) {
+        let before = self.classes_present();
+        self.truncate(n);
+        let after = self.classes_present();
+        if after < before {
+            eprintln!("warning: {what} keeps the first {} images, which hold {after} of the {before} classes (the images are in class order); {instead}", self.len());
+        }
+    }
     /// The first `n` images (for quick runs and tests).
     pub fn truncate(&mut self, n: usize) {
         self.images.truncate(n);
@@ -155,6 +185,12 @@ impl Dataset {
         keep_flagged(&mut self.members, &keep);
         keep_flagged(&mut self.labels, &keep);
     }
+}
+
+/// Up to `k` indices of `0..len` spread evenly, the first always among them.
+pub fn spread(len: usize, k: usize) -> Vec<usize> {
+    let k = k.min(len);
+    (0..k).map(|j| j * len / k).collect()
 }
 
 /// Keeps the items of `v` whose flag is set (an empty `v` stays empty).
@@ -246,6 +282,21 @@ pub(crate) mod testutil;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thumbnail_first_does_not_set_the_size_and_a_cut_names_the_classes_left() {
+        let sq = |side: u32| ImageU8::new(side, side, 1, vec![0; (side * side) as usize]);
+        let mut ds = Dataset { images: vec![sq(1), sq(64), sq(64), sq(3), sq(64), sq(500)], labels: vec![0, 0, 0, 1, 1, 2], num_classes: 3, ..Default::default() };
+        assert_eq!(ds.typical_side().unwrap(), 64);
+        assert_eq!(spread(6, 64), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(spread(100, 4), [0, 25, 50, 75]);
+        assert_eq!(ds.classes_present(), 3);
+        ds.truncate_noting(3, "data.limit = 3", "");
+        assert_eq!((ds.len(), ds.classes_present()), (3, 1));
+        let tiny = Dataset { images: vec![sq(2), sq(3)], labels: vec![0, 0], num_classes: 1, ..Default::default() };
+        assert_eq!(tiny.typical_side().unwrap(), 8, "at least the smallest --image-size");
+        assert_eq!(ds.source_name(1), "#1");
+    }
 
     #[test]
     fn seeded_subset_keeps_pairs_in_order_and_is_reproducible() {

@@ -34,8 +34,7 @@ impl Norm {
     pub fn compute(ds: &Dataset) -> Norm {
         use rayon::prelude::*;
         let c = ds.channels() as usize;
-        let step = (ds.len() / if ds.is_streamed() { 2_000 } else { 20_000 }).max(1);
-        let idx: Vec<usize> = (0..ds.len()).step_by(step).collect();
+        let idx = sample(ds);
         let mut t = Sums::new(c);
         if ds.is_streamed() {
             // per-image sums, decoded in parallel and dropped at once (memory: the images in flight)
@@ -51,7 +50,8 @@ impl Norm {
         Norm { mean, std }
     }
 
-    /// The preset for the spec's name, else the cached or freshly computed statistics.
+    /// The preset for the spec's name, else the cached or freshly computed statistics (cached
+    /// under a key that changes when any image they are computed from changes).
     pub fn for_dataset(spec: &DataSpec, train: &Dataset) -> Norm {
         if let Some(n) = Norm::preset(&spec.name) {
             return n;
@@ -121,6 +121,15 @@ impl Sums {
     }
 }
 
+/// The images the statistics are computed from: up to 20,000 evenly spaced, 2,000 for a streamed set.
+fn sample(ds: &Dataset) -> Vec<usize> {
+    let step = (ds.len() / if ds.is_streamed() { 2_000 } else { 20_000 }).max(1);
+    (0..ds.len()).step_by(step).collect()
+}
+
+/// The cache file of a set's statistics: a hash of the folder, the number of images and what
+/// the statistics are computed from (the sampled images' pixels, or their files' or the shards'
+/// paths, sizes and modification times), so that rewritten images are measured again.
 fn cache_path(spec: &DataSpec, train: &Dataset) -> Option<PathBuf> {
     let base = std::env::var_os("SVIB_CACHE_DIR")
         .map(PathBuf::from)
@@ -130,9 +139,15 @@ fn cache_path(spec: &DataSpec, train: &Dataset) -> Option<PathBuf> {
     spec.dir.canonicalize().unwrap_or(spec.dir.clone()).hash(&mut h);
     spec.name.hash(&mut h);
     train.len().hash(&mut h);
-    train.images.first().map(|i| &i.data).hash(&mut h);
-    // a streamed set: its first file's name and size
-    train.files.first().or(train.shards.first()).map(|p| (p, std::fs::metadata(p).map(|m| m.len()).ok())).hash(&mut h);
+    let stamp = |p: &PathBuf| std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().ok()));
+    for i in sample(train) {
+        match (train.images.get(i), train.files.get(i)) {
+            (Some(img), _) => img.data.hash(&mut h),
+            (None, Some(f)) => (f, stamp(f)).hash(&mut h),
+            _ => {}
+        }
+    }
+    train.shards.iter().for_each(|p| (p, stamp(p)).hash(&mut h));
     Some(base.join("norm").join(format!("{:016x}.json", h.finish())))
 }
 
@@ -156,5 +171,38 @@ mod tests {
         assert!((n.mean[0] - 0.5).abs() < 1e-6);
         assert!((n.std[0] - var.sqrt()).abs() < 1e-6);
         assert_eq!(n.with_channels(3).mean, vec![0.5; 3]);
+    }
+
+    #[test]
+    fn rewritten_images_are_measured_again() {
+        let d = tempfile::tempdir().unwrap();
+        std::env::set_var("SVIB_CACHE_DIR", d.path().join("cache"));
+        let grey = |v: u8| {
+            let mut b = vec![];
+            image::GrayImage::from_pixel(4, 4, image::Luma([v])).write_to(&mut std::io::Cursor::new(&mut b), image::ImageFormat::Png).unwrap();
+            b
+        };
+        for c in ["a", "b"] {
+            std::fs::create_dir_all(d.path().join(format!("train/{c}"))).unwrap();
+            std::fs::create_dir_all(d.path().join(format!("val/{c}"))).unwrap();
+            std::fs::write(d.path().join(format!("val/{c}/0.png")), grey(0)).unwrap();
+        }
+        let write_set = |v: u8| {
+            // the first image stays as it was: names, sizes and count are the same
+            std::fs::write(d.path().join("train/a/0.png"), grey(128)).unwrap();
+            std::fs::write(d.path().join("train/b/0.png"), grey(v)).unwrap();
+        };
+        let spec: DataSpec = format!("folder:{}", d.path().display()).parse().unwrap();
+        let mean = || {
+            let ds = crate::data::load(&spec, crate::data::Split::Train, &Default::default()).unwrap();
+            Norm::for_dataset(&spec, &ds).mean[0]
+        };
+        write_set(0);
+        assert!((mean() - 64.0 / 255.0).abs() < 1e-5);
+        // a later time stamp: the file systems of CI may keep whole seconds only
+        write_set(255);
+        let f = std::fs::File::options().write(true).open(d.path().join("train/b/0.png")).unwrap();
+        f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+        assert!((mean() - (128.0 + 255.0) / 2.0 / 255.0).abs() < 1e-5);
     }
 }

@@ -71,6 +71,9 @@ impl FromStr for DataSpec {
             if name == "fashion-mnist" && dir == Path::new(FASHION_MNIST_DIR) {
                 bail!("dataset `{s}`: {} does not exist; install it with `apt-get install dataset-fashion-mnist` (scripts/setup.sh does)", dir.display());
             }
+            if dir.exists() {
+                bail!("dataset `{s}`: {} is a file, not a directory (give the folder that holds the data set)", dir.display());
+            }
             bail!("dataset `{s}`: directory {} does not exist", dir.display());
         }
         Ok(DataSpec { name: name.to_string(), format, dir })

@@ -55,18 +55,23 @@ pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
     if opts.skip_corrupt {
         items = folder::decodable(items, &dir, |(m, _)| decode(&shards, m).map(drop));
     }
-    let file_channels = folder::channels_of(items.iter().map(|(m, _)| m), |m| decode(&shards, m))?;
+    let file_channels = folder::channels_of(&items, |(m, _)| decode(&shards, m))?;
     let (members, labels) = items.into_iter().unzip();
     Ok(Dataset { members, shards, file_channels, labels, num_classes: class_names.len(), class_names, ..Default::default() })
 }
 
-/// The channels of the training shards' first 16 images that decode (3 when one is in colour,
-/// and when none decodes), reading the first shard only.
+/// The channels of the training shards: 3 when one of up to 4 images spread over each of up to
+/// 16 shards spread over the set (`svib data pack` writes them in class order) is in colour, and
+/// when none decodes; else 1.
 pub fn peek_channels(root: &Path) -> Result<u8> {
     let shards = shard_paths(&folder::split_dir(root, Split::Train, "*.tar")?)?;
-    let (mut members, mut labels) = (vec![], vec![]);
-    index_shard(&shards[0], 0, &mut members, &mut labels)?;
-    Ok(members.iter().filter_map(|m| decode(&shards, m).ok()).take(16).map(|i| i.c).max().unwrap_or(3))
+    let mut seen = vec![];
+    for s in super::spread(shards.len(), 16) {
+        let (mut members, mut labels) = (vec![], vec![]);
+        index_shard(&shards[s], s as u32, &mut members, &mut labels)?;
+        seen.extend(super::spread(members.len(), 4).into_iter().filter_map(|i| decode(&shards, &members[i]).ok()).map(|i| i.c));
+    }
+    Ok(seen.into_iter().max().unwrap_or(3))
 }
 
 /// The `*.tar` files of a split folder, sorted.

@@ -70,6 +70,9 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
     write_png(path, (800, 500), buf)
 }
 
+/// Classes named in a scatter plot's legend (the rest are counted in its last row).
+const LEGEND_ROWS: usize = 30;
+
 /// A scatter plot of 2-D points coloured by class (`labels` index `class_names`), with a legend.
 pub fn scatter_chart(path: &Path, title: &str, points: &[[f32; 2]], labels: &[i64], class_names: &[String]) -> Result<()> {
     register_font();
@@ -91,7 +94,15 @@ pub fn scatter_chart(path: &Path, title: &str, points: &[[f32; 2]], labels: &[i6
             let color = Palette99::pick(c).to_rgba();
             let name = class_names.get(c).cloned().unwrap_or_else(|| c.to_string());
             let pts = points.iter().zip(labels).filter(|(_, &l)| l == c as i64).map(|(p, _)| (p[0], p[1]));
-            chart.draw_series(pts.map(|p| Circle::new(p, 2, color.filled()))).map_err(|e| err(&e))?.label(name).legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+            let series = chart.draw_series(pts.map(|p| Circle::new(p, 2, color.filled()))).map_err(|e| err(&e))?;
+            // the legend names as many classes as fit beside the plot
+            if c < LEGEND_ROWS {
+                series.label(name).legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+            }
+        }
+        if classes > LEGEND_ROWS {
+            let more = chart.draw_series(std::iter::empty::<Circle<(f32, f32), i32>>()).map_err(|e| err(&e))?;
+            more.label(format!("… and {} more classes", classes - LEGEND_ROWS)).legend(|(x, y)| PathElement::new(vec![(x, y)], WHITE));
         }
         chart
             .configure_series_labels()

@@ -46,9 +46,16 @@ pub fn export_tensors(named: Vec<(String, Tensor)>, layout: Layout, is_vit: bool
     Ok(out)
 }
 
-/// Writes safetensors atomically.
+/// Writes safetensors atomically; a failed write says why in words (a full disk, no permission).
 pub fn write_safetensors(named: &[(String, Tensor)], path: &Path) -> Result<()> {
-    crate::util::write_atomic_with(path, |tmp| Tensor::write_safetensors(named, tmp).map_err(|e| anyhow::anyhow!("{e}")))
+    crate::util::write_atomic_with(path, |tmp| Tensor::write_safetensors(named, tmp).map_err(write_problem))
+}
+
+fn write_problem(e: tch::TchError) -> anyhow::Error {
+    match e {
+        tch::TchError::SafeTensorError { err: safetensors::SafeTensorError::IoError(io), .. } | tch::TchError::Io(io) => io.into(),
+        e => anyhow::anyhow!("{e}"),
+    }
 }
 
 /// Reads a safetensors file; the error names `path` and says in words what is wrong with it.

@@ -499,8 +499,21 @@ fn storage_name(kind: Kind) -> Result<&'static str> {
     })
 }
 
+/// A tensor's bytes under its storage key.
+type Blob = (String, Vec<u8>);
+
 /// Writes a state dict (an OrderedDict of contiguous CPU tensors) as torch.save does, atomically.
+/// The archive is built in memory first, so that a failed write (a full disk) is one error of the
+/// file, not the zip writer's complaint as it is dropped.
 pub fn write_pth(named: &[(String, Tensor)], path: &Path) -> Result<()> {
+    let (pickle, blobs) = state_dict_pickle(named)?;
+    let archive = torch_save_archive(&pickle, &blobs)?;
+    crate::util::write_atomic(path, &archive)
+}
+
+/// The pickle of an OrderedDict of tensors as torch.save writes it, and each tensor's bytes under
+/// its storage key.
+fn state_dict_pickle(named: &[(String, Tensor)]) -> Result<(Vec<u8>, Vec<Blob>)> {
     let mut p: Vec<u8> = vec![0x80, 2];
     let global = |p: &mut Vec<u8>, m: &str, n: &str| {
         p.push(b'c');
@@ -557,22 +570,24 @@ pub fn write_pth(named: &[(String, Tensor)], path: &Path) -> Result<()> {
         blobs.push((key, bytes));
     }
     p.extend_from_slice(b"u.");
-    crate::util::write_atomic_with(path, |tmp| {
-        let mut zip = zip::ZipWriter::new(std::fs::File::create(tmp)?);
-        let opts = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
-        let mut entry = |name: &str, data: &[u8]| -> Result<()> {
-            zip.start_file(format!("archive/{name}"), opts)?;
-            Ok(zip.write_all(data)?)
-        };
-        entry("data.pkl", &p)?;
-        entry("byteorder", b"little")?;
-        for (key, bytes) in &blobs {
-            entry(&format!("data/{key}"), bytes)?;
-        }
-        entry("version", b"3\n")?;
-        zip.finish()?;
-        Ok(())
-    })
+    Ok((p, blobs))
+}
+
+/// torch.save's zip archive (stored, not compressed) of a pickle and its storages.
+fn torch_save_archive(pickle: &[u8], blobs: &[Blob]) -> Result<Vec<u8>> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let mut entry = |name: &str, data: &[u8]| -> Result<()> {
+        zip.start_file(format!("archive/{name}"), opts)?;
+        Ok(zip.write_all(data)?)
+    };
+    entry("data.pkl", pickle)?;
+    entry("byteorder", b"little")?;
+    for (key, bytes) in blobs {
+        entry(&format!("data/{key}"), bytes)?;
+    }
+    entry("version", b"3\n")?;
+    Ok(zip.finish()?.into_inner())
 }
 
 /// A committed test fixture (tests/fixtures/NAME, written once by a script in scripts/fixtures/),

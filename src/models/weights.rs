@@ -1,13 +1,26 @@
 //! Loading backbone weights by name from safetensors or PyTorch `.pth` files, with one clear error for a checkpoint of
 //! another architecture. Accepts the prefixes of common layouts (`module.`, `backbone.`,
-//! DINO's `teacher.backbone.` …) and ignores classifier heads and `num_batches_tracked`.
+//! DINO's `teacher.backbone.`, Detectron2's `backbone.bottom_up.` …), torchvision's ResNet names or
+//! Detectron2's (`stem.conv1`, `res2` … `res5`, what `svib export --layout detectron2` writes), and
+//! ignores classifier heads and `num_batches_tracked`.
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use tch::{nn, Tensor};
 
-const PREFIXES: [&str; 10] =
-    ["", "teacher.backbone.", "backbone.", "module.", "module.backbone.", "student.backbone.", "student.module.backbone.", "teacher.module.backbone.", "teacher.", "student."];
+const PREFIXES: [&str; 11] = [
+    "",
+    "teacher.backbone.",
+    "backbone.",
+    "module.",
+    "module.backbone.",
+    "student.backbone.",
+    "student.module.backbone.",
+    "teacher.module.backbone.",
+    "teacher.",
+    "student.",
+    "backbone.bottom_up.",
+];
 
 fn ignored(key: &str) -> bool {
     key.ends_with("num_batches_tracked") || key.starts_with("fc.") || key.starts_with("head.") || key.starts_with("head_dist.")
@@ -24,23 +37,48 @@ fn shape_hint(have: &[i64], want: &[i64]) -> &'static str {
     }
 }
 
-/// Copies `named` tensors into the variables of `vs`, choosing the prefix that matches best.
+/// The name a checkpoint gives the model's variable `name`: a prefix, and torchvision's names or
+/// Detectron2's (what `svib export --layout detectron2` writes).
+#[derive(Clone, Copy)]
+struct KeyLayout {
+    prefix: &'static str,
+    detectron2: bool,
+}
+
+impl KeyLayout {
+    fn key(&self, name: &str) -> String {
+        let name = if self.detectron2 { crate::interop::detectron2_key(name) } else { name.to_string() };
+        format!("{}{name}", self.prefix)
+    }
+}
+
+/// The layout under which most of the model's variables are in `have`; no prefix when none is.
+fn best_layout(vars: &[String], have: &BTreeMap<String, Tensor>) -> KeyLayout {
+    let layouts = [false, true].into_iter().flat_map(|detectron2| PREFIXES.iter().map(move |&prefix| KeyLayout { prefix, detectron2 }));
+    let scored = layouts.map(|l| (vars.iter().filter(|k| have.contains_key(&l.key(k))).count(), l));
+    // the first of equal scores, so that nothing found means no prefix
+    scored.fold((0, KeyLayout { prefix: "", detectron2: false }), |best, s| if s.0 > best.0 { s } else { best }).1
+}
+
+/// Copies `named` tensors into the variables of `vs`, choosing the key layout that matches best.
 pub fn load_named(vs: &nn::VarStore, named: Vec<(String, Tensor)>, source: &Path) -> Result<()> {
     let mut vars = vs.variables();
     let have: BTreeMap<String, Tensor> = named.into_iter().collect();
-    let prefix = PREFIXES.iter().max_by_key(|p| vars.keys().filter(|k| have.contains_key(&format!("{p}{k}"))).count()).copied().unwrap_or("");
+    let layout = best_layout(&vars.keys().cloned().collect::<Vec<_>>(), &have);
+    let prefix = layout.prefix;
     let mut missing = vec![];
     let _guard = tch::no_grad_guard();
     for (name, var) in vars.iter_mut() {
-        match have.get(&format!("{prefix}{name}")) {
-            None => missing.push(name.clone()),
+        let key = layout.key(name);
+        match have.get(&key) {
+            None => missing.push(key),
             Some(t) if t.size() != var.size() => {
-                bail!("{}: `{prefix}{name}` has shape {:?}, the model expects {:?} ({})", source.display(), t.size(), var.size(), shape_hint(&t.size(), &var.size()))
+                bail!("{}: `{key}` has shape {:?}, the model expects {:?} ({})", source.display(), t.size(), var.size(), shape_hint(&t.size(), &var.size()))
             }
             Some(t) => var.copy_(&t.to_kind(var.kind())),
         }
     }
-    let expected: BTreeSet<String> = vars.keys().map(|k| format!("{prefix}{k}")).collect();
+    let expected: BTreeSet<String> = vars.keys().map(|k| layout.key(k)).collect();
     let unexpected: Vec<&String> = have.keys().filter(|k| k.starts_with(prefix) && !expected.contains(*k) && !ignored(&k[prefix.len()..])).collect();
     if !missing.is_empty() || (!unexpected.is_empty() && prefix.is_empty()) {
         let show = |v: Vec<String>| {
@@ -53,7 +91,8 @@ pub fn load_named(vs: &nn::VarStore, named: Vec<(String, Tensor)>, source: &Path
         };
         let mut msg = format!("{}: does not fit the model (a checkpoint of another architecture?)", source.display());
         if !missing.is_empty() {
-            msg += &format!("; missing keys: {}", show(missing.iter().map(|k| format!("{prefix}{k}")).collect()));
+            missing.sort();
+            msg += &format!("; missing keys: {}", show(missing));
         }
         if !unexpected.is_empty() {
             msg += &format!("; unexpected keys: {}", show(unexpected.into_iter().cloned().collect()));
@@ -70,7 +109,8 @@ pub fn load_safetensors(vs: &nn::VarStore, path: &Path) -> Result<()> {
     let named = if ["pth", "pt", "bin", "tar", "ckpt"].contains(&ext.as_str()) {
         // only tensors whose name ends in a variable's name and whose shape is that variable's are read
         let vars: Vec<(String, Vec<i64>)> = vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect();
-        let wanted = |name: &str, size: &[i64]| vars.iter().any(|(k, s)| s == size && name.strip_suffix(k.as_str()).is_some_and(|p| p.is_empty() || p.ends_with('.')));
+        let ends_in = |name: &str, k: &str| name.strip_suffix(k).is_some_and(|p| p.is_empty() || p.ends_with('.'));
+        let wanted = |name: &str, size: &[i64]| vars.iter().any(|(k, s)| s == size && (ends_in(name, k) || ends_in(name, &crate::interop::detectron2_key(k))));
         crate::interop::pth::read_pth_where(path, wanted)?
     } else {
         crate::interop::read_safetensors(path).map_err(|e| anyhow::anyhow!("{e:#}; PyTorch files need a .pth or .pt name"))?
@@ -110,5 +150,22 @@ mod tests {
         assert!(e.contains("r18.safetensors") && e.contains("missing keys") && e.contains("layer"), "{e}");
         let e = load_named(&model("resnet18:width=16"), named, Path::new("r18.safetensors")).unwrap_err().to_string();
         assert!(e.contains("has shape"), "{e}");
+        // nothing of the model in the file: its keys are named without a guessed prefix
+        let e = load_named(&model("resnet18:width=8"), vec![("other".into(), Tensor::from(1f32))], Path::new("o.safetensors")).unwrap_err().to_string();
+        assert!(e.contains("missing keys: bn1.") && e.contains("unexpected keys: other"), "{e}");
+    }
+
+    #[test]
+    fn detectron2_export_loads_back() {
+        let src = model("resnet18:width=8");
+        let named = crate::interop::export_tensors(src.variables().into_iter().collect(), crate::interop::Layout::Detectron2, false).unwrap();
+        assert!(named.iter().any(|(k, _)| k == "res5.1.conv2.norm.running_var"));
+        // as Detectron2 keeps a ResNet inside its FPN
+        let named = named.into_iter().map(|(k, v)| (format!("backbone.bottom_up.{k}"), v)).collect();
+        let dst = model("resnet18:width=8");
+        load_named(&dst, named, Path::new("d2.safetensors")).unwrap();
+        for (k, v) in src.variables() {
+            assert!(v.equal(&dst.variables()[&k]), "{k}");
+        }
     }
 }

@@ -59,7 +59,7 @@ pub fn load_train_data(cfg: &Config) -> Result<(DataSpec, Dataset)> {
     ds.shuffle_buffer = cfg.data.shuffle_buffer;
     match (cfg.data.limit, cfg.data.limit_seed) {
         (0, _) => {}
-        (n, None) => ds.truncate(n),
+        (n, None) => ds.truncate_noting(n, &format!("data.limit = {n}"), "data.limit_seed = 0 takes a seeded random subset"),
         (n, Some(seed)) => ds.subset(n, seed),
     }
     Ok((spec, ds))
