@@ -119,11 +119,22 @@ fn image_decoders_survive_mutations() {
         (image::ImageFormat::Bmp, "bmp"),
         (image::ImageFormat::WebP, "webp"),
         (image::ImageFormat::Tiff, "tif"),
-        (image::ImageFormat::Pnm, "ppm"),
     ] {
         let mut c = std::io::Cursor::new(vec![]);
         img.write_to(&mut c, fmt).unwrap();
         loop_over(ext, c.get_ref(), &d.path().join(format!("x.{ext}")), 1500, Duration::from_secs(120), |p| svib::data::folder::decode(p).is_ok());
+    }
+    // binary PPM (P6) and PGM (P5), the headers .ppm and .pgm files carry (the format's default writes P7)
+    use image::codecs::pnm::{PnmEncoder, PnmSubtype, SampleEncoding};
+    let grey = image::DynamicImage::ImageRgb8(img.clone()).into_luma8();
+    for (ext, sub, px, colour) in [
+        ("ppm", PnmSubtype::Pixmap(SampleEncoding::Binary), img.as_raw(), image::ExtendedColorType::Rgb8),
+        ("pgm", PnmSubtype::Graymap(SampleEncoding::Binary), grey.as_raw(), image::ExtendedColorType::L8),
+    ] {
+        let mut b = vec![];
+        PnmEncoder::new(&mut b).with_subtype(sub).encode(px.as_slice(), 16, 12, colour).unwrap();
+        assert_eq!(&b[..2], if ext == "ppm" { b"P6" } else { b"P5" });
+        loop_over(ext, &b, &d.path().join(format!("x.{ext}")), 1500, Duration::from_secs(120), |p| svib::data::folder::decode(p).is_ok());
     }
 }
 

@@ -91,7 +91,18 @@ fn stem(p: &std::path::Path) -> String {
 /// (the image's place among them, from 1) where two share one, so that no image's maps replace
 /// another's.
 fn unique_names(stems: Vec<String>) -> Vec<String> {
-    stems.iter().enumerate().map(|(i, s)| if stems.iter().filter(|t| *t == s).count() > 1 { format!("{s}-{}", i + 1) } else { s.clone() }).collect()
+    let mut used = std::collections::HashSet::new();
+    let mut names = vec![];
+    for (i, s) in stems.iter().enumerate() {
+        let mut name = if stems.iter().filter(|t| *t == s).count() > 1 { format!("{s}-{}", i + 1) } else { s.clone() };
+        // a suffixed name may be another image's stem (`0-1.png` beside two `0.png`)
+        while used.contains(&name) || (name != *s && stems.contains(&name)) {
+            name = format!("{name}-{}", i + 1);
+        }
+        used.insert(name.clone());
+        names.push(name);
+    }
+    names
 }
 
 #[cfg(test)]
@@ -101,5 +112,7 @@ mod tests {
         let p = |s: &str| super::stem(std::path::Path::new(s));
         let names = super::unique_names(vec![p("a/0.png"), p("b/0.png"), p("c/1.jpg"), p("d/0.jpg"), p("test3.png"), "test3".into(), "test4".into()]);
         assert_eq!(names, ["0-1", "0-2", "1", "0-4", "test3-5", "test3-6", "test4"]);
+        let names = super::unique_names(vec!["0".into(), "0".into(), "0-1".into()]);
+        assert_eq!(names, ["0-1-1", "0-2", "0-1"]);
     }
 }

@@ -115,7 +115,6 @@ pub fn list_models() -> Result<()> {
     Ok(())
 }
 
-/// Class names for one line: control characters escaped, at most the first 50.
 /// The commonest size among up to 64 images spread over the set, and the range of short sides
 /// where they differ.
 fn image_sizes(train: &data::Dataset) -> Result<String> {
@@ -143,6 +142,7 @@ fn with_counts(train: &data::Dataset) -> Vec<String> {
     train.class_names.iter().zip(counts).map(|(n, c)| format!("{n} ({c})")).collect()
 }
 
+/// Class names for one line: control characters escaped, at most the first 50.
 fn shown_names(names: &[String]) -> String {
     let mut s: Vec<String> = names.iter().take(50).map(|n| if n.chars().any(char::is_control) { n.escape_debug().to_string() } else { n.clone() }).collect();
     if names.len() > 50 {

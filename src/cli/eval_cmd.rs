@@ -320,10 +320,11 @@ pub fn run_embed(a: EmbedArgs) -> Result<()> {
     Ok(())
 }
 
-/// One line per embedded image: row, label, class name and where the image comes from (tabs and
-/// line breaks in names escaped).
+/// One line per embedded image: row, label, class name and where the image comes from. No field
+/// holds a tab or line break: backslashes, tabs, line breaks and other control characters in
+/// names are written as Rust (and Python) escapes (`\\`, `\t`, `\n`, `\u{1b}`).
 fn rows_tsv(ds: &Dataset) -> String {
-    let clean = |s: &str| if s.chars().any(char::is_control) { s.escape_debug().to_string() } else { s.to_string() };
+    let clean = |s: &str| s.chars().map(|c| if c == '\\' || c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect::<String>();
     let mut out = String::from("row\tlabel\tclass\timage\n");
     for (i, &l) in ds.labels.iter().enumerate() {
         let class = usize::try_from(l).ok().and_then(|l| ds.class_names.get(l)).map_or("", |c| c.as_str());

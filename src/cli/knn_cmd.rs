@@ -75,6 +75,8 @@ pub fn run(a: KnnArgs) -> Result<()> {
     ensure!(!test.is_empty(), "--data: no test images");
     let size = match a.image_size {
         Some(s) => s,
+        // a run brings its own (below)
+        None if a.checkpoint.as_deref().is_some_and(RunDir::is_run) => 0,
         None => train.typical_side()?,
     };
     let channels = a.channels.unwrap_or(train.channels());

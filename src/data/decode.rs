@@ -168,6 +168,7 @@ mod tests {
         let cut = &full[..full.len() / 2];
         let e = decode_bytes(cut, "a.jpg").unwrap_err().to_string();
         assert!(e.starts_with("a.jpg: ") && e.contains("cut off"), "{e}");
+        assert!(jpeg_reduced(&full, &|_, _| 2).is_some() && jpeg_reduced(cut, &|_, _| 2).is_none());
         assert!(decode_bytes_reduced(cut, "a.jpg", &|_, _| 2).is_err());
         // the end marker alone missing is a cut too; bytes after it are not
         assert!(!jpeg_complete(&full[..full.len() - 2]));

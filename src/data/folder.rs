@@ -149,8 +149,8 @@ pub fn load(root: &Path, split: Split, opts: &LoadOptions) -> Result<Dataset> {
     Ok(Dataset { files, file_channels, labels, num_classes: classes.len(), class_names: classes, ..Default::default() })
 }
 
-/// The channels of a streamed set: 3 when one of up to 64 images spread evenly over it (so over
-/// its classes) is in colour, else 1. One that does not decode is named here.
+/// The channels of a streamed set: 3 when one of up to 64 images spread evenly over its images
+/// (in class order) is in colour, else 1. One that does not decode is named here.
 pub(super) fn channels_of<T>(items: &[T], decode: impl Fn(&T) -> Result<ImageU8>) -> Result<u8> {
     let mut channels = 1;
     for i in super::spread(items.len(), 64) {
@@ -159,15 +159,15 @@ pub(super) fn channels_of<T>(items: &[T], decode: impl Fn(&T) -> Result<ImageU8>
     Ok(channels)
 }
 
-/// The channels of a tree's training images without indexing all of it: 3 when one of the first
-/// two images that decode in each of up to 32 classes spread over the class list is in colour,
-/// else 1; 3 when none decodes (loading names it).
+/// The channels of a tree's training images without indexing all of it: 3 when the first image
+/// that decodes in any of up to 64 classes spread over the class list is in colour, else 1; 3
+/// when none decodes (loading names it).
 pub fn peek_channels(root: &Path) -> Result<u8> {
     let dir = split_dir(root, Split::Train, "<class>/<images>")?;
     let classes = class_dirs(&dir)?;
     let mut seen = vec![];
-    for i in super::spread(classes.len(), 32) {
-        seen.extend(files_under(&classes[i].1)?.0.into_iter().filter(|p| is_image(p)).filter_map(|p| decode(&p).ok()).take(2).map(|i| i.c));
+    for i in super::spread(classes.len(), 64) {
+        seen.extend(files_under(&classes[i].1)?.0.into_iter().filter(|p| is_image(p)).filter_map(|p| decode(&p).ok()).take(1).map(|i| i.c));
     }
     Ok(seen.into_iter().max().unwrap_or(3))
 }
@@ -245,6 +245,33 @@ pub(crate) mod tests {
         std::fs::remove_dir_all(d.path().join("train/red")).unwrap();
         std::fs::remove_dir_all(d.path().join("train/teal")).unwrap();
         assert_eq!((load(d.path(), Split::Train, &LoadOptions::default()).unwrap().channels(), peek_channels(d.path()).unwrap()), (1, 1));
+    }
+
+    #[test]
+    fn tiff_ppm_and_pgm_files_are_read_as_torchvision_reads_them() {
+        use image::codecs::pnm::{PnmEncoder, PnmSubtype, SampleEncoding};
+        let d = tempfile::tempdir().unwrap();
+        for split in ["train", "val"] {
+            std::fs::create_dir_all(d.path().join(split).join("a")).unwrap();
+        }
+        let a = d.path().join("train/a");
+        image::RgbImage::from_pixel(5, 4, image::Rgb([10, 20, 30])).save(a.join("0.TIF")).unwrap();
+        image::RgbImage::from_pixel(5, 4, image::Rgb([40, 50, 60])).save(a.join("1.tiff")).unwrap();
+        let pnm = |sub, px: &[u8], colour| {
+            let mut b = vec![];
+            PnmEncoder::new(&mut b).with_subtype(sub).encode(px, 2, 1, colour).unwrap();
+            b
+        };
+        std::fs::write(a.join("2.pgm"), pnm(PnmSubtype::Graymap(SampleEncoding::Binary), &[7, 9], image::ExtendedColorType::L8)).unwrap();
+        std::fs::write(a.join("3.ppm"), pnm(PnmSubtype::Pixmap(SampleEncoding::Binary), &[1, 2, 3, 4, 5, 6], image::ExtendedColorType::Rgb8)).unwrap();
+        let ds = load(d.path(), Split::Train, &LoadOptions::default()).unwrap();
+        assert_eq!(ds.len(), 4);
+        let px = |i: usize| {
+            let im = ds.image(i).unwrap();
+            (im.w, im.h, im.c, im.data[..im.c as usize].to_vec())
+        };
+        assert_eq!((px(0), px(1)), ((5, 4, 3, vec![10, 20, 30]), (5, 4, 3, vec![40, 50, 60])));
+        assert_eq!((px(2), px(3)), ((2, 1, 1, vec![7]), (2, 1, 3, vec![1, 2, 3])));
     }
 
     #[test]

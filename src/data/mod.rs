@@ -104,8 +104,8 @@ impl Dataset {
             None => Ok(None),
         }
     }
-    /// Where image `i` comes from: its file, its shard member (`SHARD.tar:KEY`), or `#i` for an
-    /// image held in memory (its place in the split).
+    /// Where image `i` comes from: its file, its shard and offset (`SHARD.tar (member at byte
+    /// N)`), or `#i` for an image held in memory (its place in the split).
     pub fn source_name(&self, i: usize) -> String {
         if let Some(p) = self.files.get(i) {
             return p.display().to_string();
@@ -146,8 +146,8 @@ impl Dataset {
         self.images.iter().map(|i| i.c).max().unwrap_or(3)
     }
     /// The short side of a typical image: the median over up to 64 images spread evenly over the
-    /// set (in class order, so every class of a folder tree has its say), at least 8 px (the
-    /// smallest `--image-size`) and at most 224. One thumbnail among photos does not decide it.
+    /// set's images, at least 8 px (the smallest `--image-size`) and at most 224. One thumbnail
+    /// among photos does not decide it.
     pub fn typical_side(&self) -> Result<u32> {
         let mut sides = spread(self.len(), 64).into_iter().map(|i| self.image(i).map(|im| im.w.min(im.h))).collect::<Result<Vec<u32>>>()?;
         sides.sort_unstable();
@@ -157,14 +157,15 @@ impl Dataset {
     pub fn classes_present(&self) -> usize {
         self.labels.iter().filter(|&&l| l >= 0).collect::<std::collections::BTreeSet<_>>().len()
     }
-    /// [`Self::truncate`], with a warning naming `what` (the key or flag) when the first `n`
-    /// images leave classes out, as they do on a folder tree, which is in class order.
+    /// [`Self::truncate`], with a warning naming `what` (the key or flag) and what to do
+    /// `instead` when the first `n` images leave classes out, as they do on a folder tree, which
+    /// lists its images class by class.
     pub fn truncate_noting(&mut self, n: usize, what: &str, instead: &str) {
         let before = self.classes_present();
         self.truncate(n);
         let after = self.classes_present();
         if after < before {
-            eprintln!("warning: {what} keeps the first {} images, which hold {after} of the {before} classes (the images are in class order); {instead}", self.len());
+            eprintln!("warning: {what} keeps the first {} images, which hold {after} of the {before} classes; {instead}", self.len());
         }
     }
     /// The first `n` images (for quick runs and tests).

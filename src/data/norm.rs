@@ -53,10 +53,15 @@ impl Norm {
     /// The preset for the spec's name, else the cached or freshly computed statistics (cached
     /// under a key that changes when any image they are computed from changes).
     pub fn for_dataset(spec: &DataSpec, train: &Dataset) -> Norm {
+        Norm::cached_in(cache_base(), spec, train)
+    }
+
+    /// [`Self::for_dataset`] with its cache under `base` (none: not cached).
+    fn cached_in(base: Option<PathBuf>, spec: &DataSpec, train: &Dataset) -> Norm {
         if let Some(n) = Norm::preset(&spec.name) {
             return n;
         }
-        let path = cache_path(spec, train);
+        let path = base.map(|b| cache_path(b, spec, train));
         if let Some(n) = path.as_ref().and_then(|p| std::fs::read(p).ok()).and_then(|b| serde_json::from_slice::<Norm>(&b).ok()) {
             if n.mean.len() == train.channels() as usize {
                 return n;
@@ -130,11 +135,15 @@ fn sample(ds: &Dataset) -> Vec<usize> {
 /// The cache file of a set's statistics: a hash of the folder, the number of images and what
 /// the statistics are computed from (the sampled images' pixels, or their files' or the shards'
 /// paths, sizes and modification times), so that rewritten images are measured again.
-fn cache_path(spec: &DataSpec, train: &Dataset) -> Option<PathBuf> {
-    let base = std::env::var_os("SVIB_CACHE_DIR")
+/// $SVIB_CACHE_DIR, $XDG_CACHE_HOME/svib or ~/.cache/svib.
+fn cache_base() -> Option<PathBuf> {
+    std::env::var_os("SVIB_CACHE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("svib")))
-        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/svib")))?;
+        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/svib")))
+}
+
+fn cache_path(base: PathBuf, spec: &DataSpec, train: &Dataset) -> PathBuf {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     spec.dir.canonicalize().unwrap_or(spec.dir.clone()).hash(&mut h);
     spec.name.hash(&mut h);
@@ -148,7 +157,7 @@ fn cache_path(spec: &DataSpec, train: &Dataset) -> Option<PathBuf> {
         }
     }
     train.shards.iter().for_each(|p| (p, stamp(p)).hash(&mut h));
-    Some(base.join("norm").join(format!("{:016x}.json", h.finish())))
+    base.join("norm").join(format!("{:016x}.json", h.finish()))
 }
 
 #[cfg(test)]
@@ -176,7 +185,6 @@ mod tests {
     #[test]
     fn rewritten_images_are_measured_again() {
         let d = tempfile::tempdir().unwrap();
-        std::env::set_var("SVIB_CACHE_DIR", d.path().join("cache"));
         let grey = |v: u8| {
             let mut b = vec![];
             image::GrayImage::from_pixel(4, 4, image::Luma([v])).write_to(&mut std::io::Cursor::new(&mut b), image::ImageFormat::Png).unwrap();
@@ -195,7 +203,7 @@ mod tests {
         let spec: DataSpec = format!("folder:{}", d.path().display()).parse().unwrap();
         let mean = || {
             let ds = crate::data::load(&spec, crate::data::Split::Train, &Default::default()).unwrap();
-            Norm::for_dataset(&spec, &ds).mean[0]
+            Norm::cached_in(Some(d.path().join("cache")), &spec, &ds).mean[0]
         };
         write_set(0);
         assert!((mean() - 64.0 / 255.0).abs() < 1e-5);

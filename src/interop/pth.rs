@@ -499,21 +499,84 @@ fn storage_name(kind: Kind) -> Result<&'static str> {
     })
 }
 
-/// A tensor's bytes under its storage key.
-type Blob = (String, Vec<u8>);
+/// A contiguous CPU tensor under its storage key.
+type Storage = (String, Tensor);
 
-/// Writes a state dict (an OrderedDict of contiguous CPU tensors) as torch.save does, atomically.
-/// The archive is built in memory first, so that a failed write (a full disk) is one error of the
-/// file, not the zip writer's complaint as it is dropped.
+/// Writes a state dict (an OrderedDict of contiguous CPU tensors) as torch.save does, atomically,
+/// one tensor's bytes in memory at a time.
 pub fn write_pth(named: &[(String, Tensor)], path: &Path) -> Result<()> {
-    let (pickle, blobs) = state_dict_pickle(named)?;
-    let archive = torch_save_archive(&pickle, &blobs)?;
-    crate::util::write_atomic(path, &archive)
+    let (pickle, storages) = state_dict_pickle(named)?;
+    crate::util::write_atomic_with(path, |tmp| torch_save_archive(Quiet::new(std::fs::File::create(tmp)?), &pickle, &storages))
 }
 
-/// The pickle of an OrderedDict of tensors as torch.save writes it, and each tensor's bytes under
-/// its storage key.
-fn state_dict_pickle(named: &[(String, Tensor)]) -> Result<(Vec<u8>, Vec<Blob>)> {
+/// A file that keeps its first error and then carries on as if written (tracking the position),
+/// so that the zip writer, dropped after a failed write (a full disk), finishes quietly instead of
+/// printing its own complaint beside the one error line.
+struct Quiet<W> {
+    inner: W,
+    failed: bool,
+    pos: u64,
+    len: u64,
+}
+
+impl<W> Quiet<W> {
+    fn new(inner: W) -> Self {
+        Quiet { inner, failed: false, pos: 0, len: 0 }
+    }
+    fn keep<T>(&mut self, r: std::io::Result<T>, ok: impl FnOnce(&T) -> u64) -> std::io::Result<T> {
+        match r {
+            Ok(v) => {
+                self.pos = ok(&v);
+                self.len = self.len.max(self.pos);
+                Ok(v)
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<W: Write> Write for Quiet<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let pos = self.pos;
+        if self.failed {
+            return self.keep(Ok(b.len()), |n| pos + *n as u64);
+        }
+        let r = match self.inner.write(b) {
+            Ok(0) if !b.is_empty() => Err(std::io::ErrorKind::WriteZero.into()),
+            r => r,
+        };
+        self.keep(r, |n| pos + *n as u64)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.failed {
+            return Ok(());
+        }
+        self.inner.flush().inspect_err(|_| self.failed = true)
+    }
+}
+
+impl<W: std::io::Seek> std::io::Seek for Quiet<W> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        use std::io::SeekFrom;
+        if self.failed {
+            let p = match to {
+                SeekFrom::Start(n) => n,
+                SeekFrom::Current(d) => self.pos.saturating_add_signed(d),
+                SeekFrom::End(d) => self.len.saturating_add_signed(d),
+            };
+            return self.keep(Ok(p), |p| *p);
+        }
+        let r = self.inner.seek(to);
+        self.keep(r, |p| *p)
+    }
+}
+
+/// The pickle of an OrderedDict of tensors as torch.save writes it, and each tensor (CPU,
+/// contiguous) under its storage key.
+fn state_dict_pickle(named: &[(String, Tensor)]) -> Result<(Vec<u8>, Vec<Storage>)> {
     let mut p: Vec<u8> = vec![0x80, 2];
     let global = |p: &mut Vec<u8>, m: &str, n: &str| {
         p.push(b'c');
@@ -539,7 +602,7 @@ fn state_dict_pickle(named: &[(String, Tensor)]) -> Result<(Vec<u8>, Vec<Blob>)>
     };
     ordered_dict(&mut p);
     p.push(b'(');
-    let mut blobs = vec![];
+    let mut storages = vec![];
     for (i, (name, t)) in named.iter().enumerate() {
         let t = t.to_device(tch::Device::Cpu).contiguous();
         let key = i.to_string();
@@ -565,17 +628,15 @@ fn state_dict_pickle(named: &[(String, Tensor)]) -> Result<(Vec<u8>, Vec<Blob>)>
         p.push(0x89);
         ordered_dict(&mut p);
         p.extend_from_slice(b"tR");
-        let mut bytes = vec![0u8; numel as usize * t.kind().elt_size_in_bytes()];
-        t.copy_data_u8(&mut bytes, numel as usize);
-        blobs.push((key, bytes));
+        storages.push((key, t));
     }
     p.extend_from_slice(b"u.");
-    Ok((p, blobs))
+    Ok((p, storages))
 }
 
-/// torch.save's zip archive (stored, not compressed) of a pickle and its storages.
-fn torch_save_archive(pickle: &[u8], blobs: &[Blob]) -> Result<Vec<u8>> {
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+/// Writes torch.save's zip archive (stored, not compressed) of a pickle and its storages to `w`.
+fn torch_save_archive<W: Write + std::io::Seek>(w: W, pickle: &[u8], storages: &[Storage]) -> Result<()> {
+    let mut zip = zip::ZipWriter::new(w);
     let opts = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
     let mut entry = |name: &str, data: &[u8]| -> Result<()> {
         zip.start_file(format!("archive/{name}"), opts)?;
@@ -583,11 +644,15 @@ fn torch_save_archive(pickle: &[u8], blobs: &[Blob]) -> Result<Vec<u8>> {
     };
     entry("data.pkl", pickle)?;
     entry("byteorder", b"little")?;
-    for (key, bytes) in blobs {
-        entry(&format!("data/{key}"), bytes)?;
+    for (key, t) in storages {
+        let numel = t.numel();
+        let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.copy_data_u8(&mut bytes, numel);
+        entry(&format!("data/{key}"), &bytes)?;
     }
     entry("version", b"3\n")?;
-    Ok(zip.finish()?.into_inner())
+    zip.finish()?;
+    Ok(())
 }
 
 /// A committed test fixture (tests/fixtures/NAME, written once by a script in scripts/fixtures/),

@@ -25,6 +25,24 @@ fn write_then_read_roundtrips_kinds_and_shapes() {
     }
 }
 
+#[test]
+fn a_full_disk_is_one_error_and_the_writer_finishes_quietly() {
+    let named = vec![("w".to_string(), Tensor::arange(1000, (Kind::Float, Device::Cpu)))];
+    let (pickle, storages) = state_dict_pickle(&named).unwrap();
+    // room for the first entries only: the storage's 4,000 bytes do not fit
+    let mut room = vec![0u8; 600];
+    let e = torch_save_archive(Quiet::new(std::io::Cursor::new(&mut room[..])), &pickle, &storages).unwrap_err();
+    assert!(format!("{e:#}").contains("write zero"), "{e:#}");
+    // after the first error the writer carries on as if written, keeping positions
+    let mut q = Quiet::new(std::io::Cursor::new(&mut room[..10]));
+    assert!(q.write_all(&[1; 20]).is_err());
+    assert_eq!(q.write(&[2; 5]).unwrap(), 5);
+    use std::io::Seek;
+    assert_eq!(q.stream_position().unwrap(), 15);
+    assert_eq!(q.seek(std::io::SeekFrom::End(-3)).unwrap(), 12);
+    assert_eq!(q.seek(std::io::SeekFrom::Start(2)).unwrap(), 2);
+}
+
 /// `tests/fixtures/torch_checkpoint.pth` was written by PyTorch 2.11 (scripts/fixtures/make_pth.py):
 /// a DINO-style nested checkpoint with a view that starts at an offset into a shared storage.
 #[test]
