@@ -67,7 +67,9 @@ pub fn resolve(config: &str, method: Option<&str>, data: Option<&str>, epochs: O
     for s in sets {
         set_key(&mut table, s)?;
     }
-    Config::from_table(table)
+    let mut cfg = Config::from_table(table)?;
+    cfg.data.spec = crate::data::absolute_spec(&cfg.data.spec);
+    Ok(cfg)
 }
 
 pub fn run_train(a: TrainArgs) -> Result<()> {
@@ -119,10 +121,16 @@ pub fn list_presets() -> Result<()> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn a_data_path_is_kept_as_typed() {
-        for path in [r"folder:/data/x\tb", r#"folder:/data/dq"uote"#, r"folder:C:\sets\photos", "folder:/data/with space/ä 📷"] {
+    fn a_data_path_is_kept_as_typed_and_made_absolute() {
+        for path in [r"folder:/data/x\tb", r#"folder:/data/dq"uote"#, "folder:/data/with space/ä 📷"] {
             let c = super::resolve("fmnist-cpu", None, Some(path), None, &["augment.channels=1".into()]).unwrap();
             assert_eq!(c.data.spec, path);
         }
+        let here = std::env::current_dir().unwrap();
+        let c = super::resolve("fmnist-cpu", None, Some(r"folder:sets\photos"), None, &["augment.channels=1".into()]).unwrap();
+        assert_eq!(c.data.spec, format!("folder:{}", here.join(r"sets\photos").display()));
+        let c = super::resolve("fmnist-cpu", None, None, None, &["data.spec=idx:../fd".into()]).unwrap();
+        assert_eq!(c.data.spec, format!("idx:{}", here.join("../fd").display()));
+        assert_eq!(super::resolve("fmnist-cpu", None, None, None, &[]).unwrap().data.spec, "fashion-mnist");
     }
 }

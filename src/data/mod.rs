@@ -13,7 +13,7 @@ pub mod synth;
 pub mod wds;
 
 pub use norm::Norm;
-pub use spec::{DataSpec, Format};
+pub use spec::{absolute_spec, DataSpec, Format};
 
 use anyhow::Result;
 use std::borrow::Cow;

@@ -53,6 +53,20 @@ pub struct DataSpec {
 
 pub const SPEC_HELP: &str = "fashion-mnist | mnist:DIR | kmnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | stl10:DIR | folder:DIR | wds:DIR";
 
+/// A spec string with its folder made absolute (`folder:photos` -> `folder:/home/me/photos`, from
+/// the working directory, links kept), so that a run's config.toml names its data wherever the
+/// run is later evaluated or resumed from. Specs without a folder, or with an absolute one, are
+/// returned as they are.
+pub fn absolute_spec(spec: &str) -> String {
+    match spec.split_once(':') {
+        Some((name, dir)) if !dir.is_empty() && Path::new(dir).is_relative() => match std::path::absolute(dir) {
+            Ok(abs) => format!("{name}:{}", abs.display()),
+            Err(_) => spec.to_string(),
+        },
+        _ => spec.to_string(),
+    }
+}
+
 impl FromStr for DataSpec {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -183,7 +183,10 @@ pub fn check_same_recipe(cfg: &Config, dir: &Path) -> Result<()> {
     let old: toml::Table = toml::from_str(&old).map_err(|e| anyhow::anyhow!("{}: not valid TOML ({})", path.display(), e.message()))?;
     // a run written before a key existed has that key's default (which reproduces the old
     // behaviour), so compare through the config with today's defaults filled in
-    let old: toml::Value = toml::from_str(&Config::from_table(old).with_context(|| path.display().to_string())?.to_toml())?;
+    let mut old = Config::from_table(old).with_context(|| path.display().to_string())?;
+    // a run started before data paths were made absolute holds the folder as typed
+    old.data.spec = crate::data::absolute_spec(&old.data.spec);
+    let old: toml::Value = toml::from_str(&old.to_toml())?;
     let (mut a, mut b) = (vec![], vec![]);
     flatten("", &old, &mut a);
     flatten("", &toml::from_str(&cfg.to_toml())?, &mut b);
