@@ -150,22 +150,29 @@ const TINY: [&str; 12] = [
     "eval.k=3",
 ];
 
-fn with_sets<'a>(mut args: Vec<&'a str>, sets: &[&'a str]) -> Vec<&'a str> {
+fn with_sets<'a, S: AsRef<str>>(mut args: Vec<&'a str>, sets: &'a [S]) -> Vec<&'a str> {
     for s in sets {
         args.push("--set");
-        args.push(s);
+        args.push(s.as_ref());
     }
     args
+}
+
+/// The tiny settings on a two-class IDX set of 32 training images written into `dir`, as
+/// `--set` values of an experiment.
+fn tiny_sets_on_idx(dir: &Path) -> Vec<String> {
+    write_two_class_idx(dir, 32);
+    let mut sets: Vec<String> = TINY.iter().map(|s| s.to_string()).collect();
+    sets.push(format!("data.spec=\"idx:{}\"", dir.display()));
+    sets
 }
 
 #[test]
 fn compare_writes_table_and_curve_and_resumes() {
     let d = tempfile::tempdir().unwrap();
-    write_two_class_idx(d.path(), 32);
-    let spec = format!("data.spec=\"idx:{}\"", d.path().display());
+    let mut sets = tiny_sets_on_idx(d.path());
+    sets.push("mocov2.queue=16".into());
     let out = d.path().join("cmp");
-    let mut sets = TINY.to_vec();
-    sets.extend([spec.as_str(), "mocov2.queue=16"]);
     let args = with_sets(vec!["compare", "--methods", "svib,dino,byol,mocov2,swav", "--seeds", "2", "--epochs", "2", "--out", out.to_str().unwrap()], &sets);
     let o = svib(&args);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -192,11 +199,8 @@ fn compare_writes_table_and_curve_and_resumes() {
 #[test]
 fn quality_reports_raw_pixels_untrained_and_methods_and_resumes() {
     let d = tempfile::tempdir().unwrap();
-    write_two_class_idx(d.path(), 32);
-    let spec = format!("data.spec=\"idx:{}\"", d.path().display());
+    let sets = tiny_sets_on_idx(d.path());
     let out = d.path().join("q");
-    let mut sets = TINY.to_vec();
-    sets.push(spec.as_str());
     let args = with_sets(vec!["quality", "--methods", "svib,dino", "--seeds", "2", "--steps", "6", "--data", "fmnist,fmnist-8k", "--out", out.to_str().unwrap()], &sets);
     let o = svib(&args);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -223,11 +227,8 @@ fn quality_reports_raw_pixels_untrained_and_methods_and_resumes() {
 #[test]
 fn ablate_reports_every_task_and_diverged_runs() {
     let d = tempfile::tempdir().unwrap();
-    write_two_class_idx(d.path(), 32);
-    let spec = format!("data.spec=\"idx:{}\"", d.path().display());
+    let sets = tiny_sets_on_idx(d.path());
     let out = d.path().join("abl");
-    let mut sets = TINY.to_vec();
-    sets.push(spec.as_str());
     let o = svib(&with_sets(vec!["ablate", "--epochs", "2", "--knn-every", "1", "--out", out.to_str().unwrap()], &sets));
     assert!(o.status.success(), "{}", stderr(&o));
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
@@ -432,11 +433,8 @@ fn evaluations_read_the_runs_images_and_ctrl_c_exits_130() {
 #[test]
 fn a_compare_rerun_with_other_settings_changes_nothing() {
     let d = tempfile::tempdir().unwrap();
-    write_two_class_idx(d.path(), 32);
-    let spec = format!("data.spec=\"idx:{}\"", d.path().display());
+    let sets = tiny_sets_on_idx(d.path());
     let out = d.path().join("cmp");
-    let mut sets = TINY.to_vec();
-    sets.push(spec.as_str());
     let o = svib(&with_sets(vec!["compare", "--methods", "svib", "--seeds", "1", "--epochs", "1", "--out", out.to_str().unwrap()], &sets));
     assert!(o.status.success(), "{}", stderr(&o));
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();

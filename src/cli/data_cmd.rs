@@ -118,8 +118,7 @@ pub fn list_models() -> Result<()> {
 /// The commonest size among up to 64 images spread over the set, and the range of short sides
 /// where they differ.
 fn image_sizes(train: &data::Dataset) -> Result<String> {
-    let idx = data::spread(train.len(), 64);
-    let sizes = idx.iter().map(|&i| train.image(i).map(|im| (im.w, im.h))).collect::<Result<Vec<_>>>()?;
+    let sizes = train.spread_sizes(64)?;
     let mut counts = std::collections::BTreeMap::new();
     sizes.iter().for_each(|s| *counts.entry(*s).or_insert(0) += 1);
     let ((w, h), n) = counts.iter().max_by_key(|(_, n)| **n).map(|(s, n)| (*s, *n)).unwrap_or(((0, 0), 0));

@@ -61,14 +61,21 @@ pub(super) fn load_data(d: &DataArgs, b: &LoadedBackbone) -> Result<(Dataset, Da
     train.require_labels(&format!("{spec} (train)"))?;
     test.require_labels(&format!("{spec} (test)"))?;
     let norm = Norm::for_dataset(&spec, &train);
-    let mut prep = match &b.run_config {
-        Some(c) => crate::train::eval_prep(c, norm),
-        None => EvalPrep { size: d.image_size.map_or_else(|| train.typical_side(), Ok)?, channels: b.channels, norm, reduced_decode: true },
-    };
-    if let Some(s) = d.image_size {
-        prep.size = s;
-    }
+    let prep = eval_prep_for(b.run_config.as_ref(), d.image_size, b.channels, norm, &train)?;
     Ok((train, test, prep))
+}
+
+/// An evaluation's preprocessing: a run's own (its crop side and channels), else `channels` at
+/// the short side of a typical image of `train`; `image_size` (--image-size) sets the side.
+pub(super) fn eval_prep_for(run: Option<&Config>, image_size: Option<u32>, channels: u8, norm: Norm, train: &Dataset) -> Result<EvalPrep> {
+    Ok(match run {
+        Some(c) => {
+            let mut prep = crate::train::eval_prep(c, norm);
+            prep.size = image_size.unwrap_or(prep.size);
+            prep
+        }
+        None => EvalPrep { size: image_size.map_or_else(|| train.typical_side(), Ok)?, channels, norm, reduced_decode: true },
+    })
 }
 
 /// The two splits an evaluation reads: `data`'s; without it, a run's own images as its kNN

@@ -1,6 +1,7 @@
 //! `svib knn`: weighted kNN on frozen features of a checkpoint, a random-init backbone, or raw pixels.
+use super::eval_cmd::eval_prep_for;
 use crate::data::{self, DataSpec, Norm};
-use crate::eval::features::{backbone_features, labels, pixel_features, EvalPrep};
+use crate::eval::features::{backbone_features, labels, pixel_features};
 use crate::eval::knn::{knn_classify, KnnResult};
 use crate::models::ArchConfig;
 use crate::train::rundir::RunDir;
@@ -73,16 +74,10 @@ pub fn run(a: KnnArgs) -> Result<()> {
     let norm = Norm::for_dataset(&spec, &train);
     ensure!(!train.is_empty(), "--data: no training images");
     ensure!(!test.is_empty(), "--data: no test images");
-    let size = match a.image_size {
-        Some(s) => s,
-        // a run brings its own (below)
-        None if a.checkpoint.as_deref().is_some_and(RunDir::is_run) => 0,
-        None => train.typical_side()?,
-    };
     let channels = a.channels.unwrap_or(train.channels());
     ensure!(channels == 1 || channels == 3, "--channels: expected 1 or 3, got {channels}");
-    let mut prep = EvalPrep { size, channels, norm, reduced_decode: true };
     let (ftrain, ftest) = if a.raw_pixels {
+        let prep = eval_prep_for(None, a.image_size, channels, norm, &train)?;
         (pixel_features(&train, &prep, a.batch_size, device)?, pixel_features(&test, &prep, a.batch_size, device)?)
     } else {
         let ck = a.checkpoint.as_deref();
@@ -93,10 +88,7 @@ pub fn run(a: KnnArgs) -> Result<()> {
         );
         let b = load_backbone(ck, arch.as_ref(), a.channels, channels, device, a.seed)?;
         // a run brings its own preprocessing (crop size, channels)
-        if let Some(cfg) = &b.run_config {
-            prep = crate::train::eval_prep(cfg, prep.norm);
-            prep.size = a.image_size.unwrap_or(prep.size);
-        }
+        let prep = eval_prep_for(b.run_config.as_ref(), a.image_size, channels, norm, &train)?;
         (backbone_features(&b.model, &train, &prep, a.batch_size, device)?, backbone_features(&b.model, &test, &prep, a.batch_size, device)?)
     };
     let num_classes = train.num_classes.max(test.num_classes) as i64;

@@ -69,12 +69,14 @@ pub fn jpeg_complete(b: &[u8]) -> bool {
 
 /// Where a scan's entropy-coded data starting at `i` ends: the 0xFF of the next marker (neither
 /// a stuffed 0xFF 0x00 nor a restart marker), or the end of `b`.
+/// It runs on every decode of a training image, so it jumps from one 0xFF to the next (memchr).
 fn scan_end(b: &[u8], mut i: usize) -> usize {
-    while i + 1 < b.len() {
-        if b[i] == 0xFF && !matches!(b[i + 1], 0x00 | 0xD0..=0xD7 | 0xFF) {
-            return i;
+    while let Some(at) = b.get(i..).and_then(|rest| memchr::memchr(0xFF, rest)).map(|off| i + off) {
+        match b.get(at + 1) {
+            None => break,
+            Some(0x00 | 0xD0..=0xD7 | 0xFF) => i = at + 1,
+            Some(_) => return at,
         }
-        i += 1;
     }
     b.len()
 }
@@ -84,6 +86,11 @@ fn check_complete(bytes: &[u8], name: &dyn Display) -> Result<()> {
         anyhow::bail!("{name}: not a decodable image (a JPEG cut off before its end: a truncated download or copy?)");
     }
     Ok(())
+}
+
+/// An encoded image's (width, height) from its header, when the header says.
+pub fn dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().ok()?.into_dimensions().ok()
 }
 
 /// Decodes an encoded image held in memory; `name` says where it came from in errors.

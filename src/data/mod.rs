@@ -149,9 +149,22 @@ impl Dataset {
     /// set's images, at least 8 px (the smallest `--image-size`) and at most 224. One thumbnail
     /// among photos does not decide it.
     pub fn typical_side(&self) -> Result<u32> {
-        let mut sides = spread(self.len(), 64).into_iter().map(|i| self.image(i).map(|im| im.w.min(im.h))).collect::<Result<Vec<u32>>>()?;
+        let mut sides: Vec<u32> = self.spread_sizes(64)?.into_iter().map(|(w, h)| w.min(h)).collect();
         sides.sort_unstable();
         Ok(sides.get(sides.len() / 2).copied().unwrap_or(224).clamp(8, 224))
+    }
+    /// (width, height) of up to `k` images spread evenly over the set; a streamed image's from its
+    /// header, without decoding its pixels.
+    pub fn spread_sizes(&self, k: usize) -> Result<Vec<(u32, u32)>> {
+        let size = |i: usize| match self.encoded(i)? {
+            Some((bytes, name)) => match decode::dimensions(&bytes) {
+                Some(wh) => Ok(wh),
+                // a header that does not say: the decoder's error names the file
+                None => decode::decode_bytes(&bytes, name).map(|im| (im.w, im.h)).map_err(skip_hint),
+            },
+            None => Ok((self.images[i].w, self.images[i].h)),
+        };
+        spread(self.len(), k).into_iter().map(size).collect()
     }
     /// How many classes have at least one image.
     pub fn classes_present(&self) -> usize {

@@ -132,9 +132,6 @@ fn sample(ds: &Dataset) -> Vec<usize> {
     (0..ds.len()).step_by(step).collect()
 }
 
-/// The cache file of a set's statistics: a hash of the folder, the number of images and what
-/// the statistics are computed from (the sampled images' pixels, or their files' or the shards'
-/// paths, sizes and modification times), so that rewritten images are measured again.
 /// $SVIB_CACHE_DIR, $XDG_CACHE_HOME/svib or ~/.cache/svib.
 fn cache_base() -> Option<PathBuf> {
     std::env::var_os("SVIB_CACHE_DIR")
@@ -143,6 +140,9 @@ fn cache_base() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/svib")))
 }
 
+/// The cache file of a set's statistics: a hash of the folder, the number of images and what
+/// the statistics are computed from (the sampled images' pixels, or their files' or the shards'
+/// paths, sizes and modification times), so that rewritten images are measured again.
 fn cache_path(base: PathBuf, spec: &DataSpec, train: &Dataset) -> PathBuf {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     spec.dir.canonicalize().unwrap_or(spec.dir.clone()).hash(&mut h);

@@ -107,10 +107,11 @@ pub fn load_named(vs: &nn::VarStore, named: Vec<(String, Tensor)>, source: &Path
 pub fn load_safetensors(vs: &nn::VarStore, path: &Path) -> Result<()> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let named = if ["pth", "pt", "bin", "tar", "ckpt"].contains(&ext.as_str()) {
-        // only tensors whose name ends in a variable's name and whose shape is that variable's are read
-        let vars: Vec<(String, Vec<i64>)> = vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect();
+        // only tensors whose name ends in a variable's name (torchvision's or Detectron2's) and
+        // whose shape is that variable's are read
+        let vars: Vec<([String; 2], Vec<i64>)> = vs.variables().into_iter().map(|(k, v)| ([crate::interop::detectron2_key(&k), k], v.size())).collect();
         let ends_in = |name: &str, k: &str| name.strip_suffix(k).is_some_and(|p| p.is_empty() || p.ends_with('.'));
-        let wanted = |name: &str, size: &[i64]| vars.iter().any(|(k, s)| s == size && (ends_in(name, k) || ends_in(name, &crate::interop::detectron2_key(k))));
+        let wanted = |name: &str, size: &[i64]| vars.iter().any(|(keys, s)| s == size && keys.iter().any(|k| ends_in(name, k)));
         crate::interop::pth::read_pth_where(path, wanted)?
     } else {
         crate::interop::read_safetensors(path).map_err(|e| anyhow::anyhow!("{e:#}; PyTorch files need a .pth or .pt name"))?

@@ -19,10 +19,6 @@ pub struct LoadedBackbone {
     pub run_config: Option<Config>,
 }
 
-/// The backbone of `checkpoint` (a run, or weights with `arch`) or a random one of `arch`.
-/// `channels` is what the user asked for (a weights file or random init otherwise takes
-/// `default_channels`); a run brings its own architecture and channels, so asking for others is
-/// an error.
 /// `--checkpoint PATH` names something that exists (before any data set is read for it).
 pub fn check_exists(path: &Path) -> Result<()> {
     if !path.exists() {
@@ -31,6 +27,10 @@ pub fn check_exists(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The backbone of `checkpoint` (a run, or weights with `arch`) or a random one of `arch`.
+/// `channels` is what the user asked for (a weights file or random init otherwise takes
+/// `default_channels`); a run brings its own architecture and channels, so asking for others is
+/// an error.
 pub fn load_backbone(checkpoint: Option<&Path>, arch: Option<&ArchConfig>, channels: Option<u8>, default_channels: u8, device: Device, seed: i64) -> Result<LoadedBackbone> {
     tch::manual_seed(seed);
     if let Some(p) = checkpoint {
